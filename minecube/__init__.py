@@ -1,0 +1,3 @@
+"""minecube: map the footprint of mines in multispectral satellite image cubes."""
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,172 @@
+"""The ``minecube`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from minecube import __version__
+
+_DEFAULT_WORLD = "demo-world"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minecube")
+def main() -> None:
+    """Map the footprint of mines in multispectral satellite image cubes.
+
+    \b
+    Examples:
+      minecube demo run                 # generate, serve and search the demo world
+      minecube demo serve demo-world    # serve it until Ctrl-C
+    """
+
+
+@main.group()
+def demo() -> None:
+    """The demo world: a synthetic Sentinel-2 L2A archive around fictional mines."""
+
+
+def _world_options(f):
+    options = [
+        click.option("--seed", default=0, show_default=True, help="Random seed."),
+        click.option(
+            "--years",
+            default="2022,2023,2024",
+            show_default=True,
+            help="Comma-separated years to observe.",
+        ),
+        click.option("--dates-per-year", default=5, show_default=True),
+        click.option("--tile-size", default=384, show_default=True, help="Tile width, pixels."),
+        click.option("--site-size", default=256, show_default=True, help="Site width, pixels."),
+        click.option("--site", "sites", multiple=True, help="Only these site ids (repeatable)."),
+        click.option("--overwrite", is_flag=True, help="Replace a world made with other settings."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _generate(path, seed, years, dates_per_year, tile_size, site_size, sites, overwrite):
+    from minecube.demo import generate
+
+    try:
+        year_list = [int(y) for y in years.split(",") if y.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"{years!r} is not a comma-separated list of years") from e
+    t0 = time.perf_counter()
+    try:
+        world = generate(
+            path,
+            seed=seed,
+            years=year_list,
+            dates_per_year=dates_per_year,
+            tile_size=tile_size,
+            site_size=site_size,
+            sites=sites or None,
+            overwrite=overwrite,
+            progress=True,
+        )
+    except ValueError as e:  # bad parameters and DemoWorldError
+        raise click.ClickException(str(e)) from e
+    s = world.summary
+    click.echo(
+        f"demo world at {world.path}: {s['sites']} sites, {s['tiles']} tiles, {s['items']} items, "
+        f"{s['bytes'] / 1e6:.1f} MB ({time.perf_counter() - t0:.1f} s)"
+    )
+    return world
+
+
+@demo.command("generate")
+@click.argument("path", type=click.Path(path_type=Path), default=_DEFAULT_WORLD)
+@_world_options
+def demo_generate(path, **kwargs) -> None:
+    """Generate the demo world into PATH (reused if it is already there).
+
+    \b
+    Example:
+      minecube demo generate demo-world --years 2022,2023 --dates-per-year 3
+    """
+    _generate(path, **kwargs)
+
+
+@demo.command("serve")
+@click.argument("path", type=click.Path(path_type=Path), default=_DEFAULT_WORLD)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--stac-port", type=int, default=None, help="STAC API port [default: free port]")
+@click.option("--data-port", type=int, default=None, help="COG server port [default: free port]")
+def demo_serve(path, host, stac_port, data_port) -> None:
+    """Serve the demo world at PATH: a STAC API and its COGs, until Ctrl-C.
+
+    \b
+    Example:
+      minecube demo serve demo-world --stac-port 7822
+    """
+    from minecube.demo import serve
+    from minecube.errors import MinecubeError
+
+    try:
+        server = serve(path, host=host, stac_port=stac_port, data_port=data_port)
+    except MinecubeError as e:
+        raise click.ClickException(str(e)) from e
+    with server:
+        click.echo(f"STAC API:  {server.stac_url}\nCOGs:      {server.data_url}\nCtrl-C stops.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("stopped")
+
+
+@demo.command("run")
+@click.option("--path", type=click.Path(path_type=Path), default=_DEFAULT_WORLD, show_default=True)
+@_world_options
+def demo_run(path, **kwargs) -> None:
+    """Run the main job on the demo world: generate it, serve it, search every site.
+
+    \b
+    Example:
+      minecube demo run --path demo-world
+    """
+    from minecube.demo import serve
+
+    world = _generate(path, **kwargs)
+    with serve(world) as server:
+        click.echo(f"serving: STAC API {server.stac_url}, COGs {server.data_url}\n")
+        _search_sites(world, server.stac_url)
+
+
+def _search_sites(world, stac_url: str) -> None:
+    """Search the served catalogue for each site and print what was found."""
+    import pystac_client
+
+    client = pystac_client.Client.open(stac_url)
+    years = world.spec.years
+    span = f"{years[0]}-01-01/{years[-1]}-12-31"
+    total = 0
+    for site in world.sites.itertuples():
+        search = client.search(
+            collections=["sentinel-2-l2a"], bbox=site.geometry.bounds, datetime=span, limit=100
+        )
+        items = sorted(search.items(), key=lambda i: (i.datetime, i.id))
+        total += len(items)
+        clouds = [i.properties["eo:cloud_cover"] for i in items]
+        click.echo(
+            f"{site.site_id} ({site.commodity}, {site.climate}, EPSG:{site.epsg}): "
+            f"{len(items)} items on tiles {site.tiles}, median cloud cover "
+            f"{sorted(clouds)[len(clouds) // 2] if clouds else float('nan'):.1f} %"
+        )
+        for item in items:
+            cloud = item.properties["eo:cloud_cover"]
+            nodata = item.properties.get("s2:nodata_pixel_percentage", 0)
+            click.echo(
+                f"    {item.id}  {item.datetime:%Y-%m-%d}  cloud {cloud:5.1f} %  "
+                f"nodata {nodata:5.1f} %"
+            )
+    click.echo(f"\n{total} items found for {len(world.site_ids)} sites in {span}.")
+
+
+if __name__ == "__main__":
+    main()
