@@ -1,9 +1,14 @@
 """The demo world: a synthetic Sentinel-2 L2A archive around fictional mines, served locally.
 
+>>> import pystac_client
 >>> from minecube import demo
->>> world = demo.generate("demo-world")              # doctest: +SKIP
->>> with demo.serve(world) as server:                  # doctest: +SKIP
-...     print(server.stac_url)
+>>> world = demo.generate("/tmp/tiny-world", sites=["hunter-coal"], years=[2022, 2023],
+...                       dates_per_year=2, tile_size=160, site_size=96, overwrite=True)
+>>> with demo.serve(world) as server:
+...     client = pystac_client.Client.open(server.stac_url)
+...     items = list(client.search(bbox=world.sites.total_bounds, datetime="2023").items())
+>>> sorted({item.properties["grid:code"] for item in items})
+['MGRS-56HAE', 'MGRS-56HBE']
 """
 
 from minecube.demo.serve import DemoServer, serve

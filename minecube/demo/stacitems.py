@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import shapely
 from pyproj import Transformer
 from shapely.geometry import mapping
-from shapely.ops import transform as shapely_transform
 
 COLLECTION_ID = "sentinel-2-l2a"
 STAC_VERSION = "1.1.0"
@@ -93,7 +93,8 @@ def tile_code(epsg: int, lat: float, col: int, row: int) -> str:
 def lonlat_geometry(geom, epsg: int):
     """A projected shapely geometry in lon/lat (EPSG:4326), densified so edges stay true."""
     to_lonlat = Transformer.from_crs(epsg, 4326, always_xy=True).transform
-    return shapely_transform(to_lonlat, geom.segmentize(geom.length / 40 if geom.length else 1))
+    dense = geom.segmentize(geom.length / 40 if geom.length else 1)
+    return shapely.transform(dense, to_lonlat, interleaved=False)
 
 
 def make_item(

@@ -509,9 +509,12 @@ def open_world(path: str | os.PathLike) -> World:
 
     Examples
     --------
-    >>> world = open_world("demo-world")  # doctest: +SKIP
-    >>> world.site_ids[:2]  # doctest: +SKIP
-    ['pilbara-iron', 'atacama-copper']
+    >>> from minecube.demo import generate, open_world
+    >>> _ = generate("/tmp/tiny-world", sites=["hunter-coal"], years=[2022, 2023],
+    ...              dates_per_year=2, tile_size=160, site_size=96, overwrite=True)
+    >>> world = open_world("/tmp/tiny-world")
+    >>> world.site_ids, world.spec.years
+    (['hunter-coal'], (2022, 2023))
     """
     root = Path(path)
     manifest = root / _MANIFEST
