@@ -164,7 +164,6 @@ class MineSite:
     commodity: str
     climate: str
     southern: bool
-    n_years: int
     seed: int
     _yy: np.ndarray = field(init=False, repr=False)
     _xx: np.ndarray = field(init=False, repr=False)

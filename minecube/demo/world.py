@@ -565,7 +565,8 @@ def generate(
     sites
         Subset of :data:`SITES` ids (default: all).
     overwrite
-        Replace an existing world made with other parameters.
+        Replace an existing demo world made with other parameters (a folder that is not a demo
+        world is never replaced).
     progress
         Show a progress bar.
 
@@ -600,7 +601,8 @@ def generate(
                 f"{str(root)!r} holds a demo world made with {existing.spec}, not {spec}; "
                 "pass overwrite=True (CLI: --overwrite) or choose another path."
             )
-    elif root.exists() and any(root.iterdir()) and not overwrite:
+    elif root.exists() and any(root.iterdir()):
+        # never delete a folder that is not a demo world, even with overwrite=True
         raise DemoWorldError(
             f"{str(root)!r} exists and is not a demo world; choose an empty or new folder."
         )
@@ -640,7 +642,6 @@ def _generate_into(root: Path, spec: WorldSpec, progress: bool) -> dict[str, Any
             site.commodity,
             site.climate,
             southern=site.lat < 0,
-            n_years=len(spec.years),
             seed=int(rng.integers(2**31)),
         )
         classes = [mine.class_map(t) for t in range(len(spec.years))]

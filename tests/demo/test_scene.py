@@ -40,15 +40,15 @@ def test_grown_blobs_contain_the_smaller_ones():
 @pytest.mark.parametrize("fraction", [0.0, 0.2, 0.6, 1.0])
 def test_cloud_cover_matches_the_drawn_fraction(fraction):
     rng = np.random.default_rng(3)
-    mine = scene.MineSite((128, 128), (24, 24, 80), "gold", "tropical", False, 2, seed=5)
+    mine = scene.MineSite((128, 128), (24, 24, 80), "gold", "tropical", False, seed=5)
     _, scl = mine.observe(mine.class_map(0), 180.0, fraction, rng)
     cloudy = np.isin(scl, (8, 9)).mean()
     assert cloudy == pytest.approx(fraction, abs=0.1)
 
 
 def test_vegetation_follows_the_season_of_its_hemisphere():
-    north = scene.MineSite((96, 96), (8, 8, 80), "coal", "temperate", False, 1, seed=2)
-    south = scene.MineSite((96, 96), (8, 8, 80), "coal", "temperate", True, 1, seed=2)
+    north = scene.MineSite((96, 96), (8, 8, 80), "coal", "temperate", False, seed=2)
+    south = scene.MineSite((96, 96), (8, 8, 80), "coal", "temperate", True, seed=2)
     assert north.greenness(196) > 0.99
     assert north.greenness(15) < 0.05
     assert south.greenness(15) > 0.99

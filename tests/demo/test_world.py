@@ -281,6 +281,12 @@ def test_generate_reuses_refuses_and_recovers(tmp_path):
     assert (path / "world.json").stat().st_mtime_ns == stamp  # reused, not rewritten
     with pytest.raises(DemoWorldError, match="overwrite=True"):
         generate(path, **{**TINY, "seed": 1})
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    with pytest.raises(DemoWorldError, match="is not a demo world"):
+        generate(other, overwrite=True, **TINY)
+    assert (other / "thesis.tex").read_text() == "precious"
     # an interrupted run leaves only a .partial folder, never a world that looks complete
     broken = tmp_path / "broken"
     (tmp_path / "broken.partial").mkdir()
