@@ -97,6 +97,11 @@ def lonlat_geometry(geom, epsg: int):
     return shapely.transform(dense, to_lonlat, interleaved=False)
 
 
+def item_id(platform: str, tile: str, when: dt.datetime) -> str:
+    """Earth Search v1 item id, e.g. ``S2B_50KPC_20220315_0_L2A``."""
+    return f"S2{platform[-1].upper()}_{tile}_{when:%Y%m%d}_0_L2A"
+
+
 def make_item(
     *,
     tile: str,
@@ -117,7 +122,6 @@ def make_item(
     hrefs (relative to the world root, rewritten when served).
     """
     zone, band, square = tile[:2], tile[2], tile[3:]
-    item_id = f"S2{platform[-1].upper()}_{tile}_{when:%Y%m%d}_0_L2A"
     geometry = lonlat_geometry(footprint, epsg)
     h, w = shape
     x0, _, _, y1 = bounds
@@ -148,7 +152,7 @@ def make_item(
         "type": "Feature",
         "stac_version": STAC_VERSION,
         "stac_extensions": EXTENSIONS,
-        "id": item_id,
+        "id": item_id(platform, tile, when),
         "collection": COLLECTION_ID,
         "geometry": mapping(geometry),
         "bbox": [round(v, 7) for v in geometry.bounds],

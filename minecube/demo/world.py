@@ -314,15 +314,15 @@ def _observe_date(
         scl20 = scene.scl_to_20m(scl10[rows, cols])
         observed = scl20 != scene.SCL["no_data"]
         cloudy = np.isin(scl20, scene.SCL_CLOUDY) & observed
-        item_id = f"S2{platform[-1].upper()}_{code}_{when:%Y%m%d}_0_L2A"
-        folder = Path("cogs", code[:2], code[2], code[3:], str(when.year), str(when.month), item_id)
+        name = stacitems.item_id(platform, code, when)
+        folder = Path("cogs", code[:2], code[2], code[3:], str(when.year), str(when.month), name)
         hrefs = {}
         transform10 = Affine(RESOLUTION, 0, bounds[0], 0, -RESOLUTION, bounds[3])
         for b, key in enumerate(scene.BANDS):
             hrefs[key] = str(folder / f"{stacitems.ASSETS[key][0]}.tif")
             _write_cog(root / hrefs[key], dn[b][rows, cols], crs, transform10, "average")
         hrefs["scl"] = str(folder / "SCL.tif")
-        _write_cog(root / hrefs["scl"], scl20, crs, transform10 * Affine.scale(2), "nearest")
+        _write_cog(root / hrefs["scl"], scl20, crs, transform10 @ Affine.scale(2), "nearest")
         footprint = box(*bounds)
         if not tile_valid.all():
             shapes = rasterio.features.shapes(
