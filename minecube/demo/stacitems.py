@@ -78,12 +78,6 @@ _COLUMN_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 _ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
 
 
-def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the UTM zone (north or south) that contains a point."""
-    zone = int((lon + 180) // 6) % 60 + 1
-    return (32600 if lat >= 0 else 32700) + zone
-
-
 def tile_code(epsg: int, lat: float, col: int, row: int) -> str:
     """MGRS-like tile code: UTM zone, latitude band, and two letters for the tile's column/row."""
     band = _LATITUDE_BANDS[min(max(int((lat + 80) // 8), 0), len(_LATITUDE_BANDS) - 1)]

@@ -36,6 +36,7 @@ from minecube import __version__
 from minecube.classes import DEFAULT_CLASSES
 from minecube.demo import scene, stacitems
 from minecube.errors import DemoWorldError
+from minecube.sites import utm_epsg
 
 __all__ = ["SITES", "World", "WorldSpec", "generate", "open_world"]
 
@@ -213,7 +214,7 @@ class _SiteGrid:
 
 
 def _site_grid(site: DemoSite, spec: WorldSpec, rng: np.random.Generator) -> _SiteGrid:
-    epsg = stacitems.utm_epsg(site.lon, site.lat)
+    epsg = utm_epsg(site.lon, site.lat)
     e, n = Transformer.from_crs(4326, epsg, always_xy=True).transform(site.lon, site.lat)
     ext = spec.tile_size * RESOLUTION
     size_m = spec.site_size * RESOLUTION

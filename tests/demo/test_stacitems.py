@@ -5,21 +5,12 @@ from __future__ import annotations
 import json
 
 import pystac
-import pytest
 from pystac.extensions.eo import EOExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import RasterExtension
 from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
 from minecube.demo import stacitems
-
-
-@pytest.mark.parametrize(
-    ("lon", "lat", "epsg"),
-    [(118.6, -22.7, 32750), (-68.9, -22.3, 32719), (-1.7, 6.2, 32630), (150.9, -32.4, 32756)],
-)
-def test_utm_epsg(lon, lat, epsg):
-    assert stacitems.utm_epsg(lon, lat) == epsg
 
 
 def test_tile_code_is_mgrs_like():

@@ -1,0 +1,116 @@
+"""STAC search against the demo world's real STAC API, and band assets across catalogues."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pystac
+import pytest
+from shapely.geometry import box, shape
+
+from minecube.stac import NoItemsError, band_assets, open_catalog, search
+
+
+def _truth(world, site, start, end, max_cloud=None):
+    return sorted(
+        i["id"]
+        for i in world.items()
+        if shape(i["geometry"]).intersects(site.geometry)
+        and start <= i["properties"]["datetime"][:10] <= end
+        and (max_cloud is None or i["properties"]["eo:cloud_cover"] <= max_cloud)
+    )
+
+
+def test_search_returns_the_sites_items_sorted_by_time(world, server):
+    for site in world.sites.itertuples():
+        items = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+        assert sorted(i.id for i in items) == _truth(world, site, "2022-01-01", "2023-12-31")
+        times = [(i.datetime, i.id) for i in items]
+        assert times == sorted(times)
+
+
+def test_cloud_filter_is_applied_on_the_client_when_the_server_cannot(world, server, catalog):
+    site = next(world.sites.itertuples())
+    items = search(site, "2022-01-01", "2024-12-31", catalog=catalog, max_cloud=20)
+    assert items.extra_fields["minecube:search"]["cloud_filter"] == "client"  # rustac
+    assert sorted(i.id for i in items) == _truth(world, site, "2022-01-01", "2024-12-31", 20)
+    assert all(i.properties["eo:cloud_cover"] <= 20 for i in items)
+    everything = search(site, "2022-01-01", "2024-12-31", catalog=catalog)
+    assert len(items) < len(everything)
+
+
+def test_search_records_its_query(world, server):
+    site = world.sites.iloc[0]
+    items = search(site, dt.date(2023, 1, 1), "2023-06-30", catalog=server.stac_url, max_cloud=50)
+    record = items.extra_fields["minecube:search"]
+    assert record["datetime"] == "2023-01-01T00:00:00Z/2023-06-30T23:59:59Z"
+    assert record["collection"] == "sentinel-2-l2a"
+    assert record["max_cloud"] == 50
+    assert shape(record["intersects"]).equals(site.geometry)
+    assert record["catalog"].startswith(server.stac_url)
+
+
+def test_nothing_found_shows_the_query(server, catalog):
+    far_away = box(-30.0, -50.0, -29.9, -49.9)  # South Atlantic
+    with pytest.raises(NoItemsError, match=r"between 2023-01-01 and 2023-12-31 .* Widen"):
+        search(far_away, "2023-01-01", "2023-12-31", catalog=catalog)
+
+
+def test_bad_arguments_name_the_fix(world, catalog):
+    site = world.sites.iloc[0]
+    with pytest.raises(ValueError, match=r"collection 'landsat' is not in this catalogue; it has"):
+        search(site, "2023-01-01", "2023-12-31", catalog=catalog, collection="landsat")
+    with pytest.raises(ValueError, match="start 2023-12-31 is after end 2023-01-01; swap"):
+        search(site, "2023-12-31", "2023-01-01", catalog=catalog)
+    with pytest.raises(ValueError, match="end='last year' is not a date"):
+        search(site, "2023-01-01", "last year", catalog=catalog)
+    with pytest.raises(ValueError, match="takes one site, got a table of"):
+        search(world.sites, "2023-01-01", "2023-12-31", catalog=catalog)
+
+
+def test_open_catalog_accepts_an_open_client(catalog):
+    assert open_catalog(catalog) is catalog
+
+
+def test_band_assets_of_the_demo_world_use_earth_search_keys_and_scaling(catalog):
+    item = next(catalog.search(collections=["sentinel-2-l2a"], max_items=1).items())
+    assets = band_assets(item)
+    assert {b: a.key for b, a in assets.items()} == {
+        "blue": "blue",
+        "green": "green",
+        "red": "red",
+        "nir": "nir",
+        "scl": "scl",
+    }
+    assert (assets["red"].scale, assets["red"].offset, assets["red"].nodata) == (1e-4, -0.1, 0)
+    assert (assets["scl"].scale, assets["scl"].offset) == (1.0, 0.0)
+
+
+def _planetary_computer_item(baseline: str) -> pystac.Item:
+    item = pystac.Item("S2A_MSIL2A_20210301", None, None, dt.datetime(2021, 3, 1), {})
+    item.properties["s2:processing_baseline"] = baseline
+    for key in ("B02", "B03", "B04", "B08", "SCL", "visual"):
+        item.add_asset(key, pystac.Asset(f"https://example.com/{key}.tif"))
+    return item
+
+
+@pytest.mark.parametrize(("baseline", "offset"), [("05.09", -0.1), ("03.01", 0.0)])
+def test_band_assets_of_planetary_computer_items(baseline, offset):
+    assets = band_assets(_planetary_computer_item(baseline))
+    assert [assets[b].key for b in ("blue", "green", "red", "nir", "scl")] == [
+        "B02",
+        "B03",
+        "B04",
+        "B08",
+        "SCL",
+    ]
+    assert (assets["nir"].scale, assets["nir"].offset) == (1e-4, offset)
+
+
+def test_band_assets_errors_list_what_is_there():
+    item = _planetary_computer_item("05.09")
+    del item.assets["B08"]
+    with pytest.raises(KeyError, match=r"no asset for band 'nir' .* its assets are \['B02'"):
+        band_assets(item)
+    with pytest.raises(ValueError, match=r"unknown band 'swir'; minecube reads"):
+        band_assets(item, bands=("swir",))
