@@ -79,7 +79,7 @@ def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
     --------
     >>> from shapely.geometry import box
     >>> site_grid(box(150.90, -32.46, 150.92, -32.44))
-    SiteGrid(epsg=32756, bounds=(302690.0, 6406550.0, 304600.0, 6408810.0), resolution=10.0)
+    SiteGrid(epsg=32756, bounds=(302570.0, 6406630.0, 304510.0, 6408890.0), resolution=10.0)
     """
     import geopandas as gpd
 
@@ -195,7 +195,7 @@ def build(
     ...     items = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
     ...     cube = build(site, items, composite="year").compute()
     >>> dict(cube.reflectance.sizes), str(cube.rio.crs)
-    ({'time': 2, 'band': 4, 'y': 97, 'x': 97}, 'EPSG:32756')
+    ({'time': 2, 'band': 4, 'y': 98, 'x': 98}, 'EPSG:32756')
     """
     import rioxarray  # noqa: F401 - registers the .rio accessor
     import xarray as xr
@@ -424,7 +424,17 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
 
     Examples
     --------
-    >>> cube = open_cube("cubes.zarr", "hunter-coal")  # doctest: +SKIP
+    >>> from minecube import demo
+    >>> from minecube.stac import search
+    >>> world = demo.generate("/tmp/tiny-world", sites=["hunter-coal"], years=[2022, 2023],
+    ...                       dates_per_year=2, tile_size=160, site_size=96, overwrite=True)
+    >>> site = world.sites.iloc[0]
+    >>> with demo.serve(world) as server:
+    ...     items = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+    ...     written = to_zarr(build(site, items, composite="year"), "/tmp/tiny-cubes.zarr")
+    >>> cube = open_cube("/tmp/tiny-cubes.zarr", "hunter-coal")
+    >>> cube.rio.crs.to_epsg(), [str(t)[:4] for t in cube.time.values]
+    (32756, ['2022', '2023'])
     """
     import xarray as xr
     import zarr
