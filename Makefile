@@ -32,4 +32,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf demo-world demo-world.partial .pytest_cache
+	rm -rf demo-world demo-world.partial demo-output .pytest_cache

@@ -122,23 +122,76 @@ def demo_serve(path, host, stac_port, data_port) -> None:
 
 @demo.command("run")
 @click.option("--path", type=click.Path(path_type=Path), default=_DEFAULT_WORLD, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default="demo-output",
+    show_default=True,
+    help="Folder for cubes (Zarr) and quicklooks.",
+)
+@click.option(
+    "--composite",
+    type=click.Choice(["day", "month", "quarter", "year"]),
+    default="quarter",
+    show_default=True,
+)
 @_world_options
-def demo_run(path, **kwargs) -> None:
-    """Run the main job on the demo world: generate it, serve it, search every site.
+def demo_run(path, out, composite, **kwargs) -> None:
+    """Run the main job on the demo world: generate, serve, search, and build a cube per site.
+
+    Re-running reuses the world and appends only periods not yet in the cubes.
 
     \b
     Example:
-      minecube demo run --path demo-world
+      minecube demo run --path demo-world --out demo-output
     """
     from minecube.demo import serve
 
     world = _generate(path, **kwargs)
     with serve(world) as server:
         click.echo(f"serving: STAC API {server.stac_url}, COGs {server.data_url}\n")
-        _search_sites(world, server.stac_url)
+        found = _search_sites(world, server.stac_url)
+        _build_cubes(world, found, out, composite)
 
 
-def _search_sites(world, stac_url: str) -> None:
+def _build_cubes(world, found: dict, out: Path, composite: str) -> None:
+    """Build, store and quicklook a cube per site; print a summary table."""
+    from minecube.cube import build, open_cube, to_zarr
+    from minecube.plot import quicklook
+
+    store = out / "cubes.zarr"
+    (out / "quicklook").mkdir(parents=True, exist_ok=True)
+    click.echo(f"\nbuilding {composite} cubes in {store}")
+    rows = []
+    for site in world.sites.itertuples():
+        t0 = time.perf_counter()
+        cube = build(site, found[site.site_id], composite=composite)
+        written = to_zarr(cube, store, items=found[site.site_id], progress=True)
+        stored = open_cube(store, site.site_id)
+        valid = float((stored.valid_count > 0).mean())
+        size = sum(p.stat().st_size for p in (store / site.site_id).rglob("*") if p.is_file())
+        quicklook(stored, out / "quicklook" / f"{site.site_id}.png")
+        rows.append(
+            (
+                site.site_id,
+                stored.sizes["time"],
+                len(written),
+                valid,
+                size,
+                time.perf_counter() - t0,
+            )
+        )
+    click.echo(
+        f"\n{'site':20s} {'periods':>8s} {'new':>4s} {'valid':>7s} {'on disk':>9s} {'time':>7s}"
+    )
+    for sid, n, new, valid, size, seconds in rows:
+        click.echo(
+            f"{sid:20s} {n:8d} {new:4d} {100 * valid:6.1f}% {size / 1e6:7.1f} MB {seconds:6.1f} s"
+        )
+    click.echo(f"\nquicklooks: {out / 'quicklook'}/<site>.png")
+
+
+def _search_sites(world, stac_url: str) -> dict:
     """Search the served catalogue for each site and print what was found."""
     import pystac_client
 
@@ -146,11 +199,13 @@ def _search_sites(world, stac_url: str) -> None:
     years = world.spec.years
     span = f"{years[0]}-01-01/{years[-1]}-12-31"
     total = 0
+    found = {}
     for site in world.sites.itertuples():
         search = client.search(
             collections=["sentinel-2-l2a"], bbox=site.geometry.bounds, datetime=span, limit=100
         )
         items = sorted(search.items(), key=lambda i: (i.datetime, i.id))
+        found[site.site_id] = items
         total += len(items)
         clouds = [i.properties["eo:cloud_cover"] for i in items]
         click.echo(
@@ -166,6 +221,7 @@ def _search_sites(world, stac_url: str) -> None:
                 f"nodata {nodata:5.1f} %"
             )
     click.echo(f"\n{total} items found for {len(world.site_ids)} sites in {span}.")
+    return found
 
 
 if __name__ == "__main__":
