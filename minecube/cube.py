@@ -228,8 +228,10 @@ def build(
         readable = [i.clone() for i in items]
         for item in readable:
             sign(item)
-    raw = _load(readable, keys, grid, engine, chunks).chunk({"time": -1})
-    raw = raw.sortby("time")
+    raw = _load(readable, keys, grid, engine, chunks).sortby("time")
+    # one time chunk per period, so writing a period reads only that period's scenes
+    period = raw.time.to_index().tz_localize(None).to_period(COMPOSITES[composite])
+    raw = raw.chunk({"time": tuple(period.value_counts(sort=False).loc[period.unique()])})
     scl = raw.sel(band=keys[-1])
     refl = []
     for band, key in zip(bands, keys[:-1], strict=True):
@@ -241,7 +243,6 @@ def build(
     reflectance = xr.concat(refl, dim="band").assign_coords(band=list(bands))
     valid = scl.notnull() & ~scl.isin(list(mask_scl)) & reflectance.notnull().all("band")
     reflectance = reflectance.where(valid)
-    period = reflectance.time.to_index().tz_localize(None).to_period(COMPOSITES[composite])
     starts = ("time", period.start_time)
     composite_ = (
         reflectance.assign_coords(period=starts).groupby("period").reduce(_nanmedian, dim="time")
@@ -300,17 +301,6 @@ def _item_shape(item):
     return shape(item.geometry) if item.geometry else box(*item.bbox)
 
 
-def _warn_empty(ds: xr.Dataset) -> None:
-    empty = (ds.valid_count.sum(("y", "x")) == 0).compute()
-    for t in ds.time.values[empty.values]:
-        warnings.warn(
-            f"no valid observation in the period starting {str(t)[:10]} (all cloud or no "
-            "data): its reflectance is NaN and valid_count 0",
-            EmptyPeriodWarning,
-            stacklevel=3,
-        )
-
-
 def to_zarr(
     cube: xr.Dataset,
     store: str | os.PathLike,
@@ -348,6 +338,7 @@ def to_zarr(
     list of str
         The periods written by this call (ISO dates).
     """
+    import dask
     import xarray as xr
     import zarr
     from tqdm.auto import tqdm
@@ -371,36 +362,32 @@ def to_zarr(
                 "from the stored start or write to a new group"
             )
     cube = cube.chunk({"time": 1}).assign_coords(band=cube.band.values.astype(object))
-    _warn_empty(cube)
     to_write = [p for p in periods if p not in done]
     written = []
-    for n, period in enumerate(tqdm(to_write, desc=f"cube {group}", disable=not progress)):
-        if fail_after is not None and n >= fail_after:
-            raise RuntimeError(f"stopped after {n} periods (fail_after={fail_after})")
-        part = cube.sel(time=[np.datetime64(period)])
-        if not existing:
-            part.to_zarr(store, group=group, mode="w", consolidated=False)
-            existing = [period]
-        elif period in existing:
-            index = existing.index(period)
-            region = {"time": slice(index, index + 1)}
-            part.drop_vars(["spatial_ref", "band", "y", "x"]).to_zarr(
-                store, group=group, region=region, consolidated=False
-            )
-        else:
-            if period < existing[-1]:
-                raise CubeError(
-                    f"period {period} falls before the stored {existing[-1]}; only later "
-                    "periods can be appended"
+    batch = max(1, os.cpu_count() or 1)  # periods computed together, written in order
+    bar = tqdm(total=len(to_write), desc=f"cube {group}", unit="period", disable=not progress)
+    for first in range(0, len(to_write), batch):
+        periods_ = to_write[first : first + batch]
+        parts = dask.compute(*[cube.sel(time=[np.datetime64(p)]) for p in periods_])
+        for period, part in zip(periods_, parts, strict=True):
+            if fail_after is not None and len(written) >= fail_after:
+                raise RuntimeError(
+                    f"stopped after {len(written)} periods (fail_after={fail_after})"
                 )
-            part.drop_vars("spatial_ref").to_zarr(
-                store, group=group, append_dim="time", consolidated=False
-            )
-            existing.append(period)
-        node = zarr.open_group(store, mode="a")[group]
-        done.append(period)
-        node.attrs["minecube:complete_periods"] = done
-        written.append(period)
+            if int(part.valid_count.sum()) == 0:
+                warnings.warn(
+                    f"no valid observation in the period starting {period} (all cloud or no "
+                    "data): its reflectance is NaN and valid_count 0",
+                    EmptyPeriodWarning,
+                    stacklevel=2,
+                )
+            existing = _write_period(part, period, store, group, existing)
+            node = zarr.open_group(store, mode="a")[group]
+            done.append(period)
+            node.attrs["minecube:complete_periods"] = done  # only after its data are written
+            written.append(period)
+            bar.update()
+    bar.close()
     node = zarr.open_group(store, mode="a")[group]
     node.attrs.update({k: v for k, v in cube.attrs.items()})
     if items is not None:
@@ -411,6 +398,26 @@ def to_zarr(
         frozen = pystac.ItemCollection(list(items)).to_dict(transform_hrefs=False)
         path.write_text(json.dumps(frozen))
     return written
+
+
+def _write_period(part, period: str, store, group: str, existing: list[str]) -> list[str]:
+    """Write one computed period: create the group, rewrite it in place, or append it."""
+    if not existing:
+        part.to_zarr(store, group=group, mode="w", consolidated=False)
+        return [period]
+    if period in existing:
+        index = existing.index(period)
+        part.drop_vars(["spatial_ref", "band", "y", "x"]).to_zarr(
+            store, group=group, region={"time": slice(index, index + 1)}, consolidated=False
+        )
+        return existing
+    if period < existing[-1]:
+        raise CubeError(
+            f"period {period} falls before the stored {existing[-1]}; only later periods can "
+            "be appended"
+        )
+    part.drop_vars("spatial_ref").to_zarr(store, group=group, append_dim="time", consolidated=False)
+    return [*existing, period]
 
 
 def items_path(store: str | os.PathLike, group: str) -> Path:
