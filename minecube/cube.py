@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "COMPOSITES",
     "ENGINES",
     "MASKED_SCL",
+    "BrokenAssetWarning",
     "EmptyPeriodWarning",
     "SiteGrid",
     "build",
@@ -56,6 +58,48 @@ class EmptyPeriodWarning(UserWarning):
 
 class CubeError(MinecubeError, ValueError):
     """A cube cannot be built or stored as asked."""
+
+
+class BrokenAssetWarning(UserWarning):
+    """An item was left out because one of its assets could not be read."""
+
+
+def _check_asset(href: str, retries: int) -> str | None:
+    """None if the COG opens and its last block reads (a truncated file fails there)."""
+    import time
+
+    import rasterio
+    from rasterio.windows import Window
+
+    error = ""
+    for attempt in range(retries):
+        try:
+            with rasterio.open(href) as src:
+                h, w = src.block_shapes[0]
+                row, col = (src.height - 1) // h * h, (src.width - 1) // w * w
+                src.read(1, window=Window(col, row, min(w, src.width - col), 1))
+            return None
+        except rasterio.errors.RasterioError as e:
+            error = str(e).splitlines()[0][:200]
+            time.sleep(0.2 * 2**attempt)
+    return error
+
+
+_QUERY = re.compile(r"[?][^\s'\"]*")
+
+
+def _broken_assets(items, keys: list[str], retries: int) -> dict[str, str]:
+    """Item id → first error, for items with an asset that cannot be read (checked in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(i.id, k, i.assets[k].href) for i in items for k in keys]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        errors = list(pool.map(lambda job: _check_asset(job[2], retries), jobs))
+    broken: dict[str, str] = {}
+    for (item_id, key, _), error in zip(jobs, errors, strict=True):
+        if error and item_id not in broken:
+            broken[item_id] = f"{key}: {_QUERY.sub('', error)}"  # no tokens kept
+    return broken
 
 
 @dataclass(frozen=True)
@@ -151,6 +195,7 @@ def build(
     chunks: int = 512,
     mask_scl: Sequence[int] = MASKED_SCL,
     sign: Callable[[pystac.Item], Any] | None = None,
+    retries: int = 3,
 ) -> xr.Dataset:
     """Build a site's cloud-masked, composited datacube (lazily).
 
@@ -176,6 +221,9 @@ def build(
     sign
         Called on a copy of each item before reading, e.g. ``planetary_computer.sign_inplace``.
         Signed URLs are never stored in the cube.
+    retries
+        Attempts to read each asset's header and last block before the item is skipped; skipped
+        items and the reason are recorded in ``attrs["skipped_items"]`` with a warning.
 
     Returns
     -------
@@ -228,6 +276,19 @@ def build(
         readable = [i.clone() for i in items]
         for item in readable:
             sign(item)
+    broken = _broken_assets(readable, keys, retries)
+    if broken:
+        warnings.warn(
+            f"skipping {len(broken)} of {len(items)} items whose assets cannot be read: "
+            + "; ".join(f"{k}: {v}" for k, v in broken.items()),
+            BrokenAssetWarning,
+            stacklevel=2,
+        )
+        keep = [i.id not in broken for i in items]
+        items = [i for i, k in zip(items, keep, strict=True) if k]
+        readable = [i for i, k in zip(readable, keep, strict=True) if k]
+        if not items:
+            raise CubeError(f"no item could be read: {broken}")
     raw = _load(readable, keys, grid, engine, chunks).sortby("time")
     # one time chunk per period, so writing a period reads only that period's scenes
     period = raw.time.to_index().tz_localize(None).to_period(COMPOSITES[composite])
@@ -272,6 +333,7 @@ def build(
         "resolution": resolution,
         "masked_scl": list(mask_scl),
         "item_ids": [i.id for i in items],
+        "skipped_items": json.dumps(broken),
         "search": json.dumps(search_record),
     }
     return ds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import xarray as xr
 
 from minecube.cube import (
     MASKED_SCL,
+    BrokenAssetWarning,
     CubeError,
     EmptyPeriodWarning,
     build,
@@ -198,3 +200,45 @@ def test_bad_input_names_the_fix(world, site, items):
         build(elsewhere, items)
     with pytest.raises(CubeError, match="no items"):
         build(site, [])
+
+
+def test_broken_assets_are_retried_then_skipped_and_recorded(tmp_path):
+    from minecube import demo
+    from tests.conftest import TINY
+
+    world = demo.generate(tmp_path / "w", **TINY)
+    site = world.sites.iloc[0]
+    local = [i for i in world.items() if i["id"].split("_")[1] in site.tiles.split(",")]
+    missing, truncated = local[0], local[-1]
+    Path(missing["assets"]["nir"]["href"].removeprefix("file://")).unlink()
+    cog = Path(truncated["assets"]["red"]["href"].removeprefix("file://"))
+    cog.write_bytes(cog.read_bytes()[: cog.stat().st_size // 2])
+    with demo.serve(world) as server:
+        items = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+        with pytest.warns(BrokenAssetWarning, match="skipping 2 of"):
+            cube = build(site, items, composite="year", retries=2)
+        cube = cube.compute()
+    skipped = json.loads(cube.attrs["skipped_items"])
+    assert sorted(skipped) == sorted([missing["id"], truncated["id"]])
+    assert skipped[missing["id"]].startswith("nir:")
+    assert skipped[truncated["id"]].startswith("red:")
+    assert sorted(cube.attrs["item_ids"]) == sorted(
+        i.id for i in items if i.id not in (missing["id"], truncated["id"])
+    )
+    assert int(cube.valid_count.sum()) > 0
+
+
+def test_sign_changes_what_is_read_never_what_is_stored(site, items):
+    signed = []
+
+    def sign(item):  # like planetary_computer.sign_inplace
+        for asset in item.assets.values():
+            asset.href += "?token=SECRET"
+        signed.append(item.id)
+
+    cube = build(site, items, composite="year", sign=sign)
+    assert sorted(signed) == sorted(i.id for i in items)
+    assert all("SECRET" not in a.href for i in items for a in i.assets.values())
+    unsigned = build(site, items, composite="year").compute()
+    xr.testing.assert_equal(cube.reflectance.compute(), unsigned.reflectance)
+    assert "SECRET" not in json.dumps(cube.attrs)
