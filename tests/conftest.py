@@ -41,3 +41,94 @@ def catalog(server):
     import pystac_client
 
     return pystac_client.Client.open(server.stac_url)
+
+
+def _pg_dsn() -> str:
+    env = os.environ
+    return (
+        f"postgresql://{env.get('PGUSER', 'minecube')}:{env.get('PGPASSWORD', 'minecube')}"
+        f"@{env.get('PGHOST', '127.0.0.1')}:{env.get('PGPORT', '5432')}"
+        f"/{env.get('PGDATABASE', 'minecube')}"
+    )
+
+
+@pytest.fixture(scope="session")
+def pgstac_url(world, server, tmp_path_factory):
+    """The demo world in stac-fastapi-pgstac on PostgreSQL + PostGIS, for server-side filters.
+
+    Needs a PostgreSQL server (`.ci/run` installs and starts one). Without it the tests that
+    use this fixture skip locally and fail under CI=true.
+    """
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dsn = _pg_dsn()
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("select 1")
+    except Exception as e:
+        message = f"no PostgreSQL at {dsn.split('@')[-1]} ({type(e).__name__}: {e})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; .ci/run should have started it")
+        pytest.skip(f"{message}; run .ci/run or start PostgreSQL with PostGIS to test pgstac")
+    from minecube.demo.serve import _free_port, _stop, _wait_for
+
+    bin_dir = Path(sys.executable).parent
+    tmp = tmp_path_factory.mktemp("pgstac")
+    items = world.items(base_url=server.data_url)
+    for item in items:
+        item["links"] = []
+    (tmp / "collections.ndjson").write_text(world.collection_path.read_text().replace("\n", ""))
+    (tmp / "items.ndjson").write_text("\n".join(json.dumps(i) for i in items))
+    pypgstac = [str(bin_dir / "pypgstac")]
+    subprocess.run([*pypgstac, "migrate", "--dsn", dsn], check=True, capture_output=True)
+    for kind in ("collections", "items"):
+        subprocess.run(
+            [
+                *pypgstac,
+                "load",
+                kind,
+                str(tmp / f"{kind}.ndjson"),
+                "--dsn",
+                dsn,
+                "--method",
+                "upsert",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    port = _free_port("127.0.0.1")
+    env = {**os.environ, "PGUSER": dsn.split("//")[1].split(":")[0]}
+    env.setdefault("PGPASSWORD", "minecube")
+    env.setdefault("PGHOST", "127.0.0.1")
+    env.setdefault("PGPORT", "5432")
+    env.setdefault("PGDATABASE", "minecube")
+    log = open(tmp / "uvicorn.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            str(bin_dir / "python"),
+            "-m",
+            "uvicorn",
+            "stac_fastapi.pgstac.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not _wait_for(f"{url}/collections/sentinel-2-l2a", process):
+            raise RuntimeError((tmp / "uvicorn.log").read_text()[-2000:])
+        yield url
+    finally:
+        _stop(process)
+        log.close()

@@ -114,3 +114,33 @@ def test_band_assets_errors_list_what_is_there():
         band_assets(item)
     with pytest.raises(ValueError, match=r"unknown band 'swir'; minecube reads"):
         band_assets(item, bands=("swir",))
+
+
+def test_pgstac_filters_clouds_on_the_server_with_the_same_answer(world, pgstac_url, catalog):
+    from pystac_client import Client, ConformanceClasses
+
+    client = Client.open(pgstac_url)
+    assert client.conforms_to(ConformanceClasses.QUERY) or client.conforms_to(
+        ConformanceClasses.FILTER
+    )
+    for site in list(world.sites.itertuples())[:3]:
+        on_server = search(site, "2022-01-01", "2024-12-31", catalog=client, max_cloud=20)
+        assert on_server.extra_fields["minecube:search"]["cloud_filter"] in ("query", "filter")
+        on_client = search(site, "2022-01-01", "2024-12-31", catalog=catalog, max_cloud=20)
+        assert [i.id for i in on_server] == [i.id for i in on_client]
+        assert sorted(i.id for i in on_server) == _truth(
+            world, site, "2022-01-01", "2024-12-31", 20
+        )
+
+
+def test_pgstac_server_side_filter_is_really_applied(pgstac_url):
+    """The server's own answer to a cloud query, before minecube checks it again."""
+    from pystac_client import Client
+
+    client = Client.open(pgstac_url)
+    everything = list(client.search(collections=["sentinel-2-l2a"]).items())
+    clear = list(
+        client.search(collections=["sentinel-2-l2a"], query={"eo:cloud_cover": {"lte": 5}}).items()
+    )
+    assert 0 < len(clear) < len(everything)
+    assert all(i.properties["eo:cloud_cover"] <= 5 for i in clear)
