@@ -242,3 +242,85 @@ def test_sign_changes_what_is_read_never_what_is_stored(site, items):
     unsigned = build(site, items, composite="year").compute()
     xr.testing.assert_equal(cube.reflectance.compute(), unsigned.reflectance)
     assert "SECRET" not in json.dumps(cube.attrs)
+
+
+def _reproject_item(item, epsg: int, folder: Path):
+    """A copy of an item with its COGs warped into another UTM zone (nearest neighbour)."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    clone = item.clone()
+    clone.id = f"{item.id}-epsg{epsg}"
+    clone.properties["proj:code"] = f"EPSG:{epsg}"
+    for key, asset in clone.assets.items():
+        with rasterio.open(asset.href) as src:
+            transform, width, height = calculate_default_transform(
+                src.crs, f"EPSG:{epsg}", src.width, src.height, *src.bounds, resolution=src.res
+            )
+            profile = src.profile | {
+                "driver": "GTiff",
+                "crs": f"EPSG:{epsg}",
+                "transform": transform,
+                "width": width,
+                "height": height,
+            }
+            path = folder / f"{clone.id}-{key}.tif"
+            with rasterio.open(path, "w", **profile) as dst:
+                reproject(
+                    rasterio.band(src, 1),
+                    rasterio.band(dst, 1),
+                    resampling=Resampling.nearest,
+                    dst_nodata=0,
+                )
+        asset.href = path.as_uri()
+        asset.extra_fields["proj:shape"] = [height, width]
+        asset.extra_fields["proj:transform"] = list(transform)[:6]
+    return clone
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("engine", ["stackstac", "odc-stac"])
+def test_scenes_from_another_utm_zone_are_reprojected_onto_the_site_grid(
+    site, items, tmp_path, engine
+):
+    clear = [i for i in items if i.properties["eo:cloud_cover"] < 5]
+    day = clear[0].datetime.date()
+    same_day = [i for i in items if i.datetime.date() == day]  # both tiles of the straddle
+    other_zone = [_reproject_item(i, 32755, tmp_path) for i in same_day]
+    rest = [i for i in items if i.datetime.date() != day]
+    cube = build(site, rest + other_zone, composite="day", engine=engine).compute()
+    assert cube.rio.crs.to_epsg() == 32756
+    assert np.datetime64(day) in cube.time.values
+    got = cube.reflectance.sel(time=np.datetime64(day), band="nir").values
+    # reference: GDAL warps the zone-55 files straight onto the site grid
+    from rasterio.warp import Resampling, reproject
+
+    grid = site_grid(site)
+    reference = np.zeros(grid.shape, "uint16")
+    transform = rasterio.transform.from_origin(grid.bounds[0], grid.bounds[3], 10, 10)
+    for item in other_zone:
+        with rasterio.open(item.assets["nir"].href) as src:
+            tile = np.zeros(grid.shape, "uint16")
+            reproject(
+                rasterio.band(src, 1),
+                tile,
+                dst_transform=transform,
+                dst_crs="EPSG:32756",
+                resampling=Resampling.nearest,
+                dst_nodata=0,
+            )
+            reference = np.where(reference == 0, tile, reference)
+    expected = np.where(reference > 0, reference * 1e-4 - 0.1, np.nan)
+    both = np.isfinite(got) & np.isfinite(expected)
+    assert both.mean() > 0.8
+    assert np.mean(np.isclose(got[both], expected[both], atol=1e-6)) > 0.99
+
+
+def test_cube_rebuilds_from_its_frozen_items_without_the_api(site, items, tmp_path):
+    import pystac
+
+    cube = build(site, items, composite="quarter")
+    to_zarr(cube, tmp_path / "c.zarr", items=items)
+    frozen = pystac.ItemCollection.from_file(str(items_path(tmp_path / "c.zarr", SITE)))
+    assert [i.id for i in frozen] == [i.id for i in items]
+    again = build(site, frozen, composite="quarter")
+    xr.testing.assert_equal(again.reflectance.compute(), cube.reflectance.compute())

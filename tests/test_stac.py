@@ -144,3 +144,61 @@ def test_pgstac_server_side_filter_is_really_applied(pgstac_url):
     )
     assert 0 < len(clear) < len(everything)
     assert all(i.properties["eo:cloud_cover"] <= 5 for i in clear)
+
+
+def test_search_retries_server_errors(world, server):
+    """A proxy in front of the STAC API answers 503 twice; the search still succeeds."""
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    failures = {"left": 2, "seen": 0}
+
+    class Flaky(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _relay(self, method):
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                failures["seen"] += 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+            request = urllib.request.Request(
+                server.stac_url + self.path,
+                data=body,
+                method=method,
+                headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+            )
+            with urllib.request.urlopen(request) as r:
+                data = r.read().replace(server.stac_url.encode(), proxy_url.encode())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._relay("GET")
+
+        def do_POST(self):
+            self._relay("POST")
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        site = world.sites.iloc[0]
+        items = search(site, "2022-01-01", "2022-12-31", catalog=proxy_url)
+        failures["left"] = 2  # now fail in the middle of the search itself
+        again = search(site, "2022-01-01", "2022-12-31", catalog=proxy_url)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert failures["seen"] == 4
+    assert [i.id for i in again] == [i.id for i in items]
+    assert sorted(i.id for i in items) == _truth(world, site, "2022-01-01", "2022-12-31")
