@@ -20,7 +20,7 @@ import numpy as np
 
 from minecube import __version__
 from minecube.errors import MinecubeError
-from minecube.sites import utm_epsg
+from minecube.sites import site_geometry, utm_epsg
 from minecube.stac import BANDS, band_assets
 
 if TYPE_CHECKING:
@@ -81,7 +81,8 @@ def _check_asset(href: str, retries: int) -> str | None:
             return None
         except rasterio.errors.RasterioError as e:
             error = str(e).splitlines()[0][:200]
-            time.sleep(0.2 * 2**attempt)
+            if attempt + 1 < retries:
+                time.sleep(0.2 * 2**attempt)
     return error
 
 
@@ -127,7 +128,7 @@ def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
     """
     import geopandas as gpd
 
-    geom = getattr(site, "geometry", site)
+    geom = site_geometry(site)
     centroid = geom.centroid
     epsg = utm_epsg(centroid.x, centroid.y)
     minx, miny, maxx, maxy = gpd.GeoSeries([geom], crs=4326).to_crs(epsg).total_bounds
@@ -260,9 +261,8 @@ def build(
     if unknown:
         raise ValueError(f"unknown bands {unknown}; available bands are {list(BANDS)}")
     grid = site_grid(site, resolution=resolution)
-    footprints = [_item_shape(i) for i in items]
-    geom = getattr(site, "geometry", site)
-    if not any(f.intersects(geom) for f in footprints):
+    geom = site_geometry(site)
+    if not any(_item_shape(i).intersects(geom) for i in items):
         raise CubeError(
             f"the site (bounds {tuple(round(v, 4) for v in geom.bounds)}) lies outside every "
             f"one of the {len(items)} items; check the site's coordinates or the search"
@@ -451,7 +451,7 @@ def to_zarr(
             bar.update()
     bar.close()
     node = zarr.open_group(store, mode="a")[group]
-    node.attrs.update({k: v for k, v in cube.attrs.items()})
+    node.attrs.update(cube.attrs)
     if items is not None:
         import pystac
 

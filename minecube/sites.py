@@ -11,7 +11,7 @@ from minecube.errors import MinecubeError
 if TYPE_CHECKING:
     import geopandas as gpd
 
-__all__ = ["CLIMATES", "SiteTableError", "read_sites", "utm_epsg"]
+__all__ = ["CLIMATES", "SiteTableError", "read_sites", "site_geometry", "utm_epsg"]
 
 REQUIRED = ("site_id", "name", "commodity", "climate")
 CLIMATES = ("tropical", "arid", "temperate", "continental", "polar")
@@ -26,6 +26,25 @@ def utm_epsg(lon: float, lat: float) -> int:
     """
     zone = int((lon + 180) // 6) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
+
+
+def site_geometry(site):
+    """The lon/lat geometry of a site row, a one-row GeoDataFrame or a shapely geometry.
+
+    >>> from shapely.geometry import box
+    >>> site_geometry(box(0, 0, 1, 1)).bounds
+    (0.0, 0.0, 1.0, 1.0)
+    """
+    import geopandas as gpd
+
+    if isinstance(site, gpd.GeoDataFrame):
+        if len(site) != 1:
+            raise ValueError(f"give one site, not a table of {len(site)}; loop over the table")
+        site = site.iloc[0]
+    geom = getattr(site, "geometry", site)
+    if not hasattr(geom, "__geo_interface__"):
+        raise TypeError(f"site must be a site row or a shapely geometry, got {type(site)!r}")
+    return geom
 
 
 class SiteTableError(MinecubeError, ValueError):

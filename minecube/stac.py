@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from minecube.errors import MinecubeError
+from minecube.sites import site_geometry
 
 if TYPE_CHECKING:
     import pystac
@@ -77,20 +78,6 @@ def open_catalog(
     return pystac_client.Client.open(catalog, stac_io=io, timeout=timeout)
 
 
-def _geometry(site) -> Any:
-    """The search geometry of a site row, a one-row GeoDataFrame or a shapely geometry."""
-    import geopandas as gpd
-
-    if isinstance(site, gpd.GeoDataFrame):
-        if len(site) != 1:
-            raise ValueError(f"search() takes one site, got a table of {len(site)}; loop over it")
-        site = site.iloc[0]
-    geom = getattr(site, "geometry", site)
-    if not hasattr(geom, "__geo_interface__"):
-        raise TypeError(f"site must be a site row or a shapely geometry, got {type(site)!r}")
-    return geom
-
-
 def search(
     site,
     start: str | dt.date,
@@ -152,7 +139,7 @@ def search(
     from pystac_client import ConformanceClasses
 
     client = open_catalog(catalog)
-    geometry = _geometry(site)
+    geometry = site_geometry(site)
     start_s, end_s = _day(start, "start"), _day(end, "end")
     if start_s > end_s:
         raise ValueError(f"start {start_s} is after end {end_s}; swap them")

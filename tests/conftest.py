@@ -43,13 +43,16 @@ def catalog(server):
     return pystac_client.Client.open(server.stac_url)
 
 
-def _pg_dsn() -> str:
-    env = os.environ
-    return (
-        f"postgresql://{env.get('PGUSER', 'minecube')}:{env.get('PGPASSWORD', 'minecube')}"
-        f"@{env.get('PGHOST', '127.0.0.1')}:{env.get('PGPORT', '5432')}"
-        f"/{env.get('PGDATABASE', 'minecube')}"
-    )
+def _pg_settings() -> dict[str, str]:
+    """libpq settings from the PG* variables, with the defaults .ci/run sets up."""
+    defaults = {
+        "PGHOST": "127.0.0.1",
+        "PGPORT": "5432",
+        "PGUSER": "minecube",
+        "PGPASSWORD": "minecube",
+        "PGDATABASE": "minecube",
+    }
+    return {name: os.environ.get(name, value) for name, value in defaults.items()}
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +67,11 @@ def pgstac_url(world, server, tmp_path_factory):
     import sys
     from pathlib import Path
 
-    dsn = _pg_dsn()
+    pg = _pg_settings()
+    dsn = (
+        f"postgresql://{pg['PGUSER']}:{pg['PGPASSWORD']}@{pg['PGHOST']}:{pg['PGPORT']}"
+        f"/{pg['PGDATABASE']}"
+    )
     try:
         import psycopg
 
@@ -102,11 +109,6 @@ def pgstac_url(world, server, tmp_path_factory):
             capture_output=True,
         )
     port = _free_port("127.0.0.1")
-    env = {**os.environ, "PGUSER": dsn.split("//")[1].split(":")[0]}
-    env.setdefault("PGPASSWORD", "minecube")
-    env.setdefault("PGHOST", "127.0.0.1")
-    env.setdefault("PGPORT", "5432")
-    env.setdefault("PGDATABASE", "minecube")
     log = open(tmp / "uvicorn.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [
@@ -120,7 +122,7 @@ def pgstac_url(world, server, tmp_path_factory):
             "--port",
             str(port),
         ],
-        env=env,
+        env={**os.environ, **pg},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -64,7 +64,7 @@ def test_bad_arguments_name_the_fix(world, catalog):
         search(site, "2023-12-31", "2023-01-01", catalog=catalog)
     with pytest.raises(ValueError, match="end='last year' is not a date"):
         search(site, "2023-01-01", "last year", catalog=catalog)
-    with pytest.raises(ValueError, match="takes one site, got a table of"):
+    with pytest.raises(ValueError, match="give one site, not a table of"):
         search(world.sites, "2023-01-01", "2023-12-31", catalog=catalog)
 
 
