@@ -8,9 +8,18 @@ set against the land around mines. Class ids are what rasters store; ``0`` means
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_CLASSES", "ClassSchema", "LandCoverClass"]
+import numpy as np
+
+__all__ = ["DEFAULT_CLASSES", "IGNORE_INDEX", "ClassSchema", "LandCoverClass", "read_schema"]
+
+IGNORE_INDEX = 255
+"""Training-target value of pixels without a label; losses and metrics skip it."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,8 @@ class ClassSchema:
             raise ValueError(f"class ids and names must be unique, got ids={ids}, names={names}")
         if self.nodata in ids:
             raise ValueError(f"nodata value {self.nodata} is also a class id; pick another nodata")
-        if not all(0 <= i <= 255 for i in [*ids, self.nodata]):
-            raise ValueError(f"class ids and nodata must fit in uint8 (0–255), got {ids}")
+        if not all(0 <= i < IGNORE_INDEX for i in [*ids, self.nodata]):
+            raise ValueError(f"class ids and nodata must lie in 0–254, got {ids}")
 
     def __getitem__(self, name: str) -> LandCoverClass:
         for c in self.classes:
@@ -79,6 +88,61 @@ class ClassSchema:
     def mining(self) -> list[LandCoverClass]:
         return [c for c in self.classes if c.is_mining]
 
+    def to_index(self, ids: np.ndarray) -> np.ndarray:
+        """Class ids → model output indices ``0 … len(self) - 1``; anything else → IGNORE_INDEX.
+
+        >>> DEFAULT_CLASSES.to_index(np.array([0, 1, 10, 77]))
+        array([255,   0,   9, 255], dtype=uint8)
+        """
+        lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        lut[self.ids] = np.arange(len(self), dtype=np.uint8)
+        return lut[np.asarray(ids).astype(np.uint8, copy=False)]
+
+    def to_ids(self, index: np.ndarray) -> np.ndarray:
+        """Model output indices → class ids; IGNORE_INDEX → ``nodata``."""
+        lut = np.full(256, self.nodata, dtype=np.uint8)
+        lut[: len(self)] = self.ids
+        return lut[np.asarray(index).astype(np.uint8, copy=False)]
+
+    def cf_attrs(self) -> dict[str, Any]:
+        """CF ``flag_values``/``flag_meanings`` attributes of a class-id raster."""
+        return {
+            "flag_values": self.ids,
+            "flag_meanings": " ".join(self.names),
+            "flag_colors": " ".join(c.colour for c in self.classes),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodata": self.nodata, "classes": [asdict(c) for c in self.classes]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassSchema:
+        """A schema from ``{"nodata": 0, "classes": [{"id": 1, "name": …}, …]}``."""
+        if not isinstance(d, dict) or not isinstance(d.get("classes"), list) or not d["classes"]:
+            raise ValueError(
+                "a class schema needs a non-empty 'classes' list of {id, name, colour, is_mining}"
+                f" entries, got {d!r:.200}"
+            )
+        classes = []
+        for i, c in enumerate(d["classes"]):
+            missing = {"id", "name"} - set(c)
+            unknown = set(c) - {"id", "name", "colour", "is_mining", "description"}
+            if missing or unknown:
+                raise ValueError(
+                    f"class #{i} ({c!r:.80}): missing keys {sorted(missing)}, unknown keys "
+                    f"{sorted(unknown)}; expected id, name, colour, is_mining, description"
+                )
+            classes.append(
+                LandCoverClass(
+                    id=int(c["id"]),
+                    name=str(c["name"]),
+                    colour=str(c.get("colour", "#808080")),
+                    is_mining=bool(c.get("is_mining", False)),
+                    description=str(c.get("description", "")),
+                )
+            )
+        return cls(tuple(classes), nodata=int(d.get("nodata", 0)))
+
 
 DEFAULT_CLASSES = ClassSchema(
     (
@@ -94,3 +158,40 @@ DEFAULT_CLASSES = ClassSchema(
         LandCoverClass(10, "water", "#2166ac", False, "Rivers and natural lakes"),
     )
 )
+
+
+def read_schema(path: str | os.PathLike) -> ClassSchema:
+    r"""Read a class schema from a JSON or YAML file.
+
+    Parameters
+    ----------
+    path
+        ``.json``, ``.yaml`` or ``.yml`` file holding ``nodata`` (optional, default 0) and a
+        ``classes`` list of ``{id, name, colour, is_mining, description}``.
+
+    Examples
+    --------
+    A single-class schema, as for the global mining polygons of Maus et al. (2022):
+
+    >>> from pathlib import Path
+    >>> _ = Path("/tmp/maus.yaml").write_text(
+    ...     "classes:\n  - {id: 1, name: mine, colour: '#d95f02', is_mining: true}\n")
+    >>> read_schema("/tmp/maus.yaml").names
+    ['mine']
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"class schema file {str(path)!r} does not exist")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    elif path.suffix.lower() == ".json":
+        data = json.loads(text)
+    else:
+        raise ValueError(f"class schema {str(path)!r}: expected a .json, .yaml or .yml file")
+    try:
+        return ClassSchema.from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -21,6 +21,7 @@ def main() -> None:
     Examples:
       minecube demo run                 # generate, serve and search the demo world
       minecube demo serve demo-world    # serve it until Ctrl-C
+      minecube experiment grid.yaml     # compare models and band presets
     """
 
 
@@ -222,6 +223,38 @@ def _search_sites(world, stac_url: str) -> dict:
             )
     click.echo(f"\n{total} items found for {len(world.site_ids)} sites in {span}.")
     return found
+
+
+@main.command()
+@click.argument("grid", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default=None, help="Results folder (overrides the grid's `out`).")
+def experiment(grid, out) -> None:
+    """Train and score every combination of an experiment grid (YAML).
+
+    Architectures × band presets × encoder weights, trained on the split's training sites,
+    early-stopped on its validation sites and scored on its test sites. Writes
+    results.csv, results.md, groups.csv and a checkpoint per run; finished runs are skipped
+    when the grid is run again.
+
+    \b
+    Example:
+      minecube experiment docs/examples/demo-grid.yaml --out experiment
+    """
+    import dataclasses
+
+    from minecube.errors import MinecubeError
+    from minecube.experiment import read_grid, run
+
+    try:
+        config = read_grid(grid)
+        if out:
+            config = dataclasses.replace(config, out=out)
+        results = run(config)
+    except (MinecubeError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    columns = ["run", "val_miou", "test_miou", "test_overall_accuracy", "train_s"]
+    click.echo("\n" + results[columns].round(3).to_string(index=False))
+    click.echo(f"\nresults: {Path(config.out) / 'results.md'} (and results.csv, groups.csv)")
 
 
 if __name__ == "__main__":

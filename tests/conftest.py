@@ -134,3 +134,35 @@ def pgstac_url(world, server, tmp_path_factory):
     finally:
         _stop(process)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def cube_store(world, server, tmp_path_factory):
+    """Yearly cubes of every demo site, searched on the served API and stored in one Zarr."""
+    from minecube.cube import build, to_zarr
+    from minecube.stac import search
+
+    store = tmp_path_factory.mktemp("lab") / "cubes.zarr"
+    years = world.spec.years
+    for site in world.sites.itertuples():
+        items = search(site, f"{years[0]}-01-01", f"{years[-1]}-12-31", catalog=server.stac_url)
+        to_zarr(build(site, items, composite="year"), store, items=items, progress=False)
+    return store
+
+
+@pytest.fixture(scope="session")
+def lab(world, cube_store):
+    """The training lab's inputs: site table, cubes in memory and their rasterised labels."""
+    from minecube.cube import open_cube
+    from minecube.labels import rasterize
+
+    cubes = {s: open_cube(cube_store, s).load() for s in world.site_ids}
+    labels = {
+        s: rasterize(world.labels_path(s), cubes[s], time_column="year") for s in world.site_ids
+    }
+    return {"sites": world.sites, "cubes": cubes, "labels": labels, "store": cube_store}
+
+
+def subset(lab, ids):
+    """``(cubes, labels)`` of some sites of the lab fixture."""
+    return {s: lab["cubes"][s] for s in ids}, {s: lab["labels"][s] for s in ids}

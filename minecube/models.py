@@ -1,0 +1,432 @@
+"""Segmentation models of Saputra et al. (2025), their checkpoints and model cards.
+
+:func:`create` builds U-Net, DeepLabV3+, FPN and SegFormer through segmentation-models-pytorch
+and a Prithvi segmenter on a backbone from terratorch's registry (``pip install
+minecube[prithvi]``). Every model is a :class:`Segmenter`: it takes images of any height and
+width (padded inside to the network's stride) and returns per-class logits.
+
+A checkpoint is two files side by side: ``<name>.safetensors`` (tensors only, never pickle) and
+``<name>.json``, the :class:`ModelCard` (architecture, bands, normalisation, class schema,
+training sites, metrics, versions). :func:`load` checks one against the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from minecube import __version__
+from minecube.chips import Normalisation
+from minecube.classes import ClassSchema
+from minecube.errors import MinecubeError, MissingDependencyError
+
+__all__ = [
+    "ARCHITECTURES",
+    "CheckpointError",
+    "ModelCard",
+    "ModelSpec",
+    "Segmenter",
+    "WeightsUnavailableError",
+    "create",
+    "load",
+    "save",
+]
+
+Architecture = Literal["unet", "deeplabv3plus", "fpn", "segformer", "prithvi"]
+ARCHITECTURES: dict[str, str] = {
+    "unet": "resnet34",
+    "deeplabv3plus": "resnet34",
+    "fpn": "densenet121",
+    "segformer": "mit_b0",
+    "prithvi": "prithvi_eo_tiny",
+}
+"""Architecture → default encoder (FPN + DenseNet-121 was the paper's best)."""
+
+_PRITHVI_BANDS = {"blue": "BLUE", "green": "GREEN", "red": "RED", "nir": "NIR_NARROW"}
+
+
+class WeightsUnavailableError(MinecubeError, FileNotFoundError):
+    """Pretrained weights asked for cannot be fetched or read."""
+
+
+class CheckpointError(MinecubeError, ValueError):
+    """A checkpoint or model card is unreadable, or does not fit the data."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What :func:`create` needs to build a network again."""
+
+    architecture: str
+    encoder_name: str
+    in_channels: int
+    classes: int
+    frames: int = 1
+    """Periods per input (Prithvi's temporal frames); 1 for the smp architectures."""
+    encoder_weights: str | None = None
+    """``None`` (random), ``"imagenet"`` or the local weights file the encoder started from."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to use a trained model, stored as JSON next to its weights."""
+
+    spec: ModelSpec
+    bands: tuple[str, ...]
+    normalisation: Normalisation
+    schema: ClassSchema
+    training: dict[str, Any] = field(default_factory=dict)
+    """Training sites, split, chip size, epochs, seed and the other settings of the run."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "minecube-model-card/1",
+            "spec": asdict(self.spec),
+            "bands": list(self.bands),
+            "normalisation": self.normalisation.to_dict(),
+            "schema": self.schema.to_dict(),
+            "training": self.training,
+            "metrics": self.metrics,
+            "versions": self.versions,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelCard:
+        if d.get("format") != "minecube-model-card/1":
+            raise CheckpointError(
+                f"not a minecube model card (format {d.get('format')!r}, expected "
+                "'minecube-model-card/1')"
+            )
+        return cls(
+            spec=ModelSpec(**d["spec"]),
+            bands=tuple(d["bands"]),
+            normalisation=Normalisation.from_dict(d["normalisation"]),
+            schema=ClassSchema.from_dict(d["schema"]),
+            training=d.get("training", {}),
+            metrics=d.get("metrics", {}),
+            versions=d.get("versions", {}),
+            created=d.get("created", ""),
+        )
+
+    def check_bands(self, available: list[str]) -> None:
+        """Refuse inputs that lack a band the model was trained on (``ndvi`` needs red + NIR)."""
+        needed = {b for b in self.bands if b != "ndvi"}
+        if "ndvi" in self.bands:
+            needed |= {"red", "nir"}
+        missing = sorted(needed - set(available))
+        if missing:
+            raise CheckpointError(
+                f"the model was trained on bands {list(self.bands)} but the cube lacks {missing} "
+                f"(it has {available}); build the cube with those bands or use another model"
+            )
+
+
+class _PrithviNet:
+    """Factory of a Prithvi ViT backbone + a light upsampling decoder (built lazily)."""
+
+    @staticmethod
+    def build(spec: ModelSpec, bands: list[str], ckpt: str | None):
+        try:
+            from terratorch.registry import BACKBONE_REGISTRY
+        except ImportError as e:
+            raise MissingDependencyError(
+                "architecture='prithvi' needs terratorch: pip install 'minecube[prithvi]'"
+            ) from e
+        try:
+            backbone = BACKBONE_REGISTRY.build(
+                spec.encoder_name,
+                pretrained=ckpt is not None,
+                ckpt_path=ckpt,
+                num_frames=spec.frames,
+                bands=bands,
+            )
+        except (OSError, RuntimeError) as e:
+            raise WeightsUnavailableError(
+                f"could not build Prithvi backbone {spec.encoder_name!r} from {ckpt!r}: {e}"
+            ) from e
+        width = backbone.embed_dim
+        patch = backbone.patch_embed.patch_size[-1]
+
+        def up(cin, cout):
+            return nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
+
+        class PrithviSegmenter(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.encoder = backbone
+                self.neck = nn.Conv2d(width * spec.frames, 256, 1)
+                steps = [
+                    up(256 // 2**i, 256 // 2 ** (i + 1)) for i in range(patch.bit_length() - 1)
+                ]
+                self.decoder = nn.Sequential(*steps)
+                c = 256 // patch
+                self.skip = nn.Sequential(
+                    nn.Conv2d(spec.in_channels, 32, 3, padding=1), nn.ReLU(inplace=True)
+                )
+                self.head = nn.Conv2d(c + 32, spec.classes, 1)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W)
+                b, _, t, h, w = x.shape
+                tokens = self.encoder(x)[-1][:, 1:]  # drop the class token
+                grid = tokens.reshape(b, t, h // patch, w // patch, width)
+                grid = grid.permute(0, 1, 4, 2, 3).reshape(b, t * width, h // patch, w // patch)
+                y = self.decoder(self.neck(grid))
+                return self.head(torch.cat([y, self.skip(x[:, :, -1])], dim=1))
+
+        return PrithviSegmenter(), patch
+
+
+class Segmenter(nn.Module):
+    """A segmentation network that pads its input to its stride and crops the logits back.
+
+    ``forward`` takes (B, C, H, W), or (B, C, T, H, W) when ``spec.frames > 1``, and returns
+    (B, classes, H, W) logits. ``card`` is set once the model is trained or loaded.
+    """
+
+    def __init__(self, spec: ModelSpec, net, stride: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.net = net
+        self.stride = stride
+        self.card: ModelCard | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.stride, -w % self.stride
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate" if x.ndim == 4 else "constant")
+        if self.spec.architecture == "prithvi" and x.ndim == 4:
+            x = x.unsqueeze(2)
+        return self.net(x)[..., :h, :w]
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _imagenet_error(architecture: str, encoder_name: str, error: Exception):
+    how = (
+        f"safetensors.torch.save_file(create({architecture!r}, encoder_name={encoder_name!r}, "
+        "in_channels=3, encoder_weights='imagenet').net.encoder.state_dict(), path)"
+    )
+    return WeightsUnavailableError(
+        f"ImageNet weights for encoder {encoder_name!r} could not be fetched "
+        f"({type(error).__name__}: {str(error)[:160]}). This machine is probably offline. "
+        "Either fetch them where there is internet and copy ~/.cache/huggingface over, or "
+        "pass encoder_weights='/path/to/encoder.safetensors': a state dict of the "
+        f"{encoder_name} encoder with 3 input channels, saved e.g. with {how}"
+    )
+
+
+def create(
+    architecture: Architecture = "fpn",
+    *,
+    encoder_name: str | None = None,
+    in_channels: int = 4,
+    classes: int = 10,
+    encoder_weights: str | os.PathLike | None = None,
+    frames: int = 1,
+    bands: list[str] | None = None,
+) -> Segmenter:
+    """Build a segmentation model.
+
+    Parameters
+    ----------
+    architecture
+        ``"unet"``, ``"deeplabv3plus"``, ``"fpn"``, ``"segformer"`` (segmentation-models-pytorch)
+        or ``"prithvi"`` (terratorch backbone, ``pip install minecube[prithvi]``).
+    encoder_name
+        An smp / timm encoder, or a Prithvi backbone such as ``"prithvi_eo_tiny"`` or
+        ``"prithvi_eo_v2_300"``; default from :data:`ARCHITECTURES`.
+    in_channels
+        Input channels (bands). With pretrained weights and more than 3 channels, the first
+        convolution keeps the RGB filters and fills the extra channels with them, rescaled.
+    classes
+        Output classes.
+    encoder_weights
+        ``None`` (random initialisation), ``"imagenet"`` (downloaded; fails fast offline with
+        :class:`WeightsUnavailableError` saying how to supply them) or a path to a local
+        ``.safetensors`` / ``.pth`` state dict of the encoder (Prithvi: its checkpoint).
+    frames
+        Periods per input; Prithvi takes the cube's time axis as its temporal frames.
+    bands
+        Band names, for Prithvi's patch embedding (matched to its pretrained bands).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = create("fpn", encoder_name="resnet18", in_channels=4, classes=10)
+    >>> model(torch.zeros(1, 4, 100, 90)).shape
+    torch.Size([1, 10, 100, 90])
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture={architecture!r} is not one of {list(ARCHITECTURES)}")
+    encoder_name = encoder_name or ARCHITECTURES[architecture]
+    weights = None if encoder_weights is None else str(encoder_weights)
+    local = None
+    if weights not in (None, "imagenet"):
+        local = Path(weights)
+        if not local.is_file():
+            raise WeightsUnavailableError(
+                f"encoder_weights={weights!r} is neither None, 'imagenet' nor an existing file"
+            )
+    spec = ModelSpec(architecture, encoder_name, in_channels, classes, frames, weights)
+    if architecture == "prithvi":
+        if weights == "imagenet":
+            raise WeightsUnavailableError(
+                "Prithvi has no ImageNet weights; pass encoder_weights= the path of a Prithvi "
+                "checkpoint (e.g. Prithvi_EO_V2_300.pt from Hugging Face ibm-nasa-geospatial)"
+            )
+        names = bands or [f"band{i}" for i in range(in_channels)]
+        if len(names) != in_channels:
+            raise ValueError(f"bands {names} do not match in_channels={in_channels}")
+        net, _ = _PrithviNet.build(
+            spec, [_PRITHVI_BANDS.get(b, b.upper()) for b in names], weights and str(local)
+        )
+        return Segmenter(spec, net, 16)
+    if frames != 1:
+        raise ValueError(f"frames={frames}: only architecture='prithvi' takes several periods")
+    import segmentation_models_pytorch as smp
+
+    kwargs = {"encoder_name": encoder_name, "classes": classes}
+    try:
+        if weights == "imagenet":
+            net = smp.create_model(
+                architecture, encoder_weights="imagenet", in_channels=in_channels, **kwargs
+            )
+        else:
+            net = smp.create_model(
+                architecture,
+                encoder_weights=None,
+                in_channels=3 if local else in_channels,
+                **kwargs,
+            )
+    except OSError as e:
+        raise _imagenet_error(architecture, encoder_name, e) from e
+    except KeyError as e:
+        raise ValueError(f"unknown encoder_name={encoder_name!r} for {architecture}: {e}") from e
+    if local is not None:
+        try:
+            state = _read_state(local)
+        except Exception as e:
+            raise WeightsUnavailableError(f"cannot read encoder weights {str(local)!r}: {e}") from e
+        try:  # smp encoders drop their classifier's keys themselves
+            net.encoder.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise WeightsUnavailableError(
+                f"{str(local)!r} is not a state dict of encoder {encoder_name!r}: {str(e)[:300]}"
+            ) from e
+        if in_channels != 3:
+            net.encoder.set_in_channels(in_channels, pretrained=True)
+    return Segmenter(spec, net, 32)
+
+
+def _versions(spec: ModelSpec) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"minecube": __version__}
+    for name in ("torch", "segmentation-models-pytorch", "timm", "terratorch"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+def card_for(model: Segmenter, **fields: Any) -> ModelCard:
+    """A model card for ``model`` (versions and the creation time filled in)."""
+    card = ModelCard(spec=model.spec, **fields)
+    return replace(
+        card,
+        versions=card.versions or _versions(model.spec),
+        created=card.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+
+def save(model: Segmenter, path: str | os.PathLike) -> Path:
+    """Write ``model`` as ``<path>.safetensors`` + its card as ``<path>.json``.
+
+    The card is written last, so a checkpoint whose card exists is complete. Returns the
+    ``.safetensors`` path.
+    """
+    from safetensors.torch import save_file
+
+    if model.card is None:
+        raise CheckpointError("the model has no card; train it with minecube.train.fit first")
+    weights, card = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    card.unlink(missing_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, weights, metadata={"format": "minecube-model/1"})
+    card.write_text(json.dumps(model.card.to_dict(), indent=1))
+    return weights
+
+
+def load(path: str | os.PathLike, *, device: str = "cpu") -> Segmenter:
+    """Load a checkpoint written by :func:`save`: weights (safetensors) and card (JSON).
+
+    Raises :class:`CheckpointError` for a missing, corrupt or mismatched pair.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, card_path = _paths(path)
+    for p in (weights, card_path):
+        if not p.is_file():
+            raise CheckpointError(
+                f"checkpoint file {str(p)!r} is missing; a checkpoint is a .safetensors file and "
+                "its .json model card side by side"
+            )
+    try:
+        card = ModelCard.from_dict(json.loads(card_path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"model card {str(card_path)!r} is unreadable: {e}") from e
+    try:
+        state = load_file(weights, device=device)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"weights {str(weights)!r} are corrupt: {e}") from e
+    spec = replace(card.spec, encoder_weights=None)  # the checkpoint holds the trained weights
+    model = create(
+        spec.architecture,
+        encoder_name=spec.encoder_name,
+        in_channels=spec.in_channels,
+        classes=spec.classes,
+        frames=spec.frames,
+        bands=list(card.bands),
+    )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"weights {str(weights)!r} do not match their card ({card.spec}): {str(e)[:300]}"
+        ) from e
+    model.spec = card.spec
+    model.card = card
+    return model.to(device).eval()

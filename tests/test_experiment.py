@@ -1,0 +1,81 @@
+"""A tiny experiment grid, end to end: YAML → training runs → results table; resumes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from minecube.cli import main
+from minecube.experiment import ExperimentError, read_grid, run
+
+
+@pytest.fixture(scope="module")
+def grid_file(world, cube_store, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grid")
+    grid = {
+        "cubes": str(cube_store),
+        "sites": str(world.path / "sites.geojson"),
+        "labels": str(world.path / "labels" / "{site_id}.gpkg"),
+        "split": {"test": ["hunter-coal"], "val": ["bodaibo-gold"]},
+        "models": [{"architecture": "segformer"}],
+        "bands": ["rgb", "rgbn+ndvi"],
+        "chips": {"input_dims": {"y": 64, "x": 64}},
+        "train": {"epochs": 1, "batch_size": 16},
+        "out": str(folder / "out"),
+    }
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_grid_writes_its_results_and_resumes(grid_file):
+    results = run(grid_file, progress=False)
+    out = grid_file.parent / "out"
+    assert list(results.run) == [
+        "segformer-default-rgb-scratch",
+        "segformer-default-rgbn_ndvi-scratch",
+    ]
+    assert results.encoder_name.tolist() == ["mit_b0", "mit_b0"]
+    assert results.test_miou.between(0, 1).all()
+    assert {f"iou_{c}" for c in ("open_pit", "water")} <= set(results.columns)
+    assert pd.read_csv(out / "results.csv").shape == results.shape
+    groups = pd.read_csv(out / "groups.csv")
+    assert {"all", "site_id", "climate", "commodity"} == set(groups.level)
+    markdown = (out / "results.md").read_text()
+    assert "| segformer-default-rgb-scratch |" in markdown
+    assert "Test IoU per class" in markdown
+    for name in results.run:
+        assert (out / "models" / f"{name}.safetensors").is_file()
+        assert (out / "models" / f"{name}.json").is_file()
+    # a second call finds every run finished and trains nothing
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    again = run(grid_file, progress=False)
+    pd.testing.assert_frame_equal(again, results)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+
+
+def test_cli_runs_the_grid(grid_file):
+    result = CliRunner().invoke(main, ["experiment", str(grid_file)])
+    assert result.exit_code == 0, result.output
+    assert "segformer-default-rgbn_ndvi-scratch" in result.output
+    assert "results.md" in result.output
+
+
+def test_bad_grids_fail_before_training(grid_file, tmp_path):
+    grid = yaml.safe_load(grid_file.read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**grid, "epochs": 3}))
+    with pytest.raises(ExperimentError, match=r"unknown keys \['epochs'\]"):
+        read_grid(bad)
+    bad.write_text(yaml.safe_dump({**grid, "bands": ["rgbnir"], "out": str(tmp_path / "o")}))
+    with pytest.raises(ValueError, match="unknown band preset 'rgbnir'"):
+        run(bad, progress=False)
+    assert not (tmp_path / "o").exists()
+    bad.write_text(yaml.safe_dump({**grid, "encoder_weights": ["imagenet"],
+                                   "out": str(tmp_path / "o")}))  # fmt: skip
+    result = CliRunner().invoke(main, ["experiment", str(bad)])
+    assert result.exit_code != 0
+    assert "could not be fetched" in result.output
+    assert not (tmp_path / "o").exists()

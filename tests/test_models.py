@@ -1,0 +1,139 @@
+"""Models: the paper's architectures, offline weight handling, checkpoints and their cards."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from minecube.chips import Normalisation
+from minecube.classes import DEFAULT_CLASSES
+from minecube.models import (
+    CheckpointError,
+    Segmenter,
+    WeightsUnavailableError,
+    card_for,
+    create,
+    load,
+    save,
+)
+
+SMALL = {"unet": "resnet18", "deeplabv3plus": "resnet18", "fpn": None, "segformer": None}
+
+
+@pytest.mark.parametrize("architecture", [*SMALL, "prithvi"])
+def test_every_architecture_segments_any_image_size(architecture):
+    torch.manual_seed(0)
+    if architecture == "prithvi":
+        pytest.importorskip("terratorch", reason="pip install 'minecube[prithvi]'")
+        model = create("prithvi", in_channels=5, classes=10, frames=3,
+                       bands=["red", "green", "blue", "nir", "ndvi"])  # fmt: skip
+        x = torch.randn(2, 5, 3, 70, 90)  # (B, C, T, H, W): the cube's periods as frames
+    else:
+        model = create(architecture, encoder_name=SMALL[architecture], in_channels=5, classes=10)
+        x = torch.randn(2, 5, 70, 90)
+    with torch.no_grad():
+        out = model.eval()(x)
+    assert out.shape == (2, 10, 70, 90)
+    assert torch.isfinite(out).all()
+    assert model.spec.architecture == architecture
+
+
+def test_paper_defaults():
+    model = create("fpn", in_channels=4)
+    assert model.spec.encoder_name == "densenet121"
+    assert model.spec.classes == len(DEFAULT_CLASSES)
+    with pytest.raises(ValueError, match="not one of"):
+        create("pspnet")
+    with pytest.raises(ValueError, match="only architecture='prithvi'"):
+        create("unet", encoder_name="resnet18", frames=3)
+
+
+def test_imagenet_offline_fails_fast_and_says_how_to_supply_weights(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match=r"encoder_weights='/path/to/encoder"):
+        create("fpn", encoder_name="resnet18", encoder_weights="imagenet")
+    assert time.perf_counter() - started < 20
+    with pytest.raises(WeightsUnavailableError, match="Prithvi has no ImageNet weights"):
+        create("prithvi", encoder_weights="imagenet")
+    with pytest.raises(WeightsUnavailableError, match="neither None, 'imagenet' nor an existing"):
+        create("fpn", encoder_weights="/nowhere/weights.pth")
+
+
+def test_local_encoder_weights_load_and_the_first_layer_takes_nir(tmp_path):
+    torch.manual_seed(1)
+    rgb = create("unet", encoder_name="resnet18", in_channels=3)
+    state = rgb.net.encoder.state_dict()
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, path)
+    model = create("unet", encoder_name="resnet18", in_channels=4, encoder_weights=path)
+    loaded = model.net.encoder.state_dict()
+    assert torch.equal(loaded["layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
+    first = loaded["conv1.weight"]
+    assert first.shape[1] == 4
+    # smp's adaptation: RGB filters repeated over the extra channel, scaled by 3/4
+    torch.testing.assert_close(first[:, :3], state["conv1.weight"] * 0.75)
+    torch.testing.assert_close(first[:, 3], state["conv1.weight"][:, 0] * 0.75)
+    assert model.spec.encoder_weights == str(path)
+    (tmp_path / "other.safetensors").write_bytes(b"")
+    save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")
+    with pytest.raises(WeightsUnavailableError, match="is not a state dict of encoder"):
+        create("unet", encoder_name="resnet18", encoder_weights=tmp_path / "other.safetensors")
+
+
+def _trained(model: Segmenter) -> Segmenter:
+    norm = Normalisation(("red", "green", "blue", "nir"), (0.1,) * 4, (0.05,) * 4)
+    model.card = card_for(
+        model,
+        bands=norm.bands,
+        normalisation=norm,
+        schema=DEFAULT_CLASSES,
+        training={"sites": ["a"]},
+        metrics={"val_miou": 0.5},
+    )
+    return model
+
+
+def test_checkpoint_round_trip_is_safetensors_plus_a_json_card(tmp_path):
+    torch.manual_seed(2)
+    model = _trained(create("segformer", in_channels=4).eval())
+    path = save(model, tmp_path / "m")
+    assert path.suffix == ".safetensors"
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["spec"]["architecture"] == "segformer"
+    assert card["bands"] == ["red", "green", "blue", "nir"]
+    assert card["schema"]["classes"][0]["name"] == "open_pit"
+    assert {"minecube", "torch", "segmentation-models-pytorch"} <= set(card["versions"])
+    again = load(tmp_path / "m.safetensors")
+    x = torch.randn(1, 4, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))
+    assert again.card == model.card
+
+
+def test_bad_checkpoints_are_refused_clearly(tmp_path):
+    model = _trained(create("segformer", in_channels=4))
+    save(model, tmp_path / "m")
+    with pytest.raises(CheckpointError, match=r"lacks \['nir'\]"):
+        model.card.check_bands(["red", "green", "blue"])
+    (tmp_path / "m.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="are corrupt"):
+        load(tmp_path / "m")
+    save(model, tmp_path / "m")
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["spec"]["classes"] = 3
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="do not match their card"):
+        load(tmp_path / "m")
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="is unreadable"):
+        load(tmp_path / "m")
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(CheckpointError, match=r"m.json' is missing"):
+        load(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="has no card"):
+        save(create("segformer"), tmp_path / "n")

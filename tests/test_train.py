@@ -1,0 +1,88 @@
+"""Training on the demo world's chips: reproducible, early-stopped, and better than a baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from minecube.chips import ChipDataset
+from minecube.evaluate import evaluate
+from minecube.models import create, load, save
+from minecube.train import fit
+from tests.conftest import subset
+
+DIMS = {"y": 64, "x": 64}
+TRAIN, VAL, TEST = ["kalimantan-coal", "sudbury-nickel"], ["bodaibo-gold"], ["hunter-coal"]
+
+
+@pytest.fixture(scope="module")
+def data(lab):
+    train = ChipDataset(
+        *subset(lab, TRAIN), input_dims=DIMS, input_overlap={"y": 32, "x": 32}, augment=True
+    )
+    val = ChipDataset(*subset(lab, VAL), input_dims=DIMS, norm=train.norm)
+    return train, val
+
+
+def _small(train):
+    torch.manual_seed(0)
+    return create("unet", encoder_name="resnet18", in_channels=len(train.bands), classes=10)
+
+
+def test_same_seed_gives_the_same_weights_on_cpu(data):
+    train, _ = data
+    runs = []
+    for _ in range(2):
+        model = fit(_small(train), train.take(range(16)), epochs=1, batch_size=8,
+                    device="cpu", progress=False)  # fmt: skip
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    other = fit(_small(train), train.take(range(16)), epochs=1, batch_size=8, seed=1,
+                device="cpu", progress=False)  # fmt: skip
+    assert not all(torch.equal(runs[0][k], v) for k, v in other.state_dict().items())
+
+
+def test_early_stopping_keeps_the_best_epoch(data):
+    train, val = data
+    model = fit(_small(train), train.take(range(16)), val, epochs=6, batch_size=8, lr=0.0,
+                patience=2, progress=False)  # fmt: skip
+    history = model.card.metrics["history"]
+    assert len(history) == 3  # no improvement with lr=0: stop after `patience` stale epochs
+    assert model.card.metrics["best_epoch"] == 1
+
+
+def test_a_trained_model_beats_the_majority_baseline_on_a_held_out_site(lab, data, tmp_path):
+    train, val = data
+    model = fit(_small(train), train, val, epochs=3, batch_size=16, lr=3e-3,
+                loss="ce+dice", class_weights="balanced", progress=False)  # fmt: skip
+    card = model.card
+    assert card.training["sites"] == TRAIN
+    assert card.training["val_sites"] == VAL
+    assert card.bands == ("red", "green", "blue", "nir")
+    assert card.normalisation == train.norm
+    assert len(card.training["class_weights"]) == 10
+    result = evaluate(model, *subset(lab, TEST), lab["sites"])
+    cm = result.confusion.sum("site_id").values
+    # the trivial baseline predicts the commonest class everywhere: its IoU is that class's
+    # share of the pixels, every other class present scores 0
+    truth = cm.sum(axis=1)
+    baseline_miou = truth.max() / truth.sum() / np.count_nonzero(truth)
+    miou = float(result.summary.iloc[0]["miou"])
+    assert miou > 2 * baseline_miou, (miou, baseline_miou)
+    assert float(result.summary.iloc[0]["overall_accuracy"]) > truth.max() / truth.sum()
+    # the checkpoint predicts exactly what the trained model does
+    again = load(save(model, tmp_path / "unet"))
+    x = train[0]["image"][None]
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))
+
+
+def test_inputs_that_do_not_fit_the_model_are_refused(data):
+    train, _ = data
+    with pytest.raises(ValueError, match=r"in_channels=4, classes=10"):
+        fit(create("unet", encoder_name="resnet18", in_channels=3), train, progress=False)
+    with pytest.raises(ValueError, match="loss='focal' is not one of"):
+        fit(_small(train), train, loss="focal", progress=False)
+    with pytest.raises(ValueError, match="class_weights has 2 values for 10 classes"):
+        fit(_small(train), train, class_weights=[1, 2], progress=False)
