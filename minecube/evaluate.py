@@ -49,8 +49,8 @@ def scores(cm: np.ndarray, schema: ClassSchema) -> pd.DataFrame:
 
     >>> from minecube.classes import DEFAULT_CLASSES
     >>> cm = np.diag(np.arange(10)) ; cm[1, 2] = 1
-    >>> scores(cm, DEFAULT_CLASSES).loc[1, ["class", "iou", "truth_px"]].tolist()
-    ['waste_dump', 0.5, 2]
+    >>> scores(cm, DEFAULT_CLASSES).iloc[1][["class", "iou", "truth_px"]].to_dict()
+    {'class': 'waste_dump', 'iou': 0.5, 'truth_px': 2}
     """
     import pandas as pd
 

@@ -8,10 +8,12 @@ sites, and the results are written as CSV and Markdown. A grid is a YAML file::
     sites: demo-world/sites.geojson          # site table (minecube.sites.read_sites)
     labels: demo-world/labels/{site_id}.gpkg # one file per site, or one file with a site_id column
     time_column: year                        # label year column (omit for static labels)
-    split: {test: [hunter-coal], val: [atacama-copper]}   # or {hold_out: {climate: arid}}
+    split: {test: [hunter-coal], val: [atacama-copper]}   # the other sites train
+    # or {train: [...], val: [...], test: [...]}, or {hold_out: {climate: arid}, val: 1}
     models:
       - {architecture: fpn, encoder_name: resnet18}
       - {architecture: unet, encoder_name: resnet18}
+      - {architecture: prithvi, frames: 3}   # three consecutive periods per chip
     bands: [rgb, rgbn, rgbn+ndvi]
     encoder_weights: [null]                  # null = from scratch; "imagenet"; or a file
     chips: {input_dims: {y: 128, x: 128}, input_overlap: {y: 64, x: 64}}
@@ -74,6 +76,8 @@ class Grid:
                     tag = "scratch" if weights is None else Path(str(weights)).stem
                     encoder = model.get("encoder_name") or "default"
                     name = f"{model['architecture']}-{encoder}-{bands}-{tag}".replace("+", "_")
+                    if model.get("frames", 1) > 1:
+                        name += f"-t{model['frames']}"
                     out.append({"run": name, **model, "bands": bands, "encoder_weights": weights})
         return out
 
@@ -121,11 +125,17 @@ def _labels_for(grid: Grid, site_id: str):
 
 
 def _split(grid: Grid, sites):
-    from minecube.chips import hold_out, split_sites
+    from minecube.chips import SiteSplit, hold_out, split_sites
 
     spec = dict(grid.split)
     if "hold_out" in spec:
         return hold_out(sites, **spec.pop("hold_out"), **spec)
+    if "train" in spec:  # every part listed: the other sites are left out
+        parts = {k: tuple(map(str, spec.get(k, ()))) for k in ("train", "val", "test")}
+        unknown = sorted(set(sum(parts.values(), ())) - set(sites["site_id"].astype(str)))
+        if unknown:
+            raise ExperimentError(f"split names sites {unknown} that are not in {grid.sites!r}")
+        return SiteSplit(**parts)
     return split_sites(sites, **spec)
 
 
@@ -151,6 +161,23 @@ def _load(grid: Grid, site_ids: list[str], schema):
             schema=schema,
         )
     return cubes, labels
+
+
+def _model(run: Mapping[str, Any], schema):
+    """The untrained model of one run of the grid."""
+    from minecube.chips import resolve_bands
+    from minecube.models import create
+
+    bands = resolve_bands(run["bands"])
+    return create(
+        run["architecture"],
+        encoder_name=run.get("encoder_name"),
+        in_channels=len(bands),
+        classes=len(schema),
+        encoder_weights=run["encoder_weights"],
+        frames=run.get("frames", 1),
+        bands=list(bands),
+    )
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -191,10 +218,10 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
     import torch
     from tqdm.auto import tqdm
 
-    from minecube.chips import ChipDataset, resolve_bands
+    from minecube.chips import ChipDataset
     from minecube.classes import DEFAULT_CLASSES, read_schema
     from minecube.evaluate import evaluate
-    from minecube.models import create, save
+    from minecube.models import save
     from minecube.sites import read_sites
     from minecube.train import fit
 
@@ -204,19 +231,8 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
     sites = read_sites(grid.sites)
     split = _split(grid, sites)
     runs = grid.runs()
-    chip_kwargs = dict(grid.chips)
-    # fail fast: unknown bands, architectures or unavailable weights before any training
-    for r in runs:
-        bands = resolve_bands(r["bands"])
-        create(
-            r["architecture"],
-            encoder_name=r.get("encoder_name"),
-            in_channels=len(bands),
-            classes=len(schema),
-            encoder_weights=r["encoder_weights"],
-            frames=chip_kwargs.get("frames", 1),
-            bands=list(bands),
-        )
+    for r in runs:  # fail fast: bad bands, architectures or weights before any training
+        _model(r, schema)
     out = Path(grid.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     cubes, labels = _load(grid, [*split.train, *split.val, *split.test], schema)
@@ -229,20 +245,13 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
         if record_path.exists():
             continue  # finished in an earlier call
         torch.manual_seed(grid.train.get("seed", 0))
+        chip_kwargs = {**grid.chips, "frames": r.get("frames", 1)}
         train = ChipDataset(
             *subset(split.train), bands=r["bands"], schema=schema, augment=True, **chip_kwargs
         )
         val = ChipDataset(*subset(split.val), bands=r["bands"], schema=schema, norm=train.norm,
                           **chip_kwargs) if split.val else None  # fmt: skip
-        model = create(
-            r["architecture"],
-            encoder_name=r.get("encoder_name"),
-            in_channels=len(train.bands),
-            classes=len(schema),
-            encoder_weights=r["encoder_weights"],
-            frames=train.frames,
-            bands=list(train.bands),
-        )
+        model = _model(r, schema)
         model = fit(model, train, val, progress=progress, **grid.train)
         evaluation = evaluate(model, *subset(split.test), sites)
         model.card.metrics["test"] = evaluation.summary.to_dict("records")

@@ -18,7 +18,7 @@ def grid_file(world, cube_store, tmp_path_factory):
         "cubes": str(cube_store),
         "sites": str(world.path / "sites.geojson"),
         "labels": str(world.path / "labels" / "{site_id}.gpkg"),
-        "split": {"test": ["hunter-coal"], "val": ["bodaibo-gold"]},
+        "split": {"train": ["kalimantan-coal"], "val": ["bodaibo-gold"], "test": ["hunter-coal"]},
         "models": [{"architecture": "segformer"}],
         "bands": ["rgb", "rgbn+ndvi"],
         "chips": {"input_dims": {"y": 64, "x": 64}},
@@ -54,6 +54,13 @@ def test_grid_writes_its_results_and_resumes(grid_file):
     again = run(grid_file, progress=False)
     pd.testing.assert_frame_equal(again, results)
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    # a run interrupted before its record was written is redone, and only that one
+    lost = out / "runs" / f"{results.run[1]}.json"
+    lost.unlink()
+    run(grid_file, progress=False)
+    assert lost.exists()
+    kept = out / "runs" / f"{results.run[0]}.json"
+    assert kept.stat().st_mtime_ns == stamps[kept]
 
 
 def test_cli_runs_the_grid(grid_file):
@@ -69,6 +76,11 @@ def test_bad_grids_fail_before_training(grid_file, tmp_path):
     bad.write_text(yaml.safe_dump({**grid, "epochs": 3}))
     with pytest.raises(ExperimentError, match=r"unknown keys \['epochs'\]"):
         read_grid(bad)
+    bad.write_text(
+        yaml.safe_dump({**grid, "split": {"train": ["atlantis"], "test": ["hunter-coal"]}})
+    )
+    with pytest.raises(ExperimentError, match=r"split names sites \['atlantis'\]"):
+        run(bad, progress=False)
     bad.write_text(yaml.safe_dump({**grid, "bands": ["rgbnir"], "out": str(tmp_path / "o")}))
     with pytest.raises(ValueError, match="unknown band preset 'rgbnir'"):
         run(bad, progress=False)

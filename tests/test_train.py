@@ -86,3 +86,19 @@ def test_inputs_that_do_not_fit_the_model_are_refused(data):
         fit(_small(train), train, loss="focal", progress=False)
     with pytest.raises(ValueError, match="class_weights has 2 values for 10 classes"):
         fit(_small(train), train, class_weights=[1, 2], progress=False)
+
+
+def test_prithvi_takes_consecutive_periods_as_frames(lab):
+    pytest.importorskip("terratorch", reason="pip install 'minecube[prithvi]'")
+    train = ChipDataset(*subset(lab, TRAIN), bands="rgbn+ndvi", input_dims=DIMS, frames=2)
+    item = train[0]
+    assert item["image"].shape == (5, 2, 64, 64)  # (C, T, H, W)
+    # each chip is labelled with its last frame, so no chip ends on a site's first period
+    firsts = {s: lab["cubes"][s].time.values[0] for s in TRAIN}
+    assert all(row.time != firsts[row.site_id] for row in train.chips.itertuples())
+    torch.manual_seed(0)
+    model = create("prithvi", in_channels=5, classes=10, frames=2, bands=list(train.bands))
+    model = fit(model, train.take(range(8)), epochs=1, batch_size=4, progress=False)
+    assert model.card.spec.frames == 2
+    result = evaluate(model, *subset(lab, TEST))
+    assert result.summary.iloc[0]["labelled_px"] > 0
