@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from minecube.classes import DEFAULT_CLASSES, IGNORE_INDEX, ClassSchema
 from minecube.errors import MinecubeError
@@ -144,12 +145,16 @@ def normalisation(cubes: Sequence[xr.Dataset], bands: str | Sequence[str]) -> No
     Pass the training sites' cubes only, so nothing about held-out sites leaks into training.
     """
     bands = resolve_bands(bands)
+    return _fit_normalisation((features(c, bands).values for c in cubes), bands)
+
+
+def _fit_normalisation(arrays, bands: tuple[str, ...]) -> Normalisation:
+    """Channel statistics of (time, channel, y, x) arrays, NaN skipped."""
     total = np.zeros(len(bands))
     squares = np.zeros(len(bands))
     count = np.zeros(len(bands))
-    for cube in cubes:
-        x = np.asarray(features(cube, bands).values, dtype=np.float64)
-        x = np.moveaxis(x, 1, 0).reshape(len(bands), -1)
+    for x in arrays:
+        x = np.moveaxis(np.asarray(x, dtype=np.float64), 1, 0).reshape(len(bands), -1)
         ok = np.isfinite(x)
         total += np.where(ok, x, 0).sum(axis=1)
         squares += np.where(ok, x * x, 0).sum(axis=1)
@@ -256,7 +261,7 @@ def _d4(image: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
-class ChipDataset:
+class ChipDataset(Dataset):
     """A torch map-style dataset of chips from several sites' cubes and labels.
 
     Parameters
@@ -322,7 +327,8 @@ class ChipDataset:
         self.bands = resolve_bands(bands)
         self.schema = schema
         self.sites = tuple(cubes)
-        self.norm = norm or normalisation(list(cubes.values()), self.bands)
+        arrays = {site: features(cubes[site], self.bands).values for site in self.sites}
+        self.norm = norm or _fit_normalisation(arrays.values(), self.bands)  # the one read
         if self.norm.bands != self.bands:
             raise BandError(f"norm is for bands {self.norm.bands}, the chips use {self.bands}")
         self.input_dims = input_dims
@@ -335,7 +341,7 @@ class ChipDataset:
         rows = []
         for s, site in enumerate(self.sites):
             cube, label = cubes[site], labels[site]
-            x = features(cube, self.bands).values  # the one read of this site
+            x = arrays.pop(site)
             observed = np.isfinite(x).all(axis=1)
             label = label.broadcast_like(cube.valid_count) if "time" not in label.dims else label
             target = schema.to_index(label.transpose("time", "y", "x").values)
