@@ -154,6 +154,15 @@ def evaluate(
     -------
     Evaluation
         Summary and per-class tables for ``all`` sites, each ``site_id`` and each ``by`` group.
+
+    Examples
+    --------
+    With a model from :func:`minecube.train.fit` and the held-out sites of a split::
+
+        result = evaluate(model, {s: cubes[s] for s in split.test},
+                          {s: labels[s] for s in split.test}, sites)
+        result.summary            # mIoU and overall accuracy: all, per site, climate, commodity
+        result.table("climate")   # IoU per class × climate zone
     """
     import pandas as pd
     import xarray as xr

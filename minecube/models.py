@@ -374,7 +374,7 @@ def save(model: Segmenter, path: str | os.PathLike) -> Path:
     """Write ``model`` as ``<path>.safetensors`` + its card as ``<path>.json``.
 
     The card is written last, so a checkpoint whose card exists is complete. Returns the
-    ``.safetensors`` path.
+    ``.safetensors`` path. See :func:`load` for an example.
     """
     from safetensors.torch import save_file
 
@@ -393,6 +393,17 @@ def load(path: str | os.PathLike, *, device: str = "cpu") -> Segmenter:
     """Load a checkpoint written by :func:`save`: weights (safetensors) and card (JSON).
 
     Raises :class:`CheckpointError` for a missing, corrupt or mismatched pair.
+
+    Examples
+    --------
+    >>> from minecube.chips import Normalisation
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> model = create("segformer", in_channels=4)
+    >>> norm = Normalisation(("red", "green", "blue", "nir"), (0.1,) * 4, (0.05,) * 4)
+    >>> model.card = card_for(model, bands=norm.bands, normalisation=norm, schema=DEFAULT_CLASSES)
+    >>> path = save(model, "/tmp/segformer-demo")
+    >>> path.name, load(path).card.bands
+    ('segformer-demo.safetensors', ('red', 'green', 'blue', 'nir'))
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
