@@ -71,6 +71,20 @@ def _class_ids(values, schema: ClassSchema, column: str):
     return ids.to_numpy(dtype=np.uint8)
 
 
+def _years(values, column: str) -> np.ndarray:
+    """Years of a column of years, dates or timestamps."""
+    import pandas as pd
+
+    if pd.api.types.is_integer_dtype(values):
+        return values.to_numpy()
+    try:
+        return pd.to_datetime(values).dt.year.to_numpy()
+    except (ValueError, TypeError) as e:
+        raise LabelError(
+            f"column {column!r} holds neither years nor dates (e.g. {values.iloc[0]!r})"
+        ) from e
+
+
 def _burn(frame, ids, shape, transform, nodata: int) -> np.ndarray:
     import rasterio.features
 
@@ -103,10 +117,10 @@ def rasterize(
     column
         Column with class names or class ids of ``schema``.
     time_column
-        Column with the year each polygon describes. When given, the result has the cube's
-        ``time`` axis and each period gets the polygons of its own year; periods without
-        polygons stay ``nodata`` (with a :class:`MissingLabelsWarning`). When ``None``, all
-        polygons are burnt into one (y, x) raster.
+        Column with the year (or a date in the year) each polygon describes. When given, the
+        result has the cube's ``time`` axis and each period gets the polygons of its year;
+        periods without polygons stay ``nodata`` (with a :class:`MissingLabelsWarning`).
+        When ``None``, all polygons are burnt into one (y, x) raster.
     schema
         Class schema of the labels.
 
@@ -163,7 +177,7 @@ def rasterize(
     else:
         if "time" not in cube.dims:
             raise LabelError("time_column= needs a cube with a time dimension")
-        label_years = frame[time_column].astype(int).to_numpy()
+        label_years = _years(frame[time_column], time_column)
         years = cube.time.dt.year.values
         layers = {y: _burn(frame[label_years == y], ids[label_years == y], shape, transform,
                            schema.nodata) for y in np.unique(years)}  # fmt: skip

@@ -68,6 +68,11 @@ def test_unlabelled_pixels_are_nodata_and_years_without_labels_warn(lab):
         out = rasterize(frame, cube, time_column="year")
     assert (out.isel(time=0) == 1).all()
     assert (out.isel(time=slice(1, None)) == DEFAULT_CLASSES.nodata).all()
+    dated = frame.assign(year=[f"{int(cube.time.dt.year[0])}-06-30"])
+    with pytest.warns(MissingLabelsWarning):
+        np.testing.assert_array_equal(rasterize(dated, cube, time_column="year"), out)
+    with pytest.raises(LabelError, match="neither years nor dates"):
+        rasterize(frame.assign(year=["soon"]), cube, time_column="year")
 
 
 def test_bad_labels_name_the_problem(tmp_path):
