@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from minecube import __version__
@@ -133,64 +134,64 @@ class ModelCard:
             )
 
 
-class _PrithviNet:
-    """Factory of a Prithvi ViT backbone + a light upsampling decoder (built lazily)."""
+def _up(cin: int, cout: int) -> nn.Module:
+    """×2 bilinear upsampling, then conv–BN–ReLU."""
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
-    @staticmethod
-    def build(spec: ModelSpec, bands: list[str], ckpt: str | None):
-        try:
-            from terratorch.registry import BACKBONE_REGISTRY
-        except ImportError as e:
-            raise MissingDependencyError(
-                "architecture='prithvi' needs terratorch: pip install 'minecube[prithvi]'"
-            ) from e
-        try:
-            backbone = BACKBONE_REGISTRY.build(
-                spec.encoder_name,
-                pretrained=ckpt is not None,
-                ckpt_path=ckpt,
-                num_frames=spec.frames,
-                bands=bands,
-            )
-        except (OSError, RuntimeError) as e:
-            raise WeightsUnavailableError(
-                f"could not build Prithvi backbone {spec.encoder_name!r} from {ckpt!r}: {e}"
-            ) from e
-        width = backbone.embed_dim
-        patch = backbone.patch_embed.patch_size[-1]
 
-        def up(cin, cout):
-            return nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            )
+class _Prithvi(nn.Module):
+    """A Prithvi ViT backbone (terratorch) under a light upsampling decoder.
 
-        class PrithviSegmenter(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.encoder = backbone
-                self.neck = nn.Conv2d(width * spec.frames, 256, 1)
-                steps = [
-                    up(256 // 2**i, 256 // 2 ** (i + 1)) for i in range(patch.bit_length() - 1)
-                ]
-                self.decoder = nn.Sequential(*steps)
-                c = 256 // patch
-                self.skip = nn.Sequential(
-                    nn.Conv2d(spec.in_channels, 32, 3, padding=1), nn.ReLU(inplace=True)
-                )
-                self.head = nn.Conv2d(c + 32, spec.classes, 1)
+    The last layer's tokens of every frame are stacked as channels, projected, upsampled
+    ×2 per step back to full resolution, and joined with a full-resolution convolution of the
+    last frame, which restores the edges that 16-pixel patches blur.
+    """
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W)
-                b, _, t, h, w = x.shape
-                tokens = self.encoder(x)[-1][:, 1:]  # drop the class token
-                grid = tokens.reshape(b, t, h // patch, w // patch, width)
-                grid = grid.permute(0, 1, 4, 2, 3).reshape(b, t * width, h // patch, w // patch)
-                y = self.decoder(self.neck(grid))
-                return self.head(torch.cat([y, self.skip(x[:, :, -1])], dim=1))
+    def __init__(self, spec: ModelSpec, backbone: nn.Module) -> None:
+        super().__init__()
+        self.encoder = backbone
+        self.width = backbone.embed_dim
+        self.patch = backbone.patch_embed.patch_size[-1]
+        steps = self.patch.bit_length() - 1  # log2(patch)
+        self.neck = nn.Conv2d(self.width * spec.frames, 256, 1)
+        self.decoder = nn.Sequential(*(_up(256 >> i, 256 >> (i + 1)) for i in range(steps)))
+        self.skip = nn.Sequential(nn.Conv2d(spec.in_channels, 32, 3, padding=1), nn.ReLU(True))
+        self.head = nn.Conv2d((256 >> steps) + 32, spec.classes, 1)
 
-        return PrithviSegmenter(), patch
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W)
+        b, _, t, h, w = x.shape
+        gh, gw = h // self.patch, w // self.patch
+        tokens = self.encoder(x)[-1][:, 1:]  # drop the class token
+        grid = tokens.reshape(b, t, gh, gw, self.width).permute(0, 1, 4, 2, 3)
+        y = self.decoder(self.neck(grid.reshape(b, t * self.width, gh, gw)))
+        return self.head(torch.cat([y, self.skip(x[:, :, -1])], dim=1))
+
+
+def _prithvi(spec: ModelSpec, bands: list[str], ckpt: str | None) -> _Prithvi:
+    try:
+        from terratorch.registry import BACKBONE_REGISTRY
+    except ImportError as e:
+        raise MissingDependencyError(
+            "architecture='prithvi' needs terratorch: pip install 'minecube[prithvi]'"
+        ) from e
+    try:
+        backbone = BACKBONE_REGISTRY.build(
+            spec.encoder_name,
+            pretrained=ckpt is not None,
+            ckpt_path=ckpt,
+            num_frames=spec.frames,
+            bands=bands,
+        )
+    except (OSError, RuntimeError) as e:
+        raise WeightsUnavailableError(
+            f"could not build Prithvi backbone {spec.encoder_name!r} from {ckpt!r}: {e}"
+        ) from e
+    return _Prithvi(spec, backbone)
 
 
 class Segmenter(nn.Module):
@@ -208,8 +209,6 @@ class Segmenter(nn.Module):
         self.card: ModelCard | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F
-
         h, w = x.shape[-2:]
         ph, pw = -h % self.stride, -w % self.stride
         if ph or pw:
@@ -303,10 +302,8 @@ def create(
         names = bands or [f"band{i}" for i in range(in_channels)]
         if len(names) != in_channels:
             raise ValueError(f"bands {names} do not match in_channels={in_channels}")
-        net, _ = _PrithviNet.build(
-            spec, [_PRITHVI_BANDS.get(b, b.upper()) for b in names], weights and str(local)
-        )
-        return Segmenter(spec, net, 16)
+        net = _prithvi(spec, [_PRITHVI_BANDS.get(b, b.upper()) for b in names], weights)
+        return Segmenter(spec, net, net.patch)
     if frames != 1:
         raise ValueError(f"frames={frames}: only architecture='prithvi' takes several periods")
     import segmentation_models_pytorch as smp
