@@ -105,6 +105,35 @@ def _predict_index(model: Segmenter, cube: xr.Dataset, batch_size: int = 4) -> n
     return np.where(observed, pred, IGNORE_INDEX).astype(np.uint8)
 
 
+def _majority_baseline(
+    train_labels: Mapping[str, xr.DataArray],
+    cubes: Mapping[str, xr.Dataset],
+    labels: Mapping[str, xr.DataArray],
+    schema: ClassSchema,
+) -> tuple[str, np.ndarray]:
+    """The trivial model: every observed pixel gets the training sites' most frequent class.
+
+    Returns that class's name and the confusion matrix on ``labels``, counted on the same
+    pixels as :func:`evaluate` (labelled and observed in every band).
+    """
+    n = len(schema)
+    counts = sum(
+        np.bincount(schema.to_index(lab.values).ravel(), minlength=256)[:n]
+        for lab in train_labels.values()
+    )
+    majority = int(np.argmax(counts))
+    cm = np.zeros((n, n), dtype=np.int64)
+    for site, cube in cubes.items():
+        label = labels[site]
+        if "time" not in label.dims:
+            label = label.broadcast_like(cube.valid_count)
+        target = schema.to_index(label.transpose("time", "y", "x").values)
+        observed = np.isfinite(cube.reflectance.transpose("time", "band", "y", "x").values)
+        pred = np.where(observed.all(axis=1), majority, IGNORE_INDEX)
+        cm += confusion_matrix(pred, target, n)
+    return schema.names[majority], cm
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Results of :func:`evaluate`, as tidy tables."""

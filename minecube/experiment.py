@@ -183,7 +183,11 @@ def _model(run: Mapping[str, Any], schema):
 def _markdown(frame: pd.DataFrame) -> str:
     """A pipe table (without pandas' optional tabulate dependency)."""
 
+    import pandas as pd
+
     def cell(v):
+        if pd.isna(v):
+            return "—"
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |"]
@@ -220,7 +224,7 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
 
     from minecube.chips import ChipDataset
     from minecube.classes import DEFAULT_CLASSES, read_schema
-    from minecube.evaluate import evaluate
+    from minecube.evaluate import _majority_baseline, _summary, evaluate, scores
     from minecube.models import save
     from minecube.sites import read_sites
     from minecube.train import fit
@@ -273,8 +277,21 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
         tmp.write_text(json.dumps(record, indent=1, default=float))
         tmp.replace(record_path)  # a run is recorded only once complete
     records = [json.loads((out / "runs" / f"{r['run']}.json").read_text()) for r in runs]
+    # the trivial baseline every model must beat: the training sites' most frequent class
+    majority, cm = _majority_baseline(subset(split.train)[1], *subset(split.test), schema)
+    base, per_class = _summary(cm), scores(cm, schema)
+    records.append(
+        {
+            "run": "baseline",
+            "architecture": f"majority class: {majority}",
+            "test_miou": base["miou"],
+            "test_overall_accuracy": base["overall_accuracy"],
+            **{f"iou_{c}": v for c, v in zip(per_class["class"], per_class["iou"], strict=True)},
+            "groups": [],
+        }
+    )
     groups = pd.DataFrame([{"run": rec["run"], **g} for rec in records for g in rec.pop("groups")])
-    results = pd.DataFrame(records)
+    results = pd.DataFrame(records).astype({"epochs_run": "Int64"})
     results.to_csv(out / "results.csv", index=False)
     groups.to_csv(out / "groups.csv", index=False)
     header = (

@@ -36,8 +36,16 @@ def test_grid_writes_its_results_and_resumes(grid_file):
     assert list(results.run) == [
         "segformer-default-rgb-scratch",
         "segformer-default-rgbn_ndvi-scratch",
+        "baseline",
     ]
-    assert results.encoder_name.tolist() == ["mit_b0", "mit_b0"]
+    assert results.encoder_name.tolist()[:2] == ["mit_b0", "mit_b0"]
+    # the majority-class baseline: its class is right wherever it is right, nothing else is
+    baseline = results.iloc[-1]
+    majority = baseline.architecture.removeprefix("majority class: ")
+    iou = baseline.filter(like="iou_").astype(float)
+    assert iou[f"iou_{majority}"] == pytest.approx(baseline.test_overall_accuracy)
+    assert (iou.drop(f"iou_{majority}").fillna(0) == 0).all()
+    assert baseline.test_miou == pytest.approx(baseline.test_overall_accuracy / iou.notna().sum())
     assert results.test_miou.between(0, 1).all()
     assert {f"iou_{c}" for c in ("open_pit", "water")} <= set(results.columns)
     assert pd.read_csv(out / "results.csv").shape == results.shape
@@ -46,7 +54,8 @@ def test_grid_writes_its_results_and_resumes(grid_file):
     markdown = (out / "results.md").read_text()
     assert "| segformer-default-rgb-scratch |" in markdown
     assert "Test IoU per class" in markdown
-    for name in results.run:
+    assert "| baseline | majority class: " in markdown
+    for name in results.run[:2]:
         assert (out / "models" / f"{name}.safetensors").is_file()
         assert (out / "models" / f"{name}.json").is_file()
     # a second call finds every run finished and trains nothing
