@@ -253,6 +253,13 @@ def hold_out(
 _DIMS = ("time", "y", "x")
 
 
+def _target(label: xr.DataArray, cube: xr.Dataset, schema: ClassSchema) -> np.ndarray:
+    """Model indices (time, y, x) of a label raster; a static raster holds for every period."""
+    if "time" not in label.dims:
+        label = label.broadcast_like(cube.valid_count)
+    return schema.to_index(label.transpose("time", "y", "x").values)
+
+
 def _d4(image: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """One of the 8 symmetries of the square: ``k % 4`` quarter turns, flipped if ``k >= 4``."""
     image, mask = np.rot90(image, k % 4, axes=(-2, -1)), np.rot90(mask, k % 4, axes=(-2, -1))
@@ -340,12 +347,11 @@ class ChipDataset(Dataset):
         self._generators = []
         rows = []
         for s, site in enumerate(self.sites):
-            cube, label = cubes[site], labels[site]
+            cube = cubes[site]
             x = arrays.pop(site)
             observed = np.isfinite(x).all(axis=1)
-            label = label.broadcast_like(cube.valid_count) if "time" not in label.dims else label
-            target = schema.to_index(label.transpose("time", "y", "x").values)
-            target = np.where(observed, target, IGNORE_INDEX).astype(np.uint8)
+            target = np.where(observed, _target(labels[site], cube, schema), IGNORE_INDEX)
+            target = target.astype(np.uint8)
             block = xr.Dataset(
                 {
                     "image": (("time", "channel", "y", "x"), self.norm.apply(x)),

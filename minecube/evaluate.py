@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from minecube.chips import features
+from minecube.chips import _target, features
 from minecube.classes import IGNORE_INDEX, ClassSchema
 
 if TYPE_CHECKING:
@@ -124,10 +124,7 @@ def _majority_baseline(
     majority = int(np.argmax(counts))
     cm = np.zeros((n, n), dtype=np.int64)
     for site, cube in cubes.items():
-        label = labels[site]
-        if "time" not in label.dims:
-            label = label.broadcast_like(cube.valid_count)
-        target = schema.to_index(label.transpose("time", "y", "x").values)
+        target = _target(labels[site], cube, schema)
         observed = np.isfinite(cube.reflectance.transpose("time", "band", "y", "x").values)
         pred = np.where(observed.all(axis=1), majority, IGNORE_INDEX)
         cm += confusion_matrix(pred, target, n)
@@ -203,10 +200,7 @@ def evaluate(
     per_site = {}
     for site, cube in cubes.items():
         model.card.check_bands([str(b) for b in cube.reflectance.band.values])
-        label = labels[site]
-        if "time" not in label.dims:
-            label = label.broadcast_like(cube.valid_count)
-        target = schema.to_index(label.transpose("time", "y", "x").values)
+        target = _target(labels[site], cube, schema)
         per_site[site] = confusion_matrix(_predict_index(model, cube, batch_size), target, n)
     groups: list[tuple[str, str, list[str]]] = [("all", "all", list(per_site))]
     groups += [("site_id", s, [s]) for s in per_site]

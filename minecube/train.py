@@ -114,7 +114,8 @@ def fit(
         :class:`~minecube.chips.ChipDataset` of the training and validation sites; ``val`` uses
         ``train.norm``. Without ``val`` the last epoch is kept.
     epochs, batch_size, lr, weight_decay
-        AdamW settings; the learning rate follows a cosine schedule to zero.
+        AdamW settings; the learning rate follows a one-cycle schedule (warm-up over the
+        first 10 % of steps to ``lr``, then cosine decay towards zero).
     loss
         One of :data:`LOSSES`. Unlabelled pixels (IGNORE_INDEX) never count.
     class_weights
