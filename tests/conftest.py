@@ -166,3 +166,14 @@ def lab(world, cube_store):
 def subset(lab, ids):
     """``(cubes, labels)`` of some sites of the lab fixture."""
     return {s: lab["cubes"][s] for s in ids}, {s: lab["labels"][s] for s in ids}
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A real dask.distributed LocalCluster: two worker processes of one thread each."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as local:
+        yield local

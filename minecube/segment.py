@@ -1,0 +1,837 @@
+"""Inference: cubes of any size → lazy, labelled DataArrays of classes, seam-free and batched.
+
+:func:`segment` turns a (time, band, y, x) cube into a (time, y, x) DataArray of class ids (or
+(time, class, y, x) probabilities) with the cube's ``spatial_ref``, lazily, as two dask layers:
+
+1. **Chips.** Chips of ``input_dims`` pixels lie on a grid anchored to the cube: chip ``k``
+   covers pixels ``[k·s − h, k·s − h + size)`` along each axis, where ``s = size − overlap`` is
+   the stride and ``h = overlap / 2``, so it *owns* the cell ``[k·s, (k+1)·s)`` and spills
+   ``h`` pixels into each neighbour's cell. Each dask block (a whole number of cells) reads its
+   pixels plus an ``h``-pixel halo, cuts its own chips with :class:`xbatcher.BatchGenerator`,
+   runs them through the model in batches of ``batch_size`` and adds their softmax,
+   multiplied by a blending window, into accumulators that reach ``h`` pixels past the block.
+2. **Fold.** A second ``map_blocks`` over those accumulators with an ``h``-pixel overlap adds
+   what each neighbour spilled into the block, divides by the summed weights and takes the
+   most probable class.
+
+Every chip is computed once, whatever the chunking. Accumulators are fixed-point integers
+(:data:`_SCALE`), so sums are exact and independent of the order in which chips are added:
+the result is bit-for-bit the same for any block size and any dask scheduler.
+
+With ``blend="cosine"`` the window rises as sin² over the ``overlap`` pixels shared by two
+chips (the weights of neighbours sum to one), which hides chip edges; ``blend="none"`` keeps
+each pixel from the chip that owns it. Pixels without a valid observation in every input band
+get no weight and come out as ``nodata``.
+
+The model is loaded once per process — from its checkpoint path, cached, or shipped as one
+graph key when a loaded model is passed — never pickled into every task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import math
+import os
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from minecube.errors import MinecubeError
+from minecube.models import CheckpointError, Segmenter, load
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = [
+    "IncompletePredictionError",
+    "SegmentError",
+    "open_predictions",
+    "segment",
+    "segment_to_zarr",
+]
+
+Blend = Literal["cosine", "none"]
+Output = Literal["labels", "probabilities"]
+
+_SCALE = 1 << 20
+"""Fixed-point scale of the accumulators: a chip adds round(weight · probability · 2²⁰)."""
+_PROBABILITY_NODATA = 255
+"""Probabilities are stored as round(p · 254) in uint8; 255 marks pixels without observation."""
+_BLOCK_BYTES = 256 * 2**20
+"""Target size of one block's accumulators when the block size is chosen automatically."""
+_MAX_CHIP = 1024
+
+
+class SegmentError(MinecubeError, ValueError):
+    """A cube, model or setting that segment() cannot work with."""
+
+
+class IncompletePredictionError(MinecubeError, RuntimeError):
+    """A prediction store whose write has not finished."""
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """The chip grid and the blocks along one spatial axis."""
+
+    size: int  # chip size, px
+    overlap: int  # px shared by neighbouring chips (even)
+    extent: int  # px of the cube along the axis
+    cuts: tuple[int, ...]  # block boundaries, multiples of the stride except the last
+
+    @property
+    def stride(self) -> int:
+        return self.size - self.overlap
+
+    @property
+    def halo(self) -> int:
+        return self.overlap // 2
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(np.diff(self.cuts).tolist())
+
+    def canvas(self, i: int) -> tuple[int, int]:
+        """Length of block ``i``'s canvas (its chips, side by side with their overlaps) and
+        where the block's data with its halo start in it, px."""
+        lo, hi = self.cuts[i], self.cuts[i + 1]
+        first, end = lo // self.stride, -(-hi // self.stride)  # chips owned: [first, end)
+        length = (end - first - 1) * self.stride + self.size  # from first·s − h
+        return length, self.halo if i == 0 else 0  # data start h px before lo, or at 0
+
+    def window(self, blend: Blend) -> np.ndarray:
+        """1-D blending weights over a chip; shifted by the stride they sum to one."""
+        w = np.zeros(self.size)
+        o, s = self.overlap, self.stride
+        if blend == "none":
+            w[self.halo : self.halo + s] = 1.0
+        else:
+            ramp = np.sin(np.pi / 2 * (np.arange(o) + 0.5) / max(o, 1)) ** 2
+            w[:o], w[o:s], w[s:] = ramp, 1.0, ramp[::-1]
+        return w
+
+
+def _axis(extent: int, size: int | None, overlap: int, block: int | None, multiple: int) -> _Axis:
+    """Chip size, overlap and block boundaries for one axis of ``extent`` pixels."""
+    overlap = overlap + overlap % 2
+    if size is None:  # one chip over a small cube, else large chips with a thin overlap
+        size = min(_MAX_CHIP, extent + overlap)
+    size = -(-size // multiple) * multiple
+    if not 0 <= 2 * overlap <= size:
+        raise SegmentError(
+            f"overlap={overlap} px must be at most half the chip size {size} px; lower overlap "
+            "or raise input_dims"
+        )
+    stride = size - overlap
+    cells = -(-extent // stride)
+    per_block = max(1, (block or extent) // stride)
+    cuts = [min(i * stride, extent) for i in range(0, cells, per_block)] + [extent]
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] < stride:
+        del cuts[-2]  # a sliver of a block joins the one before
+    return _Axis(size, overlap, extent, tuple(cuts))
+
+
+def _auto_block(classes: int, channels: int, stride: int, overlap: int) -> int:
+    """The largest square block (a multiple of the stride) whose buffers fit _BLOCK_BYTES."""
+    per_px = 4 * (classes + 1) + 4 * channels
+    side = int(math.sqrt(_BLOCK_BYTES / per_px)) - overlap
+    return max(1, side // stride) * stride
+
+
+# -- one process, one model ------------------------------------------------------------------
+
+_PROCESS_READY = False
+_LOCK = threading.Lock()
+_FORWARD = threading.Lock()
+"""Forward passes outside distributed workers (and on a GPU) run one at a time."""
+
+
+def _relax_malloc_trim() -> None:
+    """Undo distributed's MALLOC_TRIM_THRESHOLD_=65536 in this process (field notes: ~1.8×
+    slower torch on CPU): a tiny trim threshold also pins glibc's mmap threshold, so every
+    large tensor is mmapped and page-faulted afresh."""
+    value = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    if value is None or not value.isdigit() or int(value) >= 2**26:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 2**25)
+    libc.mallopt(m_trim_threshold, 2**27)
+
+
+def _in_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _prepare_process() -> None:
+    """Once per process. In a dask.distributed worker: undo the malloc trim setting and cap
+    torch's threads so that worker threads × torch threads stay within the cores. Elsewhere
+    (threaded scheduler, the user's own session) nothing global is changed: forward passes take
+    turns under a lock and each uses torch's threads."""
+    global _PROCESS_READY
+    if _PROCESS_READY:
+        return
+    import torch
+
+    with _LOCK:
+        if not _PROCESS_READY:
+            if _in_worker():
+                from distributed import get_worker
+
+                _relax_malloc_trim()
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+                threads = max(1, cores // get_worker().state.nthreads)
+                torch.set_num_threads(min(torch.get_num_threads(), threads))
+            _PROCESS_READY = True
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str, mtime_ns: int, device: str) -> Segmenter:
+    return load(path, device=device)
+
+
+@functools.lru_cache(maxsize=4)
+def _on_device(model: Segmenter, device: str) -> Segmenter:
+    import copy
+
+    return copy.deepcopy(model).to(device).eval()
+
+
+def _model_for(ref: str | Segmenter, device: str) -> Segmenter:
+    """The model of ``ref`` on ``device``, loaded once per process."""
+    from minecube.train import pick_device
+
+    device = str(pick_device(device))
+    if isinstance(ref, str):
+        with _LOCK:
+            return _cached(ref, Path(ref).with_suffix(".safetensors").stat().st_mtime_ns, device)
+    if str(next(ref.parameters()).device) == device:
+        return ref.eval()
+    with _LOCK:
+        return _on_device(ref, device)
+
+
+# -- the two passes ---------------------------------------------------------------------------
+
+
+def _d4_forward(model: Segmenter, x, tta: str | None):
+    """Softmax probabilities of a batch, averaged over the 8 symmetries of the square."""
+    import torch
+
+    if tta is None:
+        return model(x).float().softmax(1)
+    total = 0
+    for k in range(8):
+        t = torch.rot90(x, k % 4, dims=(-2, -1))
+        t = t.flip(-1) if k >= 4 else t
+        p = model(t).float().softmax(1)
+        p = p.flip(-1) if k >= 4 else p
+        total = total + torch.rot90(p, -(k % 4), dims=(-2, -1))
+    return total / 8
+
+
+def _predict(model: Segmenter, chips: np.ndarray, batch_size: int, tta: str | None) -> np.ndarray:
+    """Softmax probabilities of (N, C[, T], H, W) chips, ``batch_size`` at a time."""
+    import torch
+
+    device = next(model.parameters()).device
+    serial = device.type == "cuda" or not _in_worker()
+    out = []
+    with _FORWARD if serial else contextlib.nullcontext(), torch.inference_mode():
+        for i in range(0, len(chips), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(chips[i : i + batch_size])).to(device)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                out.append(_d4_forward(model, x, tta).cpu().numpy())
+    return np.concatenate(out)
+
+
+def _chip_block(
+    x: np.ndarray,
+    ref: str | Segmenter,
+    *,
+    ay: _Axis,
+    ax: _Axis,
+    mean: np.ndarray,
+    std: np.ndarray,
+    classes: int,
+    frames: int,
+    blend: Blend,
+    batch_size: int,
+    tta: str | None,
+    device: str,
+    block_id: tuple[int, ...],
+) -> np.ndarray:
+    """Pass 1: (T, C, y + halo, x + halo) features → (T, classes + 1, y + 2h, x + 2h) int32
+    accumulators of the chips this block owns (last channel: the summed weights)."""
+    import xarray as xr
+    import xbatcher
+
+    iy, ix = block_id[-2], block_id[-1]
+    times = x.shape[0]
+    ny, oy = ay.canvas(iy)
+    nx, ox = ax.canvas(ix)
+    hy, hx = x.shape[-2:]
+    ok = np.isfinite(x).all(axis=1)
+    data = np.zeros((times, x.shape[1], ny, nx), np.float32)
+    valid = np.zeros((times, ny, nx), bool)
+    data[..., oy : oy + hy, ox : ox + hx] = np.where(ok[:, None], (x - mean) / std, 0)
+    valid[:, oy : oy + hy, ox : ox + hx] = ok
+    ext_y = ay.cuts[iy + 1] - ay.cuts[iy] + 2 * ay.halo
+    ext_x = ax.cuts[ix + 1] - ax.cuts[ix] + 2 * ax.halo
+    acc = np.zeros((times, classes + 1, ny, nx), np.int32)
+    if not valid.any():
+        return acc[..., :ext_y, :ext_x]
+    _prepare_process()
+    model = _model_for(ref, device)
+    block = xr.Dataset(
+        {"image": (("time", "channel", "y", "x"), data)},
+        coords={"y": np.arange(ny), "x": np.arange(nx)},
+    )
+    chips = xbatcher.BatchGenerator(  # whole periods and channels, windows over y and x
+        block,
+        input_dims={"time": times, "channel": data.shape[1], "y": ay.size, "x": ax.size},
+        input_overlap={"y": ay.overlap, "x": ax.overlap},
+    )
+    weight = np.outer(ay.window(blend), ax.window(blend))
+    jobs, inputs = [], []
+    for chip in chips:  # row-major over the chip grid
+        cy, cx = int(chip.y[0]), int(chip.x[0])
+        image, seen = chip["image"].values, valid[:, cy : cy + ay.size, cx : cx + ax.size]
+        for t in range(times):
+            if not seen[t].any():
+                continue  # nothing observed: no weight anywhere in the chip
+            if frames > 1:  # the period and the frames - 1 before it, the first repeated
+                before = [max(0, t - frames + 1 + j) for j in range(frames)]
+                inputs.append(np.moveaxis(image[before], 0, 1))
+            else:
+                inputs.append(image[t])
+            jobs.append((t, cy, cx, seen[t]))
+    if jobs:
+        probs = _predict(model, np.stack(inputs), batch_size, tta)
+        for (t, cy, cx, seen), p in zip(jobs, probs, strict=True):
+            w = weight * seen
+            window = acc[t, :, cy : cy + ay.size, cx : cx + ax.size]
+            window[:classes] += np.rint(p * w * _SCALE).astype(np.int32)
+            window[classes] += np.rint(w * _SCALE).astype(np.int32)
+    # the canvas starts h px before the block and reaches at least h px past it
+    return acc[..., :ext_y, :ext_x]
+
+
+def _fold_axis(a: np.ndarray, axis: int, halo: int, first: bool, last: bool) -> np.ndarray:
+    """Add the neighbours' spills (the outer ``halo`` px) into the core along ``axis``."""
+    n = a.shape[axis]
+    before = 0 if first else halo
+    after = 0 if last else halo
+    own = np.take(a, range(before, n - after), axis=axis)
+    core = np.take(own, range(halo, own.shape[axis] - halo), axis=axis).copy()
+    m = min(halo, core.shape[axis])
+    idx = [slice(None)] * a.ndim
+    if not first:
+        idx[axis] = slice(0, m)
+        core[tuple(idx)] += np.take(a, range(m), axis=axis)
+    if not last:
+        idx[axis] = slice(core.shape[axis] - m, None)
+        core[tuple(idx)] += np.take(a, range(n - halo, n - halo + m), axis=axis)
+    return core
+
+
+def _fold_block(
+    a: np.ndarray,
+    *,
+    ay: _Axis,
+    ax: _Axis,
+    classes: int,
+    kind: Output,
+    lut: np.ndarray,
+    nodata: int,
+    block_id: tuple[int, ...],
+) -> np.ndarray:
+    """Pass 2: accumulators with their neighbours' halos → uint8 labels or probabilities."""
+    iy, ix = block_id[-2], block_id[-1]
+    a = _fold_axis(a, 2, ay.halo, iy == 0, iy == len(ay.chunks) - 1)
+    a = _fold_axis(a, 3, ax.halo, ix == 0, ix == len(ax.chunks) - 1)
+    weight = a[:, classes]
+    seen = weight > 0
+    if kind == "labels":
+        labels = lut[np.argmax(a[:, :classes], axis=1)]
+        return np.where(seen, labels, nodata).astype(np.uint8)
+    p = a[:, :classes] / np.where(seen, weight, 1)[:, None]
+    q = np.rint(p * (_PROBABILITY_NODATA - 1)).astype(np.uint8)
+    return np.where(seen[:, None], q, _PROBABILITY_NODATA).astype(np.uint8)
+
+
+# -- public API -------------------------------------------------------------------------------
+
+
+def _reference(model: str | os.PathLike | Segmenter) -> tuple[str | Segmenter, Segmenter]:
+    """(what the tasks get, the model read here for its card)."""
+    if isinstance(model, Segmenter):
+        if model.card is None:
+            raise SegmentError(
+                "the model has no card (bands, normalisation, classes); use a model from "
+                "minecube.train.fit or minecube.models.load, or its checkpoint path"
+            )
+        return model, model
+    path = str(Path(model).with_suffix(""))
+    loaded = load(path)  # fails here, not in a worker, for a missing or corrupt checkpoint
+    return str(Path(path).resolve()), loaded
+
+
+def _cube_features(cube: xr.Dataset | xr.DataArray, bands: tuple[str, ...]) -> xr.DataArray:
+    import xarray as xr
+
+    from minecube.chips import features
+
+    if isinstance(cube, xr.DataArray):
+        if "band" not in cube.dims:
+            raise SegmentError(f"a cube DataArray needs a band dimension; it has {cube.dims}")
+        cube = cube.to_dataset(name="reflectance")
+    if "reflectance" not in cube:
+        raise SegmentError(
+            f"the cube has no 'reflectance' variable (it has {list(cube.data_vars)}); pass a "
+            "cube from minecube.cube.build / open_cube"
+        )
+    missing = {"time", "band", "y", "x"} - set(cube.reflectance.dims)
+    if missing:
+        raise SegmentError(
+            f"reflectance must have dims (time, band, y, x); it lacks {sorted(missing)}"
+        )
+    if cube.rio.crs is None:
+        raise SegmentError(
+            "the cube has no CRS; write one with cube.rio.write_crs('EPSG:…') or build it with "
+            "minecube.cube.build, so predictions can be placed on the map"
+        )
+    return features(cube, bands)
+
+
+def segment(
+    cube: xr.Dataset | xr.DataArray,
+    model: str | os.PathLike | Segmenter,
+    *,
+    batch_size: int = 8,
+    input_dims: Mapping[str, int] | None = None,
+    overlap: int = 32,
+    blend: Blend = "cosine",
+    output: Output = "labels",
+    tta: Literal["d4"] | None = None,
+    device: str = "auto",
+    chunks: int | Mapping[str, int] | None = None,
+) -> xr.DataArray:
+    """Segment a cube with a trained model, lazily, into a labelled DataArray.
+
+    Parameters
+    ----------
+    cube
+        A cube Dataset with ``reflectance`` (time, band, y, x) and a CRS, as from
+        :func:`minecube.cube.build` or :func:`minecube.cube.open_cube`, or that DataArray.
+    model
+        A checkpoint path (from :func:`minecube.models.save`; loaded once per worker process)
+        or a trained model with its card. Bands, NDVI and normalisation come from the card.
+    batch_size
+        Chips per forward pass.
+    input_dims
+        Chip size in pixels, ``{"y": …, "x": …}``, rounded up to the network's stride. Default:
+        one chip over a small cube, else 1024 (fully convolutional models run on any size;
+        Prithvi keeps its training chip size).
+    overlap
+        Pixels shared by neighbouring chips (rounded up to even); the dask halo is half of it.
+    blend
+        ``"cosine"`` (sin² ramps over the overlap) or ``"none"`` (each pixel from one chip).
+    output
+        ``"labels"``: uint8 class ids (time, y, x). ``"probabilities"``: uint8 (time, class, y,
+        x) holding round(p · 254), 255 where unobserved.
+    tta
+        ``"d4"`` averages the predictions of the 8 flips/rotations of each chip (8× the work).
+    device
+        ``"auto"`` (CUDA if available, with autocast), ``"cpu"``, ``"cuda:1"``…
+    chunks
+        Block size in pixels (int or ``{"y": …, "x": …}``), rounded to a multiple of the chip
+        stride; default: the largest block whose buffers fit in 256 MiB.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy predictions on the cube's grid and ``spatial_ref``, with CF ``flag_values`` /
+        ``flag_meanings`` of the model's class schema and ``nodata`` where the cube had no
+        valid observation in every input band.
+
+    Examples
+    --------
+    >>> import numpy as np, rioxarray, xarray as xr
+    >>> from minecube.chips import Normalisation
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> from minecube.models import card_for, create
+    >>> model = create("fpn", encoder_name="resnet18", in_channels=4)
+    >>> norm = Normalisation(("red", "green", "blue", "nir"), (0.1,) * 4, (0.05,) * 4)
+    >>> model.card = card_for(model, bands=norm.bands, normalisation=norm, schema=DEFAULT_CLASSES)
+    >>> cube = xr.Dataset(
+    ...     {"reflectance": (("time", "band", "y", "x"), np.full((2, 4, 96, 80), 0.1, "float32"))},
+    ...     coords={"band": ["blue", "green", "red", "nir"], "y": 5000 - 10 * np.arange(96),
+    ...             "x": 300000 + 10 * np.arange(80)}).rio.write_crs("EPSG:32756")
+    >>> labels = segment(cube, model, input_dims={"y": 64, "x": 64}, overlap=16)
+    >>> labels.dims, labels.shape, labels.dtype.name, labels.rio.crs.to_epsg()
+    (('time', 'y', 'x'), (2, 96, 80), 'uint8', 32756)
+    >>> int(labels.isel(time=0).isin(DEFAULT_CLASSES.ids).all())
+    1
+    """
+    import dask.array as da
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+    import xarray as xr
+    from dask.base import tokenize
+
+    if blend not in ("cosine", "none"):
+        raise SegmentError(f"blend={blend!r} is not 'cosine' or 'none'")
+    if output not in ("labels", "probabilities"):
+        raise SegmentError(f"output={output!r} is not 'labels' or 'probabilities'")
+    if tta not in (None, "d4"):
+        raise SegmentError(f"tta={tta!r} is not None or 'd4'")
+    if batch_size < 1:
+        raise SegmentError(f"batch_size={batch_size} must be at least 1")
+    ref, loaded = _reference(model)
+    card = loaded.card
+    schema, spec = card.schema, loaded.spec
+    if len(schema) != spec.classes:
+        raise CheckpointError(
+            f"the network predicts {spec.classes} classes but its card's schema has "
+            f"{len(schema)} ({schema.names}); the card does not belong to these weights"
+        )
+    if isinstance(cube, xr.DataArray | xr.Dataset) and "band" in cube.coords:
+        card.check_bands([str(b) for b in cube.band.values])
+    feats = _cube_features(cube, card.bands)
+    if spec.architecture == "prithvi" and input_dims is None:
+        input_dims = card.training.get("input_dims")
+    dims = dict(input_dims or {})
+    if isinstance(chunks, int):
+        chunks = {"y": chunks, "x": chunks}
+    chunks = dict(chunks or {})
+    if not set(dims) <= {"y", "x"} or not set(chunks) <= {"y", "x"}:
+        raise SegmentError(f"input_dims and chunks take 'y' and 'x' only, got {dims}, {chunks}")
+    classes, channels = len(schema), len(card.bands)
+    axes = []
+    for d in ("y", "x"):
+        extent = feats.sizes[d]
+        probe = _axis(extent, dims.get(d), overlap, None, loaded.stride)
+        block = chunks.get(d) or _auto_block(classes, channels, probe.stride, probe.overlap)
+        if chunks.get(d) and chunks[d] % probe.stride:
+            warnings.warn(
+                f"chunks {d}={chunks[d]} is not a multiple of the chip stride {probe.stride} px "
+                f"(input_dims {probe.size} − overlap {probe.overlap}); blocks of "
+                f"{max(1, chunks[d] // probe.stride) * probe.stride} px are used instead",
+                stacklevel=2,
+            )
+        axes.append(_axis(extent, dims.get(d), overlap, block, loaded.stride))
+    ay, ax = axes
+    frames = spec.frames
+    chips = len(range(0, ay.cuts[1], ay.stride)) * len(range(0, ax.cuts[1], ax.stride))
+    time_chunk = -(-batch_size // chips) if frames == 1 else feats.sizes["time"]  # fill a batch
+    data = feats.data if isinstance(feats.data, da.Array) else da.from_array(feats.values)
+    data = data.rechunk((time_chunk, -1, ay.chunks, ax.chunks))
+    halo = {0: 0, 1: 0, 2: ay.halo, 3: ax.halo}
+    padded = da.overlap.overlap(data, depth=halo, boundary="none") if ay.halo or ax.halo else data
+    norm = card.normalisation
+    shape = (-1, 1, 1)
+    ref_key = ref
+    if isinstance(ref, Segmenter):  # one graph key, sent once to each worker
+        import uuid
+
+        import dask
+
+        model_id = ref.__dict__.setdefault("_minecube_key", uuid.uuid4().hex)  # per model object
+        ref_key = dask.delayed(ref, pure=True, name=f"minecube-model-{model_id}")
+    token = tokenize(padded.name, ay, ax, blend, tta, batch_size, device, str(ref_key))
+    acc = da.map_blocks(
+        _chip_block,
+        padded,
+        ref_key,
+        ay=ay,
+        ax=ax,
+        mean=np.asarray(norm.mean, np.float32).reshape(shape),
+        std=np.asarray(norm.std, np.float32).reshape(shape),
+        classes=classes,
+        frames=frames,
+        blend=blend,
+        batch_size=batch_size,
+        tta=tta,
+        device=device,
+        chunks=(
+            data.chunks[0],
+            (classes + 1,),
+            tuple(c + 2 * ay.halo for c in ay.chunks),
+            tuple(c + 2 * ax.halo for c in ax.chunks),
+        ),
+        dtype=np.int32,
+        name=f"minecube-chips-{token}",
+    )
+    if ay.halo or ax.halo:
+        acc = da.overlap.overlap(acc, depth=halo, boundary="none")
+    lut = np.asarray(schema.ids, np.uint8)
+    common = {"ay": ay, "ax": ax, "classes": classes, "lut": lut, "nodata": schema.nodata}
+    time = feats.time
+    if output == "labels":
+        out = da.map_blocks(
+            _fold_block, acc, kind=output, **common, drop_axis=1,
+            chunks=(data.chunks[0], ay.chunks, ax.chunks), dtype=np.uint8,
+            name=f"minecube-labels-{token}",
+        )  # fmt: skip
+        result = xr.DataArray(
+            out,
+            dims=("time", "y", "x"),
+            coords={"time": time, "y": feats.y, "x": feats.x},
+            name="prediction",
+            attrs={"long_name": "predicted class id", **schema.cf_attrs()},
+        )
+        nodata = schema.nodata
+    else:
+        out = da.map_blocks(
+            _fold_block, acc, kind=output, **common,
+            chunks=(data.chunks[0], (classes,), ay.chunks, ax.chunks), dtype=np.uint8,
+            name=f"minecube-probabilities-{token}",
+        )  # fmt: skip
+        result = xr.DataArray(
+            out,
+            dims=("time", "class", "y", "x"),
+            coords={"time": time, "class": schema.names, "y": feats.y, "x": feats.x},
+            name="probability",
+            attrs={
+                "long_name": "class probability",
+                "units": "1",
+                "scale_factor": 1 / (_PROBABILITY_NODATA - 1),
+                "add_offset": 0.0,
+            },
+        )
+        nodata = _PROBABILITY_NODATA
+    crs = feats.rio.crs if feats.rio.crs is not None else cube.rio.crs
+    result.attrs["model"] = ref if isinstance(ref, str) else "in-memory model"
+    result.attrs["model_spec"] = f"{spec.architecture}-{spec.encoder_name}"
+    result.attrs["bands"] = list(card.bands)
+    result.attrs["segment"] = {
+        "input_dims": {"y": ay.size, "x": ax.size},
+        "overlap": ay.overlap,
+        "blend": blend,
+        "tta": tta,
+    }
+    return result.rio.write_crs(crs).rio.write_nodata(nodata)
+
+
+def _fingerprint(pred: xr.DataArray, card) -> dict:
+    """What must match for a stored prediction to be resumed rather than started again."""
+    return {
+        "model": pred.attrs["model"],
+        "model_created": card.created,
+        "model_spec": pred.attrs["model_spec"],
+        "bands": list(card.bands),
+        "segment": pred.attrs["segment"],
+        "name": str(pred.name),
+        "time": [str(t)[:19] for t in pred.time.values],
+        "shape": [int(n) for n in pred.shape],
+        "chunks": [list(map(int, c)) for c in pred.chunks],
+        "origin": [float(pred.y[0]), float(pred.x[0])],
+        "crs": pred.rio.crs.to_wkt(),
+    }
+
+
+def _regions(pred: xr.DataArray) -> list[tuple[str, dict[str, slice]]]:
+    """Each output chunk as (name, {dim: slice}), in order."""
+    import itertools
+
+    bounds = {d: np.cumsum((0, *c)).tolist() for d, c in zip(pred.dims, pred.chunks, strict=True)}
+    out = []
+    for index in itertools.product(*(range(len(c)) for c in pred.chunks)):
+        pairs = list(zip(pred.dims, index, strict=True))
+        name = ":".join(f"{d}{i}" for d, i in pairs)
+        out.append((name, {d: slice(bounds[d][i], bounds[d][i + 1]) for d, i in pairs}))
+    return out
+
+
+def _write_block(block: np.ndarray, *, store: str, path: str, bounds, block_id) -> np.ndarray:
+    """Write one computed region into its Zarr array (the region covers whole Zarr chunks)."""
+    import zarr
+
+    where = tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, block_id, strict=True))
+    zarr.open_array(store, path=path, mode="r+")[where] = block
+    return np.ones((1,) * block.ndim, bool)
+
+
+def _compute_each(tasks: Mapping[str, Any], done: Callable[[str], None]) -> None:
+    """Compute dask ``tasks`` in one graph (shared work done once) on the active scheduler,
+    calling ``done(name)`` in this thread as each one finishes."""
+    import dask
+    from dask.base import get_scheduler
+    from dask.callbacks import Callback
+
+    client = getattr(get_scheduler(), "__self__", None)
+    if client is not None and hasattr(client, "compute"):  # a dask.distributed Client
+        from distributed import as_completed
+
+        futures = {client.compute(task): name for name, task in tasks.items()}
+        try:
+            for future in as_completed(futures):
+                future.result()
+                done(futures[future])
+        finally:
+            client.cancel(list(futures))
+        return
+    names = {task.key: name for name, task in tasks.items()}
+
+    class _Finished(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if key in names:
+                done(names[key])
+
+    with _Finished():
+        dask.compute(*tasks.values())
+
+
+def segment_to_zarr(
+    cube: xr.Dataset | xr.DataArray,
+    model: str | os.PathLike | Segmenter,
+    store: str | os.PathLike,
+    *,
+    group: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    fail_after: int | None = None,
+    **kwargs,
+) -> xr.DataArray:
+    """Segment a cube into a Zarr store region by region, resuming an interrupted write.
+
+    The store's metadata is written first; then each block of :func:`segment`'s output is
+    computed and written (several at once, on whatever dask scheduler is active) and marked
+    complete in the group's attributes only after its data are in the store. Running the same
+    call again after a crash or a kill skips the regions marked complete and recomputes the
+    rest; the group is marked ``minecube:complete`` only when every region is.
+
+    Parameters
+    ----------
+    cube, model
+        As for :func:`segment`.
+    store
+        Zarr store path or URL.
+    group
+        Group name (default: the cube's ``site_id``).
+    progress
+        Show a progress bar over regions.
+    overwrite
+        Start again even if the group holds predictions made with other settings.
+    fail_after
+        For tests: raise after this many regions, as a crash would.
+    **kwargs
+        Passed to :func:`segment` (``batch_size``, ``overlap``, ``output``, ``chunks``…).
+
+    Returns
+    -------
+    xarray.DataArray
+        The stored predictions, opened lazily with :func:`open_predictions`.
+
+    Examples
+    --------
+    ``segment_to_zarr(open_cube("cubes.zarr", "hunter-coal"), "models/fpn-rgbn",
+    "predictions.zarr")`` writes group ``hunter-coal`` of ``predictions.zarr``.
+    """
+    import zarr
+    from tqdm.auto import tqdm
+
+    group = group or cube.attrs.get("site_id")
+    if not group:
+        raise SegmentError("give group= (the cube has no site_id to name its Zarr group)")
+    pred = segment(cube, model, **kwargs)
+    card = (model if isinstance(model, Segmenter) else load(str(model))).card
+    fingerprint = _fingerprint(pred, card)
+    root = zarr.open_group(store, mode="a")
+    done: list[str] = []
+    if group in root and "minecube:segment" in root[group].attrs:
+        stored = dict(root[group].attrs["minecube:segment"])
+        if stored == fingerprint:
+            done = list(root[group].attrs.get("minecube:complete_regions", []))
+        elif not overwrite:
+            differ = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
+            raise SegmentError(
+                f"group {group!r} of {os.fspath(store)!r} holds predictions made with other "
+                f"{differ}; write to another group or pass overwrite=True to start again"
+            )
+    if not done:
+        attrs = dict(pred.attrs)
+        encoding = {**pred.encoding, "_FillValue": attrs.pop("_FillValue")}
+        encoding["chunks"] = tuple(c[0] for c in pred.chunks)  # one Zarr chunk per region
+        template = pred.copy()
+        template.attrs = attrs
+        template.to_dataset().to_zarr(
+            store, group=group, mode="w", compute=False, consolidated=False,
+            encoding={pred.name: encoding},
+        )  # fmt: skip
+        node = zarr.open_group(store, mode="a")[group]
+        node.attrs.update({"minecube:segment": fingerprint, "minecube:complete": False})
+        node.attrs["minecube:complete_regions"] = []
+    import dask.array as da
+    from dask.base import tokenize
+
+    bounds = [np.cumsum((0, *c)).tolist() for c in pred.chunks]
+    written = da.map_blocks(
+        _write_block, pred.data, store=os.fspath(store), path=f"{group}/{pred.name}",
+        bounds=bounds, chunks=tuple((1,) * len(c) for c in pred.chunks), dtype=bool,
+        name=f"minecube-write-{tokenize(pred.data.name, os.fspath(store), group)}",
+    )  # fmt: skip
+    blocks = written.to_delayed()  # one graph: work shared between regions is done once
+    writes = {
+        name: blocks[index]
+        for (name, _), index in zip(_regions(pred), np.ndindex(blocks.shape), strict=True)
+        if name not in set(done)
+    }
+    bar = tqdm(total=len(writes), desc=f"segment {group}", unit="region", disable=not progress)
+    node = zarr.open_group(store, mode="a")[group]
+
+    finished = len(done)
+
+    def mark(name: str) -> None:
+        nonlocal finished
+        if fail_after is not None and len(done) - finished >= fail_after:
+            raise RuntimeError(f"stopped after {fail_after} regions (fail_after={fail_after})")
+        done.append(name)
+        node.attrs["minecube:complete_regions"] = done  # only after its data are written
+        bar.update()
+
+    _compute_each(writes, mark)
+    bar.close()
+    zarr.open_group(store, mode="a")[group].attrs["minecube:complete"] = True
+    return open_predictions(store, group)
+
+
+def open_predictions(store: str | os.PathLike, group: str) -> xr.DataArray:
+    """Open predictions written by :func:`segment_to_zarr`, refusing an unfinished write.
+
+    Raises :class:`IncompletePredictionError` (with the number of regions still missing) when
+    the write has not completed: run the same :func:`segment_to_zarr` call again to finish it.
+    """
+    import xarray as xr
+    import zarr
+
+    root = zarr.open_group(store, mode="r")
+    if group not in root or "minecube:segment" not in root[group].attrs:
+        raise SegmentError(f"no predictions {group!r} in {os.fspath(store)!r}")
+    attrs = root[group].attrs
+    if not attrs.get("minecube:complete"):
+        raise IncompletePredictionError(
+            f"predictions {group!r} in {os.fspath(store)!r} are incomplete "
+            f"({len(attrs.get('minecube:complete_regions', []))} regions written); run the same "
+            "segment_to_zarr call again to resume"
+        )
+    ds = xr.open_zarr(
+        store, group=group, decode_coords="all", mask_and_scale=False, consolidated=False
+    )
+    return ds[attrs["minecube:segment"]["name"]]

@@ -1,0 +1,322 @@
+"""segment(): the chip grid, seam-freeness, nodata, schedulers, resumable Zarr writes, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import warnings
+
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401
+import torch
+import xarray as xr
+
+from minecube.chips import Normalisation
+from minecube.classes import DEFAULT_CLASSES
+from minecube.models import CheckpointError, card_for, create, save
+from minecube.segment import (
+    IncompletePredictionError,
+    SegmentError,
+    _axis,
+    open_predictions,
+    segment,
+    segment_to_zarr,
+)
+
+BANDS = ("red", "green", "blue", "nir")
+
+
+def _model(seed: int = 0, architecture: str = "fpn", encoder_name: str | None = "resnet18"):
+    torch.manual_seed(seed)
+    model = create(architecture, encoder_name=encoder_name, in_channels=4).eval()
+    norm = Normalisation(BANDS, (0.08, 0.07, 0.06, 0.25), (0.04, 0.03, 0.03, 0.1))
+    model.card = card_for(model, bands=norm.bands, normalisation=norm, schema=DEFAULT_CLASSES)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _model()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    return save(model, tmp_path_factory.mktemp("segment") / "fpn")
+
+
+@pytest.fixture(scope="module")
+def big_cube(lab):
+    """A 1028 × 1032 px cube of two periods: a demo cube tiled 4 × 4, on a UTM grid."""
+    cube = lab["cubes"]["hunter-coal"].isel(time=[0, 1])
+    refl = cube.reflectance.transpose("time", "band", "y", "x").values
+    tiled = np.tile(refl, (1, 1, 4, 4))
+    ny, nx = tiled.shape[-2:]
+    return xr.Dataset(
+        {"reflectance": (("time", "band", "y", "x"), tiled)},
+        coords={
+            "time": cube.time.values,
+            "band": cube.band.values,
+            "y": 6_408_000 - 10 * np.arange(ny),
+            "x": 309_800 + 10 * np.arange(nx),
+        },
+        attrs={"site_id": "tiled"},
+    ).rio.write_crs(cube.rio.crs)
+
+
+def test_chip_grid_owns_every_pixel_once():
+    axis = _axis(1030, 288, 32, 512, multiple=32)
+    assert (axis.size, axis.stride, axis.halo) == (288, 256, 16)
+    assert axis.cuts == (0, 512, 1030)  # a sliver of 6 px joins the last block
+    for blend in ("cosine", "none"):
+        w = axis.window(blend)
+        total = np.zeros(4 * axis.stride + axis.size)
+        for k in range(5):
+            total[k * axis.stride : k * axis.stride + axis.size] += w
+        # inside the grid the neighbours' weights sum to one
+        np.testing.assert_allclose(total[axis.size : 4 * axis.stride], 1.0, atol=1e-12)
+    with pytest.raises(SegmentError, match="at most half the chip size"):
+        _axis(500, 64, 48, None, multiple=32)
+
+
+def test_same_labels_for_any_chunking(big_cube, model):
+    kwargs = {"input_dims": {"y": 288, "x": 288}, "overlap": 32}
+    one = segment(big_cube, model, **kwargs)
+    tiles = segment(big_cube, model, chunks=512, **kwargs)
+    assert one.data.numblocks[1:] == (1, 1)
+    assert tiles.data.numblocks[1:] == (2, 2)
+    np.testing.assert_array_equal(one.values, tiles.values)
+    p_one = segment(big_cube, model, output="probabilities", **kwargs).values
+    p_tiles = segment(big_cube, model, output="probabilities", chunks=256, **kwargs).values
+    np.testing.assert_array_equal(p_one, p_tiles)
+    # probabilities are round(p · 254); they sum to 254 up to rounding
+    sums = p_one.astype(int).sum(axis=1)
+    assert np.abs(sums - 254).max() <= len(DEFAULT_CLASSES)
+
+
+def test_no_blend_is_the_owning_chip(lab, model):
+    """blend="none": each pixel takes the class of the chip that owns it, computed by hand."""
+    cube = lab["cubes"]["sudbury-nickel"].isel(time=[0])
+    size, overlap = 96, 32
+    stride, h = size - overlap, overlap // 2
+    labels = segment(cube, model, input_dims={"y": size, "x": size}, overlap=overlap, blend="none")
+    x = cube.reflectance.sel(band=list(BANDS)).values[0]
+    ok = np.isfinite(x).all(axis=0)
+    x = model.card.normalisation.apply(np.where(ok, x, np.nan))
+    ny, nx = ok.shape
+    pad = np.zeros((4, ny + size + stride, nx + size + stride), np.float32)
+    pad[:, h : h + ny, h : h + nx] = x
+    expected = np.zeros((ny, nx), np.int64)
+    with torch.inference_mode():
+        for ky in range(-(-ny // stride)):
+            for kx in range(-(-nx // stride)):
+                y0, x0 = ky * stride, kx * stride  # chip origin in `pad` = k·s − h in the cube
+                chip = torch.from_numpy(pad[None, :, y0 : y0 + size, x0 : x0 + size].copy())
+                cls = model(chip).argmax(1)[0, h : h + stride, h : h + stride].numpy()
+                expected[y0 : y0 + stride, x0 : x0 + stride] = cls[: ny - y0, : nx - x0]
+    ids = np.asarray(DEFAULT_CLASSES.ids)[expected]
+    got = labels.values[0]
+    assert (got[~ok] == DEFAULT_CLASSES.nodata).all()
+    assert (got[ok] == ids[ok]).mean() > 0.999  # fixed-point sums may break exact ties
+
+
+def test_labels_are_a_labelled_dataarray_with_nodata(lab, model):
+    cube = lab["cubes"]["pilbara-iron"].isel(time=[0, 1]).copy(deep=True)
+    refl = cube.reflectance.values
+    refl[1] = np.nan  # a period with no observation at all
+    refl[0, 3, 10:30, 20:50] = np.nan  # a hole in one band (nir)
+    cube["reflectance"] = cube.reflectance.copy(data=refl)
+    labels = segment(cube, model, input_dims={"y": 128, "x": 128})
+    assert labels.dims == ("time", "y", "x")
+    assert labels.dtype == np.uint8
+    assert labels.rio.crs == cube.rio.crs
+    assert labels.rio.transform() == cube.rio.transform()
+    assert labels.rio.nodata == DEFAULT_CLASSES.nodata
+    assert labels.attrs["flag_meanings"].split() == DEFAULT_CLASSES.names
+    values = labels.values
+    assert (values[1] == 0).all()
+    assert (values[0, 10:30, 20:50] == 0).all()
+    observed = np.isfinite(refl[0]).all(axis=0)
+    assert set(np.unique(values[0][observed])) <= set(DEFAULT_CLASSES.ids)
+    probs = segment(cube, model, output="probabilities", input_dims={"y": 128, "x": 128})
+    assert probs.dims == ("time", "class", "y", "x")
+    assert list(probs["class"].values) == DEFAULT_CLASSES.names
+    assert (probs.values[1] == 255).all()
+    assert probs.rio.nodata == 255
+    # the most probable class is the label
+    p = probs.values[0]
+    lut = np.asarray(DEFAULT_CLASSES.ids)
+    agree = lut[p.argmax(axis=0)][observed] == values[0][observed]
+    assert agree.mean() > 0.99  # uint8 rounding can tie near-equal classes
+
+
+def test_tta_runs_the_eight_symmetries(lab, model):
+    cube = lab["cubes"]["pilbara-iron"].isel(time=[0])
+    plain = segment(cube, model, input_dims={"y": 96, "x": 96}, output="probabilities")
+    d4 = segment(cube, model, input_dims={"y": 96, "x": 96}, output="probabilities", tta="d4")
+    assert d4.shape == plain.shape
+    assert not np.array_equal(d4.values, plain.values)  # a random net is not symmetric
+
+
+def test_accessor_is_the_same_function(lab, model):
+    cube = lab["cubes"]["kalimantan-coal"].isel(time=[0])
+    kwargs = {"input_dims": {"y": 96, "x": 96}}
+    direct = segment(cube, model, **kwargs).values
+    np.testing.assert_array_equal(cube.minecube.segment(model, **kwargs).values, direct)
+    np.testing.assert_array_equal(cube.reflectance.minecube.segment(model, **kwargs).values, direct)
+
+
+def test_threaded_and_local_cluster_agree(lab, checkpoint, model, cluster):
+    from distributed import Client
+
+    cube = lab["cubes"]["bodaibo-gold"]
+    kwargs = {"input_dims": {"y": 96, "x": 96}, "chunks": 128}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: CPU kernels split sums by thread count
+    try:
+        local = segment(cube, checkpoint, **kwargs).compute(scheduler="threads")
+    finally:
+        torch.set_num_threads(threads)
+    lazy = segment(cube, checkpoint, **kwargs)
+    # tasks carry the checkpoint path, not the weights
+    assert len(json.dumps(lazy.attrs["model"])) < 300
+    with Client(cluster, set_as_default=False) as client:
+        client.run(lambda: __import__("minecube.segment").segment._cached.cache_clear())
+        remote = lazy.compute(scheduler=client)
+        loads = client.run(lambda: __import__("minecube.segment").segment._cached.cache_info())
+        trims = client.run(lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_"))
+    np.testing.assert_array_equal(local.values, remote.values)
+    assert lazy.data.npartitions > len(loads)  # more tasks than workers …
+    assert all(info.misses <= 1 for info in loads.values())  # … but one load per worker
+    assert sum(info.hits for info in loads.values()) > 0
+    assert set(trims.values()) == {"65536"}  # the setting segment() works around is there
+
+
+def test_a_loaded_model_is_one_graph_key(lab, model):
+    cube = lab["cubes"]["kalimantan-coal"].isel(time=[0, 1])
+    lazy = segment(cube, model, input_dims={"y": 96, "x": 96}, chunks=128)
+    keys = [k for k in dict(lazy.data.__dask_graph__()) if "minecube-model" in str(k)]
+    assert len(keys) == 1
+
+
+def test_segment_to_zarr_resumes_without_redoing_regions(lab, checkpoint, tmp_path):
+    cube = lab["cubes"]["atacama-copper"]
+    store = tmp_path / "predictions.zarr"
+    kwargs = {"input_dims": {"y": 96, "x": 96}, "chunks": 128, "progress": False}
+    with pytest.raises(RuntimeError, match="fail_after"):
+        segment_to_zarr(cube, checkpoint, store, fail_after=2, **kwargs)
+    with pytest.raises(IncompletePredictionError, match="run the same segment_to_zarr"):
+        open_predictions(store, "atacama-copper")
+    import zarr
+
+    node = zarr.open_group(store, mode="r")["atacama-copper"]
+    done = list(node.attrs["minecube:complete_regions"])
+    regions = dict(_all_regions(cube, checkpoint, kwargs))
+    assert 2 <= len(done) < len(regions)
+    chunk = node["prediction"].chunks
+    first = {}  # the chunk files of the regions marked complete, with their times
+    for name in done:
+        ranges = [
+            range(r.start // c, -(-r.stop // c))
+            for r, c in zip(regions[name].values(), chunk, strict=True)
+        ]
+        for index in itertools.product(*ranges):
+            path = store / "atacama-copper" / "prediction" / "c" / "/".join(map(str, index))
+            first[path] = path.stat().st_mtime_ns
+    stored = segment_to_zarr(cube, checkpoint, store, **kwargs)
+    # regions marked complete before the crash were not written again
+    for path, stamp in first.items():
+        assert path.stat().st_mtime_ns == stamp
+    expected = segment(cube, checkpoint, input_dims={"y": 96, "x": 96}, chunks=128)
+    np.testing.assert_array_equal(stored.values, expected.values)
+    assert stored.rio.crs == cube.rio.crs
+    assert stored.rio.nodata == 0
+    # another model or setting is not silently mixed into the same group
+    with pytest.raises(SegmentError, match="other"):
+        segment_to_zarr(cube, checkpoint, store, **{**kwargs, "overlap": 16, "chunks": 160})
+
+
+def _all_regions(cube, checkpoint, kwargs):
+    from minecube.segment import _regions
+
+    settings = {k: v for k, v in kwargs.items() if k != "progress"}
+    return _regions(segment(cube, checkpoint, **settings))
+
+
+def test_bad_input_is_refused_clearly(lab, model, checkpoint, tmp_path):
+    cube = lab["cubes"]["cape-york-bauxite"].isel(time=[0])
+    with pytest.raises(
+        CheckpointError, match=r"lacks \['nir'\].*it has \['blue', 'green', 'red'\]"
+    ):
+        segment(cube.sel(band=["blue", "green", "red"]), model)
+    no_crs = cube.drop_vars("spatial_ref")
+    no_crs["reflectance"].attrs.pop("grid_mapping", None)
+    no_crs["reflectance"].encoding.pop("grid_mapping", None)
+    with pytest.raises(SegmentError, match="no CRS"):
+        segment(no_crs, model)
+    wrong = _model()
+    wrong.card = card_for(
+        wrong,
+        bands=model.card.bands,
+        normalisation=model.card.normalisation,
+        schema=DEFAULT_CLASSES.__class__(DEFAULT_CLASSES.classes[:2]),
+    )
+    with pytest.raises(CheckpointError, match="predicts 10 classes but its card's schema has 2"):
+        segment(cube, wrong)
+    broken = tmp_path / "broken"
+    save(model, broken)
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        segment(cube, broken)
+    with pytest.raises(CheckpointError, match="missing"):
+        segment(cube, tmp_path / "nothing-here")
+    with pytest.raises(SegmentError, match="blend"):
+        segment(cube, model, blend="gaussian")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        odd = segment(cube, model, input_dims={"y": 96, "x": 96}, chunks=100)
+    assert any("not a multiple of the chip stride 64" in str(w.message) for w in caught)
+    assert odd.data.chunks[1][0] == 64
+
+
+def test_a_killed_write_resumes(lab, checkpoint, tmp_path):
+    """SIGKILL a process part-way through segment_to_zarr; the next call finishes the job."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import zarr
+
+    store = tmp_path / "killed.zarr"
+    settings = {"input_dims": {"y": 96, "x": 96}, "chunks": 64, "tta": "d4"}
+    script = (
+        "from minecube.cube import open_cube; from minecube.segment import segment_to_zarr; "
+        f"segment_to_zarr(open_cube({str(lab['store'])!r}, 'hunter-coal'), "
+        f"{str(checkpoint)!r}, {str(store)!r}, progress=False, **{settings!r})"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    done: list[str] = []
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, KeyError, ValueError):  # not created yet
+            done = list(zarr.open_group(store, mode="r")["hunter-coal"].attrs.get(
+                "minecube:complete_regions", []))  # fmt: skip
+        if len(done) >= 2:
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the write ended before it could be killed"
+    with pytest.raises(IncompletePredictionError):
+        open_predictions(store, "hunter-coal")
+    cube = open_cube_from(lab, "hunter-coal")
+    stored = segment_to_zarr(cube, checkpoint, store, progress=False, **settings)
+    np.testing.assert_array_equal(stored.values, segment(cube, checkpoint, **settings).values)
+
+
+def open_cube_from(lab, site):
+    from minecube.cube import open_cube
+
+    return open_cube(lab["store"], site)
