@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import json
 import math
 import os
 import threading
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from minecube.errors import MinecubeError
-from minecube.models import CheckpointError, Segmenter, load
+from minecube.models import CheckpointError, ModelCard, Segmenter, _paths, load
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -121,8 +122,9 @@ class _Axis:
 def _axis(extent: int, size: int | None, overlap: int, block: int | None, multiple: int) -> _Axis:
     """Chip size, overlap and block boundaries for one axis of ``extent`` pixels."""
     overlap = overlap + overlap % 2
-    if size is None:  # one chip over a small cube, else large chips with a thin overlap
-        size = min(_MAX_CHIP, extent + overlap)
+    if size is None:  # cells of about _MAX_CHIP px that tile the extent evenly
+        cells = max(1, round(extent / (_MAX_CHIP - overlap)))
+        size = -(-extent // cells) + overlap
     size = -(-size // multiple) * multiple
     if not 0 <= 2 * overlap <= size:
         raise SegmentError(
@@ -138,11 +140,14 @@ def _axis(extent: int, size: int | None, overlap: int, block: int | None, multip
     return _Axis(size, overlap, extent, tuple(cuts))
 
 
-def _auto_block(classes: int, channels: int, stride: int, overlap: int) -> int:
-    """The largest square block (a multiple of the stride) whose buffers fit _BLOCK_BYTES."""
+def _auto_block(classes: int, channels: int, stride: int, overlap: int, batch_size: int) -> int:
+    """A square block of about ``batch_size`` chips (a multiple of the stride), smaller if its
+    buffers would pass _BLOCK_BYTES. Small blocks keep several tasks in flight, so reading,
+    blending and writing overlap the forward passes."""
     per_px = 4 * (classes + 1) + 4 * channels
     side = int(math.sqrt(_BLOCK_BYTES / per_px)) - overlap
-    return max(1, side // stride) * stride
+    cells = max(1, min(side // stride, math.isqrt(batch_size)))
+    return cells * stride
 
 
 # -- one process, one model ------------------------------------------------------------------
@@ -220,7 +225,7 @@ def _model_for(ref: str | Segmenter, device: str) -> Segmenter:
     device = str(pick_device(device))
     if isinstance(ref, str):
         with _LOCK:
-            return _cached(ref, Path(ref).with_suffix(".safetensors").stat().st_mtime_ns, device)
+            return _cached(ref, Path(ref).stat().st_mtime_ns, device)
     if str(next(ref.parameters()).device) == device:
         return ref.eval()
     with _LOCK:
@@ -247,16 +252,20 @@ def _d4_forward(model: Segmenter, x, tta: str | None):
 
 
 def _predict(model: Segmenter, chips: np.ndarray, batch_size: int, tta: str | None) -> np.ndarray:
-    """Softmax probabilities of (N, C[, T], H, W) chips, ``batch_size`` at a time."""
+    """Softmax probabilities of (N, C[, T], H, W) chips, ``batch_size`` at a time on a GPU."""
     import torch
 
     device = next(model.parameters()).device
+    if device.type == "cpu":  # one chip at a time: CPU kernels gain little from batches, and
+        batch_size = 1  # their sums can depend on the batch, which depends on the blocks
     serial = device.type == "cuda" or not _in_worker()
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if bf16 else torch.float16
     out = []
     with _FORWARD if serial else contextlib.nullcontext(), torch.inference_mode():
         for i in range(0, len(chips), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(chips[i : i + batch_size])).to(device)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
                 out.append(_d4_forward(model, x, tta).cpu().numpy())
     return np.concatenate(out)
 
@@ -275,10 +284,12 @@ def _chip_block(
     batch_size: int,
     tta: str | None,
     device: str,
+    finish: Callable[[np.ndarray], np.ndarray],
     block_id: tuple[int, ...],
 ) -> np.ndarray:
-    """Pass 1: (T, C, y + halo, x + halo) features → (T, classes + 1, y + 2h, x + 2h) int32
-    accumulators of the chips this block owns (last channel: the summed weights)."""
+    """Pass 1: (T, C, y + halo, x + halo) features → a :class:`_Block` (in a 1 × 1 × 1 × 1
+    object array): the block's output as far as its own chips decide it, and its accumulator
+    strips along the sides that have a neighbour."""
     import xarray as xr
     import xbatcher
 
@@ -296,7 +307,7 @@ def _chip_block(
     ext_x = ax.cuts[ix + 1] - ax.cuts[ix] + 2 * ax.halo
     acc = np.zeros((times, classes + 1, ny, nx), np.int32)
     if not valid.any():
-        return acc[..., :ext_y, :ext_x]
+        return _Block.of(acc[..., :ext_y, :ext_x], ay, ax, iy, ix, finish)
     _prepare_process()
     model = _model_for(ref, device)
     block = xr.Dataset(
@@ -308,7 +319,7 @@ def _chip_block(
         input_dims={"time": times, "channel": data.shape[1], "y": ay.size, "x": ax.size},
         input_overlap={"y": ay.overlap, "x": ax.overlap},
     )
-    weight = np.outer(ay.window(blend), ax.window(blend))
+    weight = np.outer(ay.window(blend), ax.window(blend)).astype(np.float32) * _SCALE
     jobs, inputs = [], []
     for chip in chips:  # row-major over the chip grid
         cy, cx = int(chip.y[0]), int(chip.x[0])
@@ -325,47 +336,16 @@ def _chip_block(
     if jobs:
         probs = _predict(model, np.stack(inputs), batch_size, tta)
         for (t, cy, cx, seen), p in zip(jobs, probs, strict=True):
-            w = weight * seen
+            w = weight * seen  # float32, fixed-point scale
             window = acc[t, :, cy : cy + ay.size, cx : cx + ax.size]
-            window[:classes] += np.rint(p * w * _SCALE).astype(np.int32)
-            window[classes] += np.rint(w * _SCALE).astype(np.int32)
+            window[:classes] += np.rint(p * w).astype(np.int32)
+            window[classes] += np.rint(w).astype(np.int32)
     # the canvas starts h px before the block and reaches at least h px past it
-    return acc[..., :ext_y, :ext_x]
+    return _Block.of(acc[..., :ext_y, :ext_x], ay, ax, iy, ix, finish)
 
 
-def _fold_axis(a: np.ndarray, axis: int, halo: int, first: bool, last: bool) -> np.ndarray:
-    """Add the neighbours' spills (the outer ``halo`` px) into the core along ``axis``."""
-    n = a.shape[axis]
-    before = 0 if first else halo
-    after = 0 if last else halo
-    own = np.take(a, range(before, n - after), axis=axis)
-    core = np.take(own, range(halo, own.shape[axis] - halo), axis=axis).copy()
-    m = min(halo, core.shape[axis])
-    idx = [slice(None)] * a.ndim
-    if not first:
-        idx[axis] = slice(0, m)
-        core[tuple(idx)] += np.take(a, range(m), axis=axis)
-    if not last:
-        idx[axis] = slice(core.shape[axis] - m, None)
-        core[tuple(idx)] += np.take(a, range(n - halo, n - halo + m), axis=axis)
-    return core
-
-
-def _fold_block(
-    a: np.ndarray,
-    *,
-    ay: _Axis,
-    ax: _Axis,
-    classes: int,
-    kind: Output,
-    lut: np.ndarray,
-    nodata: int,
-    block_id: tuple[int, ...],
-) -> np.ndarray:
-    """Pass 2: accumulators with their neighbours' halos → uint8 labels or probabilities."""
-    iy, ix = block_id[-2], block_id[-1]
-    a = _fold_axis(a, 2, ay.halo, iy == 0, iy == len(ay.chunks) - 1)
-    a = _fold_axis(a, 3, ax.halo, ix == 0, ix == len(ax.chunks) - 1)
+def _finish(a: np.ndarray, *, classes: int, kind: Output, lut: np.ndarray, nodata: int):
+    """(T, classes + 1, y, x) accumulators → uint8 labels (T, y, x) or probabilities."""
     weight = a[:, classes]
     seen = weight > 0
     if kind == "labels":
@@ -374,6 +354,78 @@ def _fold_block(
     p = a[:, :classes] / np.where(seen, weight, 1)[:, None]
     q = np.rint(p * (_PROBABILITY_NODATA - 1)).astype(np.uint8)
     return np.where(seen[:, None], q, _PROBABILITY_NODATA).astype(np.uint8)
+
+
+@dataclass
+class _Block:
+    """What pass 1 keeps of a block: its output where its own chips decide it, and the 2h-px
+    accumulator strips (h spilled out, h of its own border) along each side with a neighbour.
+    Keeping these instead of the accumulators keeps memory small while neighbours wait."""
+
+    out: np.ndarray
+    strips: dict[str, np.ndarray]
+    core: tuple[int, int]
+
+    @classmethod
+    def of(cls, ext: np.ndarray, ay: _Axis, ax: _Axis, iy: int, ix: int, finish) -> np.ndarray:
+        h, w = ay.halo, ax.halo
+        cy, cx = ext.shape[-2] - 2 * h, ext.shape[-1] - 2 * w
+        sides = {
+            "top": (iy > 0, np.s_[..., : 2 * h, :]),
+            "bottom": (iy < len(ay.chunks) - 1, np.s_[..., ext.shape[-2] - 2 * h :, :]),
+            "left": (ix > 0, np.s_[..., :, : 2 * w]),
+            "right": (ix < len(ax.chunks) - 1, np.s_[..., :, ext.shape[-1] - 2 * w :]),
+        }
+        strips = {k: ext[cut].copy() for k, (present, cut) in sides.items() if present}
+        block = cls(finish(ext[..., h : h + cy, w : w + cx]), strips, (cy, cx))
+        holder = np.empty((1, 1, 1, 1), dtype=object)
+        holder[0, 0, 0, 0] = block
+        return holder
+
+
+def _fold(own: np.ndarray, *neighbours: np.ndarray | None, h: int, w: int, finish) -> np.ndarray:
+    """Pass 2: a block's output, its border completed with what its neighbours spilled.
+
+    ``neighbours`` are the pass-1 results of the blocks above-left, above, above-right, left,
+    right, below-left, below, below-right (``None`` at the cube's edge)."""
+    block: _Block = own[0, 0, 0, 0]
+    if not block.strips:
+        return block.out
+    cy, cx = block.core
+    s = block.strips
+    acc = np.zeros((*s[next(iter(s))].shape[:2], cy, cx), np.int32)
+    # the block's own accumulators along its border ...
+    if "top" in s:
+        acc[..., :h, :] = s["top"][..., h:, w : w + cx]
+    if "bottom" in s:
+        acc[..., cy - h :, :] = s["bottom"][..., :h, w : w + cx]
+    if "left" in s:
+        acc[..., :, :w] = s["left"][..., h : h + cy, w:]
+    if "right" in s:
+        acc[..., :, cx - w :] = s["right"][..., h : h + cy, :w]
+    # ... plus the neighbours' spills: (strip, its rows, its cols, our rows, our cols)
+    offsets = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+    for (dy, dx), other in zip(offsets, neighbours, strict=True):
+        if other is None:
+            continue
+        n: _Block = other[0, 0, 0, 0]
+        if dy:  # the neighbour's strip facing us, full width
+            strip = n.strips["bottom" if dy < 0 else "top"]
+            rows = np.s_[h:] if dy < 0 else np.s_[:h]
+            cols = {-1: np.s_[strip.shape[-1] - w :], 0: np.s_[w : w + cx], 1: np.s_[:w]}[dx]
+        else:
+            strip = n.strips["right" if dx < 0 else "left"]
+            rows, cols = np.s_[h : h + cy], np.s_[w:] if dx < 0 else np.s_[:w]
+        ours_y = {-1: np.s_[:h], 0: np.s_[:], 1: np.s_[cy - h :]}[dy]
+        ours_x = {-1: np.s_[:w], 0: np.s_[:], 1: np.s_[cx - w :]}[dx]
+        acc[..., ours_y, ours_x] += strip[..., rows, cols]
+    out = block.out.copy()
+    ring = finish(acc)
+    for side, cut in (("top", np.s_[..., :h, :]), ("bottom", np.s_[..., cy - h :, :]),
+                      ("left", np.s_[..., :w]), ("right", np.s_[..., cx - w :])):  # fmt: skip
+        if side in s:
+            out[cut] = ring[cut]
+    return out
 
 
 # -- public API -------------------------------------------------------------------------------
@@ -388,9 +440,9 @@ def _reference(model: str | os.PathLike | Segmenter) -> tuple[str | Segmenter, S
                 "minecube.train.fit or minecube.models.load, or its checkpoint path"
             )
         return model, model
-    path = str(Path(model).with_suffix(""))
-    loaded = load(path)  # fails here, not in a worker, for a missing or corrupt checkpoint
-    return str(Path(path).resolve()), loaded
+    loaded = load(model)  # fails here, not in a worker, for a missing or corrupt checkpoint
+    weights, _ = _paths(model)
+    return str(weights.resolve()), loaded
 
 
 def _cube_features(cube: xr.Dataset | xr.DataArray, bands: tuple[str, ...]) -> xr.DataArray:
@@ -444,11 +496,13 @@ def segment(
         A checkpoint path (from :func:`minecube.models.save`; loaded once per worker process)
         or a trained model with its card. Bands, NDVI and normalisation come from the card.
     batch_size
-        Chips per forward pass.
+        Chips per forward pass on a GPU. On the CPU chips run one at a time: batches gain
+        little there, and CPU kernels can round differently in another batch, which would tie
+        the probabilities to the block layout.
     input_dims
         Chip size in pixels, ``{"y": …, "x": …}``, rounded up to the network's stride. Default:
-        one chip over a small cube, else 1024 (fully convolutional models run on any size;
-        Prithvi keeps its training chip size).
+        chips that tile the cube evenly with cells of about 1000 px (fully convolutional models
+        run on any size; Prithvi keeps its training chip size).
     overlap
         Pixels shared by neighbouring chips (rounded up to even); the dask halo is half of it.
     blend
@@ -462,7 +516,7 @@ def segment(
         ``"auto"`` (CUDA if available, with autocast), ``"cpu"``, ``"cuda:1"``…
     chunks
         Block size in pixels (int or ``{"y": …, "x": …}``), rounded to a multiple of the chip
-        stride; default: the largest block whose buffers fit in 256 MiB.
+        stride; default: about ``batch_size`` chips, within 256 MiB of buffers.
 
     Returns
     -------
@@ -494,6 +548,7 @@ def segment(
     import rioxarray  # noqa: F401 - registers the .rio accessor
     import xarray as xr
     from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
 
     if blend not in ("cosine", "none"):
         raise SegmentError(f"blend={blend!r} is not 'cosine' or 'none'")
@@ -527,7 +582,9 @@ def segment(
     for d in ("y", "x"):
         extent = feats.sizes[d]
         probe = _axis(extent, dims.get(d), overlap, None, loaded.stride)
-        block = chunks.get(d) or _auto_block(classes, channels, probe.stride, probe.overlap)
+        block = chunks.get(d) or _auto_block(
+            classes, channels, probe.stride, probe.overlap, batch_size
+        )
         if chunks.get(d) and chunks[d] % probe.stride:
             warnings.warn(
                 f"chunks {d}={chunks[d]} is not a multiple of the chip stride {probe.stride} px "
@@ -555,7 +612,10 @@ def segment(
         model_id = ref.__dict__.setdefault("_minecube_key", uuid.uuid4().hex)  # per model object
         ref_key = dask.delayed(ref, pure=True, name=f"minecube-model-{model_id}")
     token = tokenize(padded.name, ay, ax, blend, tta, batch_size, device, str(ref_key))
-    acc = da.map_blocks(
+    lut = np.asarray(schema.ids, np.uint8)
+    finish = functools.partial(_finish, classes=classes, kind=output, lut=lut, nodata=schema.nodata)
+    nt, nby, nbx = len(data.chunks[0]), len(ay.chunks), len(ax.chunks)
+    blocks = da.map_blocks(
         _chip_block,
         padded,
         ref_key,
@@ -569,26 +629,26 @@ def segment(
         batch_size=batch_size,
         tta=tta,
         device=device,
-        chunks=(
-            data.chunks[0],
-            (classes + 1,),
-            tuple(c + 2 * ay.halo for c in ay.chunks),
-            tuple(c + 2 * ax.halo for c in ax.chunks),
-        ),
-        dtype=np.int32,
+        finish=finish,
+        chunks=((1,) * nt, (1,), (1,) * nby, (1,) * nbx),
+        dtype=object,
+        meta=np.empty((0, 0, 0, 0), dtype=object),
         name=f"minecube-chips-{token}",
     )
-    if ay.halo or ax.halo:
-        acc = da.overlap.overlap(acc, depth=halo, boundary="none")
-    lut = np.asarray(schema.ids, np.uint8)
-    common = {"ay": ay, "ax": ax, "classes": classes, "lut": lut, "nodata": schema.nodata}
+    name = f"minecube-{output}-{token}"
+    fold = functools.partial(_fold, h=ay.halo, w=ax.halo, finish=finish)
+    layer = {}
+    for t, i, j in np.ndindex(nt, nby, nbx):
+        around = [
+            (blocks.name, t, 0, i + dy, j + dx) if 0 <= i + dy < nby and 0 <= j + dx < nbx else None
+            for dy, dx in [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+        ]
+        key = (name, t, i, j) if output == "labels" else (name, t, 0, i, j)
+        layer[key] = (fold, (blocks.name, t, 0, i, j), *around)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[blocks])
     time = feats.time
     if output == "labels":
-        out = da.map_blocks(
-            _fold_block, acc, kind=output, **common, drop_axis=1,
-            chunks=(data.chunks[0], ay.chunks, ax.chunks), dtype=np.uint8,
-            name=f"minecube-labels-{token}",
-        )  # fmt: skip
+        out = da.Array(graph, name, (data.chunks[0], ay.chunks, ax.chunks), dtype=np.uint8)
         result = xr.DataArray(
             out,
             dims=("time", "y", "x"),
@@ -598,11 +658,8 @@ def segment(
         )
         nodata = schema.nodata
     else:
-        out = da.map_blocks(
-            _fold_block, acc, kind=output, **common,
-            chunks=(data.chunks[0], (classes,), ay.chunks, ax.chunks), dtype=np.uint8,
-            name=f"minecube-probabilities-{token}",
-        )  # fmt: skip
+        chunks = (data.chunks[0], (classes,), ay.chunks, ax.chunks)
+        out = da.Array(graph, name, chunks, dtype=np.uint8)
         result = xr.DataArray(
             out,
             dims=("time", "class", "y", "x"),
@@ -751,7 +808,10 @@ def segment_to_zarr(
     if not group:
         raise SegmentError("give group= (the cube has no site_id to name its Zarr group)")
     pred = segment(cube, model, **kwargs)
-    card = (model if isinstance(model, Segmenter) else load(str(model))).card
+    if isinstance(model, Segmenter):
+        card = model.card
+    else:  # segment() has checked the checkpoint; its card is enough here
+        card = ModelCard.from_dict(json.loads(_paths(model)[1].read_text()))
     fingerprint = _fingerprint(pred, card)
     root = zarr.open_group(store, mode="a")
     done: list[str] = []

@@ -17,9 +17,23 @@ def test_help_shows_examples():
         assert "Example" in sub.output
 
 
-def test_demo_run_searches_every_site_and_stores_a_cube_each(world, tmp_path):
+CUBES = f"{'site':20s} {'periods':>8s}"  # the headers of the tables `demo run` prints
+SEGMENTS = f"{'site':20s} {'period':>10s}"
+
+
+def _table(output: str, header: str, rows: int) -> list[list[str]]:
+    """The rows of the table whose header line starts with ``header``."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    return [line.split() for line in lines[start + 1 : start + 1 + rows]]
+
+
+def test_demo_run_builds_cubes_trains_and_segments_every_site(world, tmp_path):
+    from minecube.segment import open_predictions
+
     out = tmp_path / "out"
-    args = ["demo", "run", "--path", str(world.path), "--out", str(out), "--composite", "year"]
+    args = ["demo", "run", "--path", str(world.path), "--out", str(out), "--composite", "year",
+            "--epochs", "1"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     for site_id in world.site_ids:
@@ -28,16 +42,25 @@ def test_demo_run_searches_every_site_and_stores_a_cube_each(world, tmp_path):
     ids = [i["id"] for i in world.items()]
     assert all(i in result.output for i in ids)
     assert f"{len(ids)} items found for {len(world.site_ids)} sites" in result.output
-    summary = result.output.split("time\n")[-1].splitlines()[: len(world.site_ids)]
+    n = len(world.site_ids)
     years = len(world.spec.years)
-    assert [line.split()[:3] for line in summary] == [
-        [sid, str(years), str(years)] for sid in world.site_ids
-    ]
-    # re-running reuses the cubes: nothing new to write
+    cubes = _table(result.output, CUBES, n)
+    assert [row[:3] for row in cubes] == [[sid, str(years), str(years)] for sid in world.site_ids]
+    # a model trained on some sites, scored on held-out ones, and every cube segmented
+    assert "held out hunter-coal" in result.output
+    assert (out / "model" / "fpn-resnet18-rgbn.safetensors").is_file()
+    segmented = _table(result.output, SEGMENTS, n)
+    assert [row[0] for row in segmented] == list(world.site_ids)
+    for site_id in world.site_ids:
+        pred = open_predictions(out / "predictions.zarr", site_id)
+        assert pred.sizes["time"] == years
+        assert pred.rio.crs is not None
+    # re-running reuses the cubes, the model and the finished predictions
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
-    rerun = again.output.split("time\n")[-1].splitlines()[: len(world.site_ids)]
-    assert all(line.split()[2] == "0" for line in rerun)
+    assert all(row[2] == "0" for row in _table(again.output, CUBES, n))
+    assert "model: reusing" in again.output
+    assert [row[:6] for row in _table(again.output, SEGMENTS, n)] == [row[:6] for row in segmented]
 
 
 def test_bad_input_is_reported_not_raised(tmp_path):

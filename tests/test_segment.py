@@ -82,12 +82,12 @@ def test_chip_grid_owns_every_pixel_once():
 
 def test_same_labels_for_any_chunking(big_cube, model):
     kwargs = {"input_dims": {"y": 288, "x": 288}, "overlap": 32}
-    one = segment(big_cube, model, **kwargs)
+    one = segment(big_cube, model, chunks=4096, **kwargs)
     tiles = segment(big_cube, model, chunks=512, **kwargs)
     assert one.data.numblocks[1:] == (1, 1)
     assert tiles.data.numblocks[1:] == (2, 2)
     np.testing.assert_array_equal(one.values, tiles.values)
-    p_one = segment(big_cube, model, output="probabilities", **kwargs).values
+    p_one = segment(big_cube, model, output="probabilities", chunks=4096, **kwargs).values
     p_tiles = segment(big_cube, model, output="probabilities", chunks=256, **kwargs).values
     np.testing.assert_array_equal(p_one, p_tiles)
     # probabilities are round(p · 254); they sum to 254 up to rounding
