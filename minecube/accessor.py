@@ -22,7 +22,8 @@ __all__ = ["MinecubeAccessor"]
 @xr.register_dataarray_accessor("minecube")
 @xr.register_dataset_accessor("minecube")
 class MinecubeAccessor:
-    """``cube.minecube.segment(model)`` and ``cube.minecube.segment_to_zarr(model, store)``.
+    """``cube.minecube.segment(model)``, ``.segment_to_zarr(model, store)``; on predictions,
+    ``pred.minecube.class_areas()``, ``.expansion()`` and ``.transitions(t0, t1)``.
 
     Examples
     --------
@@ -47,3 +48,21 @@ class MinecubeAccessor:
         from minecube.segment import segment_to_zarr
 
         return segment_to_zarr(self._obj, model, store, **kwargs)
+
+    def class_areas(self, **kwargs: Any):
+        """:func:`minecube.stats.class_areas` of this prediction."""
+        from minecube.stats import class_areas
+
+        return class_areas(self._obj, **kwargs)
+
+    def expansion(self, **kwargs: Any):
+        """:func:`minecube.stats.expansion` of this prediction."""
+        from minecube.stats import expansion
+
+        return expansion(self._obj, **kwargs)
+
+    def transitions(self, t0: int | str, t1: int | str, **kwargs: Any):
+        """:func:`minecube.stats.transitions` of this prediction between two periods."""
+        from minecube.stats import transitions
+
+        return transitions(self._obj, t0, t1, **kwargs)

@@ -110,7 +110,40 @@ class ClassSchema:
             "flag_values": self.ids,
             "flag_meanings": " ".join(self.names),
             "flag_colors": " ".join(c.colour for c in self.classes),
+            "mining_classes": " ".join(c.name for c in self.mining),
         }
+
+    @classmethod
+    def from_cf_attrs(cls, attrs: dict[str, Any], *, nodata: int | None = None) -> ClassSchema:
+        """The schema written by :meth:`cf_attrs` into a raster's attributes.
+
+        Classes missing from ``mining_classes`` are not mining; colours default to grey. Raises
+        ``ValueError`` when the attributes have no ``flag_values``/``flag_meanings``.
+
+        >>> ClassSchema.from_cf_attrs(DEFAULT_CLASSES.cf_attrs()) == DEFAULT_CLASSES
+        True
+        """
+        if "flag_values" not in attrs or "flag_meanings" not in attrs:
+            raise ValueError(
+                "the raster has no flag_values/flag_meanings attributes naming its classes; "
+                "pass schema= (minecube.classes.DEFAULT_CLASSES or read_schema(...))"
+            )
+        ids = np.atleast_1d(attrs["flag_values"]).astype(int).tolist()
+        names = str(attrs["flag_meanings"]).split()
+        colours = str(attrs.get("flag_colors", "")).split() or ["#808080"] * len(ids)
+        mining = set(str(attrs.get("mining_classes", "")).split())
+        if not len(ids) == len(names) == len(colours):
+            raise ValueError(
+                f"flag_values {ids} and flag_meanings {names} (and flag_colors) differ in length"
+            )
+        known = {c.name: c.description for c in DEFAULT_CLASSES}
+        classes = tuple(
+            LandCoverClass(i, n, c, n in mining, known.get(n, ""))
+            for i, n, c in zip(ids, names, colours, strict=True)
+        )
+        if nodata is None:
+            nodata = int(attrs.get("_FillValue", attrs.get("nodata", 0)))
+        return cls(classes, nodata=nodata)
 
     def to_dict(self) -> dict[str, Any]:
         return {"nodata": self.nodata, "classes": [asdict(c) for c in self.classes]}

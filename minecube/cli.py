@@ -22,6 +22,7 @@ def main() -> None:
       minecube demo run                 # generate, serve and search the demo world
       minecube demo serve demo-world    # serve it until Ctrl-C
       minecube experiment grid.yaml     # compare models and band presets
+      minecube report demo-output/predictions.zarr --out report
     """
 
 
@@ -140,10 +141,10 @@ def demo_serve(path, host, stac_port, data_port) -> None:
 @_world_options
 def demo_run(path, out, composite, epochs, **kwargs) -> None:
     """Run the main job on the demo world: generate, serve, search, build a cube per site,
-    train a model on some sites, and segment every cube into Zarr.
+    train a model on some sites, segment every cube into Zarr and write the HTML report.
 
     Re-running reuses the world, appends only periods not yet in the cubes, reuses the
-    trained model and skips predictions already complete.
+    trained model and skips predictions already complete; the report is written anew.
 
     \b
     Example:
@@ -158,6 +159,7 @@ def demo_run(path, out, composite, epochs, **kwargs) -> None:
         _build_cubes(world, found, out, composite)
     model = _train_demo_model(world, out, epochs)
     _segment_cubes(world, out, model)
+    _report_demo(world, out)
 
 
 def _demo_split(world):
@@ -218,41 +220,68 @@ def _train_demo_model(world, out: Path, epochs: int) -> Path:
 
 
 def _segment_cubes(world, out: Path, model: Path) -> None:
-    """Segment every stored cube into predictions.zarr; compare a recent period with truth."""
-    import numpy as np
-
+    """Segment every stored cube into predictions.zarr (finished sites are reused)."""
     from minecube.cube import open_cube
-    from minecube.labels import rasterize
-    from minecube.models import load
     from minecube.segment import segment_to_zarr
 
-    schema = load(model).card.schema
-    mining = [c.id for c in schema.mining]
     store, predictions = out / "cubes.zarr", out / "predictions.zarr"
     click.echo(f"\nsegmenting every cube into {predictions}")
     rows = []
     for site in world.site_ids:
         t0 = time.perf_counter()
-        cube = open_cube(store, site)
-        pred = segment_to_zarr(cube, model, predictions, group=site, overwrite=True)
-        observed = (pred != schema.nodata).mean(["y", "x"]).values
-        t = max(np.flatnonzero(observed >= min(0.5, observed.max())))  # latest well observed
-        last = pred.isel(time=t).values
-        truth = rasterize(world.labels_path(site), cube, time_column="year").isel(time=t).values
-        seen = (last != schema.nodata) & (truth != schema.nodata)
-        km2 = 1e-6 * abs(float(np.prod(cube.rio.resolution())))  # per pixel
-        rows.append((
-            site, str(pred.time.values[t])[:10], 100 * seen.mean(),
-            km2 * (np.isin(last, mining) & seen).sum(), km2 * (np.isin(truth, mining) & seen).sum(),
-            100 * (last == truth)[seen].mean(), time.perf_counter() - t0,
-        ))  # fmt: skip
-    click.echo(f"\n{'site':20s} {'period':>10s} {'observed':>9s} {'mining km²':>11s} "
-               f"{'truth km²':>10s} {'agreement':>10s} {'time':>7s}")  # fmt: skip
-    for site, period, seen, pred_km2, true_km2, agree, seconds in rows:
-        click.echo(f"{site:20s} {period:>10s} {seen:8.1f}% {pred_km2:11.2f} {true_km2:10.2f} "
-                   f"{agree:9.1f}% {seconds:6.1f} s")  # fmt: skip
-    click.echo("(the latest period with half the site observed; areas and pixel agreement over "
-               "pixels observed and labelled)")  # fmt: skip
+        pred = segment_to_zarr(
+            open_cube(store, site), model, predictions, group=site, overwrite=True
+        )
+        observed = float((pred != pred.rio.nodata).mean())
+        rows.append((site, pred.sizes["time"], 100 * observed, time.perf_counter() - t0))
+    click.echo(f"\n{'site':20s} {'periods':>8s} {'observed':>9s} {'time':>7s}")
+    for site, periods, observed, seconds in rows:
+        click.echo(f"{site:20s} {periods:8d} {observed:8.1f}% {seconds:6.1f} s")
+
+
+def _report_demo(world, out: Path, units: str = "ha") -> Path:
+    """The HTML report of the demo run, with the demo's truth; print mining area vs truth."""
+    import warnings
+
+    from minecube.labels import MissingLabelsWarning, rasterize
+    from minecube.report import open_all_predictions, write_report
+
+    preds = open_all_predictions(out / "predictions.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingLabelsWarning)
+        truth = {
+            s: rasterize(world.labels_path(s), p, time_column="year") for s, p in preds.items()
+        }
+    click.echo(f"\nwriting the report to {out / 'report'}")
+    page = write_report(
+        preds,
+        out / "report",
+        cubes=out / "cubes.zarr",
+        sites=world.sites,
+        truth=truth,
+        units=units,
+        title="minecube demo world",
+    )
+    import pandas as pd
+
+    series = pd.read_csv(out / "report/tables/mining_vs_truth.csv", dtype={"time": str})
+    click.echo(
+        f"\nmining footprint against truth, {units.replace('2', '²')} (over pixels observed "
+        "and labelled)"
+    )
+    click.echo(
+        f"{'site':20s} {'period':>10s} {'compared':>9s} {'predicted':>10s} "
+        f"{'truth':>9s} {'error':>8s}"
+    )
+    for row in series.itertuples():
+        error = "—" if row.error_pct != row.error_pct else f"{row.error_pct:.1f}%"  # NaN: no truth
+        click.echo(
+            f"{row.site_id:20s} {row.time:>10s} {row.compared_pct:8.1f}% "
+            f"{getattr(row, f'predicted_{units}'):10.1f} {getattr(row, f'truth_{units}'):9.1f} "
+            f"{error:>8s}"
+        )
+    click.echo(f"\nreport: {page.resolve()}")
+    return page
 
 
 def _build_cubes(world, found: dict, out: Path, composite: str) -> None:
@@ -355,6 +384,86 @@ def experiment(grid, out) -> None:
     columns = ["run", "val_miou", "test_miou", "test_overall_accuracy", "train_s"]
     click.echo("\n" + results[columns].round(3).to_string(index=False))
     click.echo(f"\nresults: {Path(config.out) / 'results.md'} (and results.csv, groups.csv)")
+
+
+@main.command()
+@click.argument("predictions", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default="report",
+    show_default=True,
+    help="Folder for index.html, figures, tables and exports.",
+)
+@click.option(
+    "--cubes",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Cube store (Zarr): adds true-colour composites to the maps.",
+)
+@click.option(
+    "--sites",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Site table: adds summaries by commodity and climate.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of <site_id>.gpkg label polygons: adds areas against truth.",
+)
+@click.option(
+    "--label-time-column",
+    default="year",
+    show_default=True,
+    help="Column of the labels with the year each polygon describes.",
+)
+@click.option("--units", type=click.Choice(["ha", "km2", "m2"]), default="ha", show_default=True)
+@click.option(
+    "--min-observed",
+    default=0.8,
+    show_default=True,
+    help="Share of a site observed for a period to count in changes.",
+)
+def report(predictions, out, cubes, sites, labels, label_time_column, units, min_observed):
+    """Write the HTML report of a prediction store: class areas, mine expansion, transitions,
+    maps, and CSV/Parquet, COG and GeoPackage exports.
+
+    \b
+    Example:
+      minecube report demo-output/predictions.zarr --cubes demo-output/cubes.zarr \\
+          --sites demo-world/sites.geojson --labels demo-world/labels --out my-report
+    """
+    from minecube.errors import MinecubeError
+    from minecube.labels import rasterize
+    from minecube.report import open_all_predictions, write_report
+
+    try:
+        preds = open_all_predictions(predictions)
+        truth = None
+        if labels is not None:
+            missing = [s for s in preds if not (labels / f"{s}.gpkg").is_file()]
+            if missing:
+                raise click.ClickException(
+                    f"no label file for sites {missing} in {labels} (expected <site_id>.gpkg)"
+                )
+            truth = {
+                s: rasterize(labels / f"{s}.gpkg", p, time_column=label_time_column)
+                for s, p in preds.items()
+            }
+        page = write_report(
+            preds,
+            out,
+            cubes=cubes,
+            sites=sites,
+            truth=truth,
+            units=units,
+            min_observed=min_observed,
+        )
+    except (MinecubeError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"report: {page.resolve()}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["quicklook"]
+__all__ = ["area_plot", "class_map", "disturbance_map", "quicklook", "summary_chart"]
 
 
 def quicklook(
@@ -61,3 +61,260 @@ def quicklook(
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _save(fig, path: str | os.PathLike | None, dpi: int = 90):
+    if path is not None:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return fig
+
+
+def _class_image(ids: np.ndarray, schema) -> np.ndarray:
+    """RGB image of a class-id raster; nodata light grey."""
+    from matplotlib.colors import to_rgb
+
+    lut = np.full((256, 3), 0.85, dtype="float32")
+    for c in schema:
+        lut[c.id] = to_rgb(c.colour)
+    return lut[np.asarray(ids).astype(np.uint8)]
+
+
+def _legend(ax, schema, present: set[int]) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c.colour, label=c.name) for c in schema if c.id in present]
+    handles.append(Patch(color=(0.85, 0.85, 0.85), label="unobserved"))
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+
+
+def class_map(
+    pred: xr.DataArray,
+    cube: xr.Dataset | None = None,
+    *,
+    times: list[int] | None = None,
+    vmax: float = 0.3,
+    path: str | os.PathLike | None = None,
+):
+    """The class map of chosen periods, each next to its true-colour composite.
+
+    Parameters
+    ----------
+    pred
+        Class ids (time, y, x) with the CF ``flag_*`` attributes of its schema.
+    cube
+        The cube it was predicted from; without it only the class maps are drawn.
+    times
+        Positions of the periods to draw (default: the first and the last).
+    vmax
+        Reflectance shown as white.
+    path
+        Also save the figure here (PNG).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> pred = xr.DataArray(np.ones((2, 8, 8), "uint8"), dims=("time", "y", "x"),
+    ...     coords={"time": pd.date_range("2023", periods=2, freq="YS")},
+    ...     attrs=DEFAULT_CLASSES.cf_attrs())
+    >>> class_map(pred, path="/tmp/class-map.png").axes[0].get_title()
+    '2023-01-01'
+    """
+    from matplotlib.figure import Figure
+
+    from minecube.classes import ClassSchema
+
+    schema = ClassSchema.from_cf_attrs(pred.attrs)
+    if "time" not in pred.dims:
+        pred = pred.expand_dims(time=[np.datetime64("NaT", "ns")])
+    times = [0, pred.sizes["time"] - 1] if times is None else list(times)
+    times = list(dict.fromkeys(t % pred.sizes["time"] for t in times))
+    columns = 2 if cube is not None else 1
+    fig = Figure(figsize=(4 * columns + 1.5, 3.8 * len(times)))
+    axes = fig.subplots(len(times), columns, squeeze=False)
+    present: set[int] = set()
+    for row, t in zip(axes, times, strict=True):
+        ids = np.asarray(pred.isel(time=t).values)
+        present |= set(np.unique(ids).tolist())
+        when = str(pred.time.values[t])[:10]
+        if cube is not None:
+            rgb = cube.reflectance.sel(band=["red", "green", "blue"]).isel(time=t)
+            image = np.clip(np.asarray(rgb.transpose("y", "x", "band").values) / vmax, 0, 1)
+            row[0].imshow(np.nan_to_num(image, nan=0.5), interpolation="nearest")
+            row[0].set_title(f"{when} · true colour", fontsize=9)
+        row[-1].imshow(_class_image(ids, schema), interpolation="nearest")
+        row[-1].set_title(when if cube is None else f"{when} · classes", fontsize=9)
+        for ax in row:
+            ax.set_axis_off()
+    _legend(axes[0, -1], schema, present)
+    fig.suptitle(pred.attrs.get("site_id", ""), fontsize=11)
+    return _save(fig, path)
+
+
+def area_plot(table, *, path: str | os.PathLike | None = None):
+    """Stacked class areas over time, one panel per site, with the unobserved area on top.
+
+    Parameters
+    ----------
+    table
+        A :func:`minecube.stats.class_areas` table (one or more sites).
+    path
+        Also save the figure here (PNG).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"site_id": "a", "time": pd.to_datetime(["2023"] * 2 + ["2024"] * 2),
+    ...     "class": ["open_pit", "vegetation"] * 2, "class_id": [1, 6] * 2,
+    ...     "is_mining": [True, False] * 2, "area_ha": [1.0, 9, 2, 7],
+    ...     "unobserved_ha": [0.0, 0, 1, 1]})
+    >>> area_plot(table).axes[0].get_ylabel()
+    'area (ha)'
+    """
+    from matplotlib.figure import Figure
+
+    from minecube.classes import DEFAULT_CLASSES
+
+    units = table.attrs.get("units") or next(
+        c.split("_", 1)[1] for c in table.columns if c.startswith("area_")
+    )
+    colours = {c.name: c.colour for c in DEFAULT_CLASSES}
+    sites = list(dict.fromkeys(table.site_id))
+    fig = Figure(figsize=(8, 2.8 * len(sites)))
+    axes = fig.subplots(len(sites), 1, squeeze=False)[:, 0]
+    for ax, site in zip(axes, sites, strict=True):
+        part = table[table.site_id == site]
+        wide = part.pivot_table(index="time", columns="class", values=f"area_{units}", sort=False)
+        order = part.drop_duplicates("class").sort_values(
+            ["is_mining", "class_id"], ascending=[False, True]
+        )
+        wide = wide[order["class"]]
+        unobserved = part.groupby("time")[f"unobserved_{units}"].first()
+        ax.stackplot(
+            wide.index,
+            *[wide[c] for c in wide],
+            colors=[colours.get(c, "#808080") for c in wide],
+            labels=list(wide),
+        )
+        ax.fill_between(
+            wide.index,
+            wide.sum(axis=1),
+            wide.sum(axis=1) + unobserved,
+            color="0.85",
+            hatch="//",
+            edgecolor="0.6",
+            label="unobserved",
+        )
+        ax.set_ylabel(f"area ({units.replace('2', '²')})")
+        ax.set_title(site, fontsize=10)
+        ax.margins(x=0)
+    axes[0].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def disturbance_map(date: xr.DataArray, *, path: str | os.PathLike | None = None):
+    """Map of the period each pixel first became mining (:func:`minecube.stats.expansion`).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> date = xr.DataArray(np.array([["2023-01-01", "NaT"], ["2024-01-01", "2023-01-01"]],
+    ...                              dtype="datetime64[ns]"), dims=("y", "x"))
+    >>> len(disturbance_map(date).axes)  # the map and its colour bar
+    2
+    """
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.figure import Figure
+
+    values = np.asarray(date.values)
+    periods = np.unique(values[~np.isnat(values)])
+    fig = Figure(figsize=(6.5, 5))
+    ax = fig.subplots()
+    index = np.searchsorted(periods, values).astype("float32")
+    index[np.isnat(values)] = np.nan
+    n = max(len(periods), 1)
+    colours = ListedColormap([_viridis(k / max(n - 1, 1)) for k in range(n)])
+    colours = colours.with_extremes(bad="0.9")
+    image = ax.imshow(
+        index, cmap=colours, norm=BoundaryNorm(np.arange(n + 1) - 0.5, n), interpolation="nearest"
+    )
+    bar = fig.colorbar(image, ax=ax, ticks=np.arange(n))
+    bar.ax.set_yticklabels([str(p)[:10] for p in periods], fontsize=7)
+    bar.set_label("first period mined (grey: never)")
+    ax.set_axis_off()
+    ax.set_title(f"{date.attrs.get('site_id', '')} disturbance date".strip(), fontsize=10)
+    return _save(fig, path)
+
+
+def _viridis(x: float):
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](x)
+
+
+def summary_chart(
+    summary,
+    sites,
+    *,
+    by=("commodity", "climate"),
+    units: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """Mining footprint at the first and last reliable period, summed by commodity and climate.
+
+    Parameters
+    ----------
+    summary
+        :attr:`minecube.stats.Expansion.summary` (one row per site).
+    sites
+        The site table, with ``site_id`` and the ``by`` columns.
+    by
+        Site columns, one panel each.
+    path
+        Also save the figure here (PNG).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> summary = pd.DataFrame({"site_id": ["a", "b"], "first_ha": [10.0, 4], "last_ha": [12.0, 8],
+    ...     "first": pd.Timestamp("2022"), "last": pd.Timestamp("2024")})
+    >>> sites = pd.DataFrame({"site_id": ["a", "b"], "commodity": ["gold", "coal"],
+    ...                       "climate": ["arid", "arid"]})
+    >>> len(summary_chart(summary, sites).axes)
+    2
+    """
+    from matplotlib.figure import Figure
+
+    units = units or next(c.split("_", 1)[1] for c in summary.columns if c.startswith("first_"))
+    merged = summary.merge(sites[["site_id", *by]], on="site_id", how="left")
+    fig = Figure(figsize=(5 * len(by), 3.6))
+    axes = fig.subplots(1, len(by), squeeze=False)[0]
+    for ax, key in zip(axes, by, strict=True):
+        sums = merged.groupby(key)[[f"first_{units}", f"last_{units}"]].sum()
+        x = np.arange(len(sums))
+        ax.bar(x - 0.2, sums[f"first_{units}"], 0.4, color="#d8b365", label="first reliable period")
+        ax.bar(x + 0.2, sums[f"last_{units}"], 0.4, color="#8c510a", label="last reliable period")
+        for k, (a0, a1) in enumerate(sums.to_numpy()):
+            if a0 > 0:
+                ax.annotate(
+                    f"{100 * (a1 / a0 - 1):+.0f} %",
+                    (k + 0.2, a1),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
+        ax.set_xticks(x, sums.index, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"mining footprint ({units.replace('2', '²')})")
+        ax.set_title(f"by {key}", fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

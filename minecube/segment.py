@@ -674,6 +674,8 @@ def segment(
         )
         nodata = _PROBABILITY_NODATA
     crs = feats.rio.crs if feats.rio.crs is not None else cube.rio.crs
+    if cube.attrs.get("site_id"):
+        result.attrs["site_id"] = cube.attrs["site_id"]
     result.attrs["model"] = ref if isinstance(ref, str) else "in-memory model"
     result.attrs["model_spec"] = f"{spec.architecture}-{spec.encoder_name}"
     result.attrs["bands"] = list(card.bands)
@@ -872,6 +874,18 @@ def segment_to_zarr(
     return open_predictions(store, group)
 
 
+def _open_store(store: str | os.PathLike):
+    """The root group of a prediction store, read-only, or a FileNotFoundError that says so."""
+    import zarr
+
+    try:
+        return zarr.open_group(store, mode="r")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no prediction store at {os.fspath(store)!r}; write one with segment_to_zarr(...)"
+        ) from None
+
+
 def open_predictions(store: str | os.PathLike, group: str) -> xr.DataArray:
     """Open predictions written by :func:`segment_to_zarr`, refusing an unfinished write.
 
@@ -879,11 +893,13 @@ def open_predictions(store: str | os.PathLike, group: str) -> xr.DataArray:
     the write has not completed: run the same :func:`segment_to_zarr` call again to finish it.
     """
     import xarray as xr
-    import zarr
 
-    root = zarr.open_group(store, mode="r")
+    root = _open_store(store)
     if group not in root or "minecube:segment" not in root[group].attrs:
-        raise SegmentError(f"no predictions {group!r} in {os.fspath(store)!r}")
+        written = sorted(k for k, g in root.groups() if "minecube:segment" in g.attrs)
+        raise SegmentError(
+            f"no predictions {group!r} in {os.fspath(store)!r}; it holds {written or 'none'}"
+        )
     attrs = root[group].attrs
     if not attrs.get("minecube:complete"):
         raise IncompletePredictionError(
@@ -894,4 +910,6 @@ def open_predictions(store: str | os.PathLike, group: str) -> xr.DataArray:
     ds = xr.open_zarr(
         store, group=group, decode_coords="all", mask_and_scale=False, consolidated=False
     )
-    return ds[attrs["minecube:segment"]["name"]]
+    pred = ds[attrs["minecube:segment"]["name"]]
+    pred.attrs.setdefault("site_id", group)
+    return pred

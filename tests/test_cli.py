@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from click.testing import CliRunner
 
 from minecube.cli import main
@@ -17,8 +19,10 @@ def test_help_shows_examples():
         assert "Example" in sub.output
 
 
-CUBES = f"{'site':20s} {'periods':>8s}"  # the headers of the tables `demo run` prints
-SEGMENTS = f"{'site':20s} {'period':>10s}"
+# the headers of the tables `demo run` prints
+CUBES = f"{'site':20s} {'periods':>8s} {'new':>4s}"
+SEGMENTS = f"{'site':20s} {'periods':>8s} {'observed':>9s}"
+MINING = f"{'site':20s} {'period':>10s} {'compared':>9s}"
 
 
 def _table(output: str, header: str, rows: int) -> list[list[str]]:
@@ -28,7 +32,7 @@ def _table(output: str, header: str, rows: int) -> list[list[str]]:
     return [line.split() for line in lines[start + 1 : start + 1 + rows]]
 
 
-def test_demo_run_builds_cubes_trains_and_segments_every_site(world, tmp_path):
+def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
     from minecube.segment import open_predictions
 
     out = tmp_path / "out"
@@ -50,17 +54,27 @@ def test_demo_run_builds_cubes_trains_and_segments_every_site(world, tmp_path):
     assert "held out hunter-coal" in result.output
     assert (out / "model" / "fpn-resnet18-rgbn.safetensors").is_file()
     segmented = _table(result.output, SEGMENTS, n)
-    assert [row[0] for row in segmented] == list(world.site_ids)
+    assert [row[:2] for row in segmented] == [[s, str(years)] for s in world.site_ids]
     for site_id in world.site_ids:
         pred = open_predictions(out / "predictions.zarr", site_id)
         assert pred.sizes["time"] == years
         assert pred.rio.crs is not None
+    # the report, and the mining area per site and period against truth
+    mining = _table(result.output, MINING, n * years)
+    assert [row[0] for row in mining] == [s for s in sorted(world.site_ids) for _ in range(years)]
+    assert all(float(row[3]) >= 0 and float(row[4]) >= 0 for row in mining)
+    assert any(float(row[4]) > 0 for row in mining)
+    page = out / "report" / "index.html"
+    assert f"report: {page.resolve()}" in result.output
+    for link in re.findall(r'(?:src|href)="([^"#]+)"', page.read_text()):
+        assert (page.parent / link).is_file(), link
     # re-running reuses the cubes, the model and the finished predictions
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert all(row[2] == "0" for row in _table(again.output, CUBES, n))
     assert "model: reusing" in again.output
-    assert [row[:6] for row in _table(again.output, SEGMENTS, n)] == [row[:6] for row in segmented]
+    assert [row[:3] for row in _table(again.output, SEGMENTS, n)] == [row[:3] for row in segmented]
+    assert _table(again.output, MINING, n * years) == mining
 
 
 def test_bad_input_is_reported_not_raised(tmp_path):

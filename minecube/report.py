@@ -1,0 +1,289 @@
+"""A static HTML report of a run: tables, figures and exports of every site's predictions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from minecube import __version__
+from minecube.stats import StatsError, Units
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xarray as xr
+
+__all__ = ["mining_series", "open_all_predictions", "write_report"]
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
+h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }
+th, td { padding: 2px 8px; text-align: right; border-bottom: 1px solid #eee; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; } .note { color: #555; font-size: 12px; } nav a { margin-right: 1em; }
+"""
+
+
+def open_all_predictions(store: str | os.PathLike) -> dict[str, xr.DataArray]:
+    """Every complete prediction in a Zarr store written by ``segment_to_zarr``, by site.
+
+    Raises :class:`~minecube.segment.IncompletePredictionError` for an unfinished one, so a
+    report never shows partial output.
+    """
+    from minecube.segment import _open_store, open_predictions
+
+    root = _open_store(store)
+    groups = sorted(k for k, g in root.groups() if "minecube:segment" in g.attrs)
+    if not groups:
+        raise StatsError(f"{os.fspath(store)!r} holds no predictions written by segment_to_zarr")
+    return {g: open_predictions(store, g) for g in groups}
+
+
+def mining_series(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Mining footprint per site and period, predicted against truth, from ``compare_areas``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> comparison = pd.DataFrame({"site_id": "a", "time": pd.Timestamp("2024"),
+    ...     "is_mining": [True, True, False], "predicted_ha": [2.0, 1, 5], "truth_ha": [2.0, 2, 4],
+    ...     "error_ha": [0.0, -1, 1], "compared_pct": 90.0})
+    >>> mining_series(comparison)[["predicted_ha", "truth_ha", "error_pct"]]
+       predicted_ha  truth_ha  error_pct
+    0           3.0       4.0      -25.0
+    """
+    units = next(c.split("_", 1)[1] for c in comparison.columns if c.startswith("predicted_"))
+    mining = comparison[comparison.is_mining]
+    out = mining.groupby(["site_id", "time"], sort=False).agg(
+        compared_pct=("compared_pct", "first"),
+        **{f"predicted_{units}": (f"predicted_{units}", "sum")},
+        **{f"truth_{units}": (f"truth_{units}", "sum")},
+    )
+    out = out.reset_index()
+    out[f"error_{units}"] = out[f"predicted_{units}"] - out[f"truth_{units}"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["error_pct"] = 100 * out[f"error_{units}"] / out[f"truth_{units}"]
+    out.attrs["units"] = units
+    return out
+
+
+def _table(frame: pd.DataFrame, digits: int = 2) -> str:
+    shown = frame.copy()
+    for column in shown.columns:
+        if np.issubdtype(shown[column].dtype, np.datetime64):
+            shown[column] = shown[column].dt.strftime("%Y-%m-%d")
+    return shown.to_html(
+        index=False, border=0, float_format=lambda v: f"{v:,.{digits}f}", na_rep="—"
+    )
+
+
+def _units_label(units: str) -> str:
+    return units.replace("2", "²")
+
+
+def write_report(
+    predictions: Mapping[str, xr.DataArray] | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    cubes: Mapping[str, xr.Dataset] | str | os.PathLike | None = None,
+    sites: pd.DataFrame | str | os.PathLike | None = None,
+    truth: Mapping[str, xr.DataArray] | None = None,
+    units: Units = "ha",
+    min_observed: float = 0.8,
+    title: str = "minecube report",
+    progress: bool = True,
+) -> Path:
+    """Write a static HTML report: class areas, expansion, transitions, maps and exports.
+
+    Parameters
+    ----------
+    predictions
+        Class-id predictions by site id, or a Zarr store written by
+        :func:`~minecube.segment.segment_to_zarr` (every complete site in it).
+    out
+        Folder for ``index.html``, ``figures/``, ``tables/`` (CSV and Parquet), ``cog/`` (the
+        last reliable period of each site as Cloud-Optimised GeoTIFF) and ``polygons/``
+        (class polygons per period as GeoPackage).
+    cubes
+        The cubes by site id, or their Zarr store: adds true-colour composites to the maps.
+    sites
+        The site table (or its file): adds the commodity and climate summaries.
+    truth
+        True class ids on each prediction's grid and periods, by site id: adds predicted
+        against true areas per site, period and class.
+    units
+        Area unit of every table and figure: ``"ha"``, ``"km2"`` or ``"m2"``.
+    min_observed
+        Share of a site observed for a period to count in changes (see
+        :func:`~minecube.stats.expansion`).
+    title
+        Title of the page.
+    progress
+        Show a progress bar over sites.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``index.html`` written.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, rioxarray, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> ids = np.array([[[6, 6], [6, 6]], [[1, 6], [1, 6]]], "uint8")
+    >>> pred = xr.DataArray(ids, dims=("time", "y", "x"), attrs=DEFAULT_CLASSES.cf_attrs(),
+    ...     coords={"time": pd.date_range("2022", periods=2, freq="YS"), "y": [15.0, 5],
+    ...             "x": [5.0, 15]}).rio.write_crs("EPSG:32750")
+    >>> write_report({"tiny-pit": pred}, "/tmp/tiny-report", progress=False).name
+    'index.html'
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from minecube import plot, stats
+    from minecube.export import write_table
+
+    out = Path(out)
+    preds = (
+        dict(predictions) if isinstance(predictions, Mapping) else open_all_predictions(predictions)
+    )
+    if isinstance(cubes, str | os.PathLike):
+        from minecube.cube import open_cube
+
+        store = cubes
+        cubes = {site: open_cube(store, site) for site in preds}
+    if isinstance(sites, str | os.PathLike):
+        from minecube.sites import read_sites
+
+        sites = read_sites(sites)
+    for folder in ("figures", "tables", "cog", "polygons"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    u = _units_label(units)
+
+    areas = stats.class_areas(preds, units=units)
+    growth = stats.expansion(preds, units=units, min_observed=min_observed)
+    tables: dict[str, pd.DataFrame] = {
+        "class_areas": areas,
+        "expansion": growth.table,
+        "expansion_summary": growth.summary,
+    }
+    comparison = series = None
+    if truth is not None:
+        comparison = stats.compare_areas(preds, truth, units=units)
+        series = mining_series(comparison)
+        tables |= {"truth_comparison": comparison, "mining_vs_truth": series}
+    body = [f"<h1>{html.escape(title)}</h1>", _preamble(preds, units, min_observed)]
+    nav = ['<a href="#overview">overview</a>'] + [f'<a href="#{s}">{s}</a>' for s in preds]
+    body.append("<nav>" + "".join(nav) + "</nav>")
+    body.append('<h2 id="overview">Overview</h2>')
+    body.append(f"<h3>Mining footprint, first and last reliable period ({u})</h3>")
+    body.append(_table(growth.summary))
+    if sites is not None:
+        for key in ("commodity", "climate"):
+            if key in sites.columns:
+                tables[f"expansion_by_{key}"] = stats.aggregate(growth.table, sites, by=key)
+        plot.summary_chart(growth.summary, sites, units=units, path=out / "figures/summary.png")
+        body.append(
+            '<img src="figures/summary.png" alt="mining footprint by commodity and climate">'
+        )
+        merged = growth.summary.merge(
+            pd.DataFrame(sites).drop(columns="geometry", errors="ignore"), on="site_id"
+        )
+        for key in ("commodity", "climate"):
+            if key in merged.columns:
+                sums = merged.groupby(key)[[f"first_{units}", f"last_{units}"]].sum()
+                sums["change_pct"] = 100 * (sums[f"last_{units}"] / sums[f"first_{units}"] - 1)
+                body.append(f"<h3>By {key} ({u})</h3>" + _table(sums.reset_index()))
+    if series is not None:
+        body.append(f"<h3>Mining footprint against truth ({u})</h3>")
+        body.append(
+            '<p class="note">Over pixels observed in the prediction and labelled in the truth; '
+            "compared_pct is that share of the site.</p>"
+        )
+        body.append(_table(series))
+    plot.area_plot(areas, path=out / "figures/class-areas.png")
+    body.append(f"<h3>Class areas over time ({u})</h3>")
+    body.append('<img src="figures/class-areas.png" alt="stacked class areas per site">')
+
+    for site in tqdm(preds, desc="report", unit="site", disable=not progress):
+        body.append(_site_section(site, preds[site], cubes, growth, comparison, units, out))
+
+    body.append("<h2>Files</h2><ul>")
+    for name, table in tables.items():
+        write_table(table, out / "tables" / f"{name}.csv")
+        write_table(table, out / "tables" / f"{name}.parquet")
+        body.append(
+            f'<li><a href="tables/{name}.csv">{name}.csv</a> · '
+            f'<a href="tables/{name}.parquet">.parquet</a></li>'
+        )
+    body.append("</ul>")
+    page = out / "index.html"
+    partial = out / "index.html.partial"
+    partial.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
+    os.replace(partial, page)  # the page appears only once everything it links is written
+    return page
+
+
+def _preamble(preds, units: str, min_observed: float) -> str:
+    first = next(iter(preds.values()))
+    model = first.attrs.get("model_spec", "—")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f'<p class="note">{len(preds)} sites · model {html.escape(str(model))} · areas in '
+        f"{_units_label(units)} from each grid's CRS · a period is <em>reliable</em> when at least "
+        f"{100 * min_observed:.0f} % of the site is observed; changes compare reliable periods "
+        f"only · minecube {__version__} · {stamp}</p>"
+    )
+
+
+def _site_section(site, pred, cubes, growth, comparison, units, out) -> str:
+    """The figures, tables and exports of one site."""
+    from minecube import plot, stats
+    from minecube.export import to_cog, to_polygons
+
+    u = _units_label(units)
+    rows = growth.table[growth.table.site_id == site].reset_index(drop=True)
+    reliable = np.flatnonzero(rows.reliable.to_numpy())
+    if len(reliable) == 0:
+        reliable = np.array([int(np.argmax(rows.observed_pct.to_numpy()))])
+    first, last = int(reliable[0]), int(reliable[-1])
+    cube = cubes.get(site) if cubes is not None else None
+    plot.class_map(pred, cube, times=[first, last], path=out / f"figures/{site}-classes.png")
+    plot.disturbance_map(
+        growth.disturbance[site].assign_attrs(site_id=site),
+        path=out / f"figures/{site}-disturbance.png",
+    )
+    to_cog(pred, out / "cog" / f"{site}.tif", time=last)
+    to_polygons(pred, out / "polygons" / f"{site}.gpkg", units=units)
+    matrix = stats.transitions(pred, first, last, units=units)
+    matrix = matrix.loc[(matrix.sum(axis=1) > 0), (matrix.sum(axis=0) > 0)]
+    parts = [
+        f'<h2 id="{site}">{html.escape(site)}</h2>',
+        f'<img src="figures/{site}-classes.png" alt="classes of {site}">',
+        f"<h3>Mining footprint per period ({u})</h3>",
+        _table(rows.drop(columns="site_id")),
+        f'<img src="figures/{site}-disturbance.png" alt="disturbance date of {site}">',
+        f"<h3>Transitions {matrix.attrs['t0']} → {matrix.attrs['t1']} ({u}; rows: from)</h3>",
+        matrix.reset_index().to_html(index=False, border=0, float_format=lambda v: f"{v:,.2f}"),
+    ]
+    if comparison is not None:
+        part = comparison[(comparison.site_id == site) & (comparison.time == rows.time[last])]
+        parts.append(
+            f"<h3>Predicted against true class areas, {str(rows.time[last])[:10]} ({u})</h3>"
+        )
+        parts.append(_table(part.drop(columns=["site_id", "time", "class_id"])))
+    parts.append(
+        f'<p class="note">Exports: <a href="cog/{site}.tif">classes of '
+        f"{str(rows.time[last])[:10]} (COG)</a> · "
+        f'<a href="polygons/{site}.gpkg">class polygons per period (GeoPackage)</a></p>'
+    )
+    return "".join(parts)

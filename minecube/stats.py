@@ -1,0 +1,781 @@
+"""Site analytics: class areas, mine expansion and land-cover transitions from predictions.
+
+Everything here reads class-id rasters, (time, y, x) or (y, x) DataArrays with a CRS, such as
+the output of :func:`minecube.segment.segment`, :func:`minecube.segment.open_predictions` or
+:func:`minecube.labels.rasterize`, and turns them into tidy pandas tables with the unit in every
+area column's name (``area_ha``, ``unobserved_km2``, …).
+
+Pixel areas come from the CRS (:func:`pixel_area`): for projected grids, the pixel's area on the
+map plane (exact for the grid; for UTM it differs from the ground area by the scale factor
+squared, at most about 0.1 % inside a zone); for geographic grids, the exact area on the CRS's
+ellipsoid of each row's cells. Pixels without a valid observation (the raster's nodata) are
+reported as *unobserved area*, never counted as a class.
+
+Class tallies are grouped sums on the dask graph (flox, with the classes as
+``expected_groups``), so a continent-sized prediction is never loaded whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from minecube.classes import ClassSchema
+from minecube.errors import MinecubeError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xarray as xr
+
+__all__ = [
+    "Expansion",
+    "StatsError",
+    "aggregate",
+    "class_areas",
+    "compare_areas",
+    "expansion",
+    "pixel_area",
+    "transitions",
+]
+
+Units = Literal["m2", "ha", "km2"]
+UNITS: dict[str, float] = {"m2": 1.0, "ha": 1e4, "km2": 1e6}
+"""Square metres per unit."""
+
+
+class StatsError(MinecubeError, ValueError):
+    """A prediction or table that the statistics cannot be computed from."""
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def _check_units(units: str) -> float:
+    if units not in UNITS:
+        raise StatsError(f"units={units!r} is not one of {', '.join(map(repr, UNITS))}")
+    return UNITS[units]
+
+
+def _checked(pred: xr.DataArray, schema: ClassSchema | None) -> tuple[xr.DataArray, ClassSchema]:
+    """The prediction as (time, y, x) with its class schema, or a clear error."""
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+    import xarray as xr
+
+    if not isinstance(pred, xr.DataArray):
+        raise StatsError(
+            f"expected a DataArray of class ids, got {type(pred).__name__}; for a cube Dataset "
+            "segment it first (minecube.segment), for a Zarr store use open_predictions"
+        )
+    extra = set(pred.dims) - {"time", "y", "x"}
+    if extra or not {"y", "x"} <= set(pred.dims):
+        raise StatsError(
+            f"expected a class-id raster with dims (time, y, x) or (y, x), got {pred.dims}; "
+            "probabilities need .argmax('class') and a schema's ids first"
+        )
+    if pred.rio.crs is None:
+        raise StatsError(
+            f"the prediction {pred.name!r} has no CRS, so pixel areas are unknown; write one with "
+            "pred.rio.write_crs(...) or read predictions with minecube.segment.open_predictions"
+        )
+    if schema is None:
+        try:
+            schema = ClassSchema.from_cf_attrs(pred.attrs, nodata=_nodata(pred))
+        except ValueError as e:
+            raise StatsError(str(e)) from None
+    if "time" not in pred.dims:
+        pred = pred.expand_dims(time=[np.datetime64("NaT", "ns")])
+    return pred.transpose("time", "y", "x"), schema
+
+
+def _nodata(pred: xr.DataArray) -> int:
+    """The raster's nodata value, encoded or not (0 when it declares none)."""
+    for value in (pred.encoding.get("_FillValue"), pred.attrs.get("_FillValue")):
+        if value is not None and not np.isnan(value):
+            return int(value)
+    return 0
+
+
+def _site(pred: xr.DataArray, site_id: str | None) -> str:
+    return str(site_id or pred.attrs.get("site_id") or pred.name or "")
+
+
+def _each(pred, schema):
+    """(site_id, (time, y, x) prediction, schema) for one prediction or a mapping of sites."""
+    if isinstance(pred, Mapping):
+        if not pred:
+            raise StatsError("got an empty mapping of predictions")
+        return [(str(site), *_checked(p, schema)) for site, p in pred.items()]
+    checked = _checked(pred, schema)
+    return [(_site(pred, None), *checked)]
+
+
+def _class_ids(names: Sequence[str] | None, schema: ClassSchema, what: str) -> list[int]:
+    if names is None:
+        return [c.id for c in schema.mining]
+    if isinstance(names, str):
+        names = [names]
+    unknown = [n for n in names if n not in schema.names]
+    if unknown:
+        raise StatsError(
+            f"{what} names unknown classes {unknown}; the prediction's classes are "
+            f"{', '.join(schema.names)}"
+        )
+    return [schema[n].id for n in names]
+
+
+# -- pixel areas -------------------------------------------------------------------------------
+
+
+def _authalic(phi: np.ndarray, e: float) -> np.ndarray:
+    """q(φ) of the authalic latitude: the area between the equator and φ, up to a factor."""
+    s = np.sin(phi)
+    if e == 0:
+        return 2 * s
+    return s / (1 - (e * s) ** 2) + np.log((1 + e * s) / (1 - e * s)) / (2 * e)
+
+
+def pixel_area(pred: xr.DataArray, *, units: Units = "m2") -> xr.DataArray:
+    """The area of each pixel of a raster, from its CRS and grid.
+
+    Parameters
+    ----------
+    pred
+        Any DataArray with ``y``/``x`` coordinates and a CRS (``spatial_ref``).
+    units
+        ``"m2"``, ``"ha"`` or ``"km2"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        For a projected CRS, a 0-d array: the pixel's area on the map plane, in the CRS's linear
+        unit converted to metres. For a geographic CRS, one value per row (``y``): the exact
+        area on the CRS's ellipsoid of a cell bounded by its two parallels and two meridians.
+
+    Examples
+    --------
+    >>> import numpy as np, rioxarray, xarray as xr
+    >>> grid = xr.DataArray(np.zeros((2, 2)), dims=("y", "x"),
+    ...                     coords={"y": [7_000_015.0, 7_000_005], "x": [5.0, 15]})
+    >>> float(pixel_area(grid.rio.write_crs("EPSG:32750"), units="ha"))
+    0.01
+    >>> lonlat = xr.DataArray(np.zeros((2, 2)), dims=("y", "x"),
+    ...                       coords={"y": [60.15, 60.05], "x": [0.05, 0.15]})  # 0.1° cells
+    >>> pixel_area(lonlat.rio.write_crs("EPSG:4326"), units="km2").round(2).values
+    array([61.89, 62.07])
+    """
+    import pyproj
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    scale = _check_units(units)
+    if pred.rio.crs is None:
+        raise StatsError("the raster has no CRS, so its pixel areas are unknown; write one first")
+    crs = pyproj.CRS.from_user_input(pred.rio.crs.to_wkt())
+    if min(pred.sizes.get("y", 0), pred.sizes.get("x", 0)) >= 2:
+        transform = pred.rio.transform(recalc=True)
+    elif "GeoTransform" in pred.coords.get(pred.rio.grid_mapping, pred).attrs:
+        transform = pred.rio.transform()
+    else:
+        raise StatsError(
+            f"cannot tell the pixel size of a {dict(pred.sizes)} raster from its coordinates; "
+            "write its transform with .rio.write_transform(...)"
+        )
+    if transform.b or transform.d:
+        raise StatsError("rotated grids are not supported; reproject to a north-up grid first")
+    attrs = {"long_name": "pixel area", "units": units.replace("2", "²")}
+    if crs.is_projected:
+        name, factor = crs.axis_info[0].unit_name, crs.axis_info[0].unit_conversion_factor
+        if not factor:
+            raise StatsError(f"the CRS's linear unit {name!r} has no conversion to metres")
+        area = abs(transform.a * transform.e) * factor**2 / scale
+        return xr.DataArray(area, name="pixel_area", attrs=attrs)
+    if crs.is_geographic:
+        ellipsoid = crs.ellipsoid
+        a, inv_f = ellipsoid.semi_major_metre, ellipsoid.inverse_flattening
+        f = 1 / inv_f if inv_f else 0.0
+        e = np.sqrt(f * (2 - f))
+        half = abs(transform.e) / 2
+        lat = np.asarray(pred.y.values, dtype="float64")
+        top = np.radians(np.clip(lat + half, -90, 90))
+        bottom = np.radians(np.clip(lat - half, -90, 90))
+        band = np.abs(_authalic(top, e) - _authalic(bottom, e)) * a**2 * (1 - e**2) / 2
+        area = band * np.radians(abs(transform.a)) / scale
+        return xr.DataArray(area, dims="y", coords={"y": pred.y}, name="pixel_area", attrs=attrs)
+    raise StatsError(f"cannot measure areas in CRS {crs.name!r}: neither projected nor geographic")
+
+
+# -- tallies -----------------------------------------------------------------------------------
+
+
+def _codes(pred: xr.DataArray, schema: ClassSchema) -> xr.DataArray:
+    """Class ids → 0 … n-1, nodata → n, anything else → 255 (an unknown value)."""
+    lut = np.full(256, 255, dtype=np.uint8)
+    lut[schema.ids] = np.arange(len(schema), dtype=np.uint8)
+    lut[schema.nodata] = len(schema)
+
+    def lookup(block):
+        return lut[np.asarray(block).astype(np.uint8, copy=False)]
+
+    return pred.copy(
+        data=pred.data.map_blocks(lookup, dtype=np.uint8) if pred.chunks else lookup(pred.values)
+    )
+
+
+def _tally(codes: xr.DataArray, weights: xr.DataArray, groups: int) -> xr.DataArray:
+    """Weighted count of each code 0 … groups-1 per time step (lazy)."""
+    from flox.xarray import xarray_reduce
+
+    weight = (weights * _ones(codes)).rename("area")
+    return xarray_reduce(
+        weight,
+        codes.rename("code"),
+        func="sum",
+        expected_groups=np.arange(groups),
+        dim=("y", "x"),
+        fill_value=0.0,
+    )
+
+
+def _ones(like: xr.DataArray) -> xr.DataArray:
+    import xarray as xr
+
+    return xr.ones_like(like, dtype="float64")
+
+
+def _raise_unknown(site: str, arrays: Sequence[xr.DataArray], schema: ClassSchema):
+    values = set().union(*(np.unique(np.asarray(a.values)).tolist() for a in arrays))
+    unknown = sorted(values - {*schema.ids, schema.nodata})
+    raise StatsError(
+        f"site {site!r}: the raster holds values {unknown} that are neither classes "
+        f"{schema.ids} nor nodata {schema.nodata}; pass the schema it was made with (schema=)"
+    )
+
+
+def class_areas(
+    pred: xr.DataArray | Mapping[str, xr.DataArray],
+    *,
+    units: Units = "ha",
+    schema: ClassSchema | None = None,
+) -> pd.DataFrame:
+    """Area of each class, and the unobserved area, per site and period.
+
+    Parameters
+    ----------
+    pred
+        Class ids, (time, y, x) or (y, x), with a CRS; or a mapping of site id → such arrays.
+        A single array's site is its ``site_id`` attribute (predictions carry their cube's).
+    units
+        ``"ha"``, ``"km2"`` or ``"m2"``; the area columns are named after it.
+    schema
+        Class schema; default: the one in the raster's ``flag_*`` attributes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per site, period and class: ``site_id``, ``time``, ``class``, ``class_id``,
+        ``is_mining``, ``area_<units>`` and ``unobserved_<units>`` (the site's area without a
+        valid observation in that period, repeated on each of its rows). ``attrs["units"]``
+        holds the unit.
+
+    Examples
+    --------
+    >>> import numpy as np, rioxarray, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> pred = xr.DataArray(np.array([[1, 1], [6, 0]], "uint8"), dims=("y", "x"),
+    ...                     coords={"y": [15.0, 5], "x": [5.0, 15]},
+    ...                     attrs=DEFAULT_CLASSES.cf_attrs()).rio.write_crs("EPSG:32756")
+    >>> table = class_areas(pred, units="m2")
+    >>> table.loc[[0, 5], ["class", "area_m2", "unobserved_m2"]]
+            class  area_m2  unobserved_m2
+    0    open_pit    200.0          100.0
+    5  vegetation    100.0          100.0
+    """
+    import dask
+    import pandas as pd
+
+    _check_units(units)
+    jobs = []
+    for site, p, s in _each(pred, schema):
+        n = len(s)
+        weights = pixel_area(p)  # m², so that sums of whole pixels stay exact
+        tally = _tally(_codes(p, s), weights, n + 1)
+        full = (weights * _ones(p)).sum(("y", "x"))
+        jobs.append((site, p, s, tally, full))
+    computed = dask.compute(*[(tally, full) for *_, tally, full in jobs])
+    frames = []
+    for (site, p, s, _, _), (tally, full) in zip(jobs, computed, strict=True):
+        values = np.asarray(tally.transpose("time", "code").values)
+        if not np.allclose(values.sum(axis=1), np.asarray(full.values), rtol=1e-9):
+            _raise_unknown(site, [p], s)
+        values = values / UNITS[units]
+        for k, t in enumerate(p.time.values):
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "site_id": site,
+                        "time": t,
+                        "class": s.names,
+                        "class_id": s.ids,
+                        "is_mining": [c.is_mining for c in s],
+                        f"area_{units}": values[k, : len(s)],
+                        f"unobserved_{units}": values[k, len(s)],
+                    }
+                )
+            )
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["units"] = units
+    return table
+
+
+def _area_column(table: pd.DataFrame, prefix: str) -> tuple[str, str]:
+    for units in UNITS:
+        if f"{prefix}_{units}" in table.columns:
+            return f"{prefix}_{units}", units
+    raise StatsError(
+        f"the table has no {prefix}_<units> column (columns: {list(table.columns)}); give a "
+        "table made by minecube.stats"
+    )
+
+
+# -- expansion ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Mining footprint over time; see :func:`expansion`."""
+
+    table: pd.DataFrame
+    """Per site and period: ``mining_<units>``, ``unobserved_<units>``, ``observed_pct``,
+    ``reliable``, ``change_<units>``, ``change_pct`` and ``growth_pct_per_year`` (the last three
+    against the site's previous reliable period)."""
+    summary: pd.DataFrame
+    """Per site: first and last reliable period, their footprints, the change between them and
+    the compound annual growth rate."""
+    disturbance: dict[str, xr.DataArray]
+    """Per site: the date of the first period each pixel became mining (NaT: never)."""
+
+
+def _first_mining(mining: np.ndarray, observed: np.ndarray, persistence: int) -> np.ndarray:
+    """Index of the first period each pixel became mining for good, or -1.
+
+    ``mining``/``observed``: bool arrays (..., time). A pixel becomes mining at period t when it
+    is observed mining at t and at its next ``persistence - 1`` observations (or at all of
+    them, near the end of the series); unobserved periods are skipped, not counted.
+    """
+    nt = mining.shape[-1]
+    run = np.zeros(mining.shape[:-1], dtype=np.int32)  # mining observations in a row from t on
+    left = np.zeros_like(run)  # observations from t on
+    first = np.full(mining.shape[:-1], -1, dtype=np.int32)
+    for t in range(nt - 1, -1, -1):
+        seen, mine = observed[..., t], mining[..., t] & observed[..., t]
+        run = np.where(seen, np.where(mine, run + 1, 0), run)
+        left = left + seen
+        ok = mine & ((run >= persistence) | (run == left))
+        first = np.where(ok, t, first)
+    return first
+
+
+def _pick(index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return values[index]
+
+
+def expansion(
+    pred: xr.DataArray | Mapping[str, xr.DataArray],
+    *,
+    mining_classes: Sequence[str] | None = None,
+    units: Units = "ha",
+    min_observed: float = 0.8,
+    persistence: int = 2,
+    schema: ClassSchema | None = None,
+) -> Expansion:
+    """How the mining footprint grows: area per period, change, growth rate, disturbance date.
+
+    Parameters
+    ----------
+    pred
+        Class ids (time, y, x) with a CRS, or a mapping of site id → such arrays.
+    mining_classes
+        Names of the classes that make up the footprint; default: the schema's mining classes.
+    units
+        Area unit: ``"ha"``, ``"km2"`` or ``"m2"``.
+    min_observed
+        Share (0–1) of a site that must be observed in a period for the period to be
+        *reliable*. Changes and growth rates compare reliable periods only: a cloudy period
+        hides part of the footprint and would read as shrinkage.
+    persistence
+        Observed periods in a row a pixel must be mining for its disturbance date to be set
+        (fewer at the end of the series); 1 takes the first mining observation, which lets
+        single misclassifications through.
+    schema
+        Class schema; default: the one in the raster's attributes.
+
+    Returns
+    -------
+    Expansion
+        ``table`` per site and period, ``summary`` per site and ``disturbance`` rasters
+        (datetime64, NaT where never mining; pixels already mining at the first observation get
+        the first period).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, rioxarray, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> ids = np.array([[[6, 6]] * 2, [[1, 6]] * 2, [[1, 1]] * 2], "uint8")  # a growing pit
+    >>> pred = xr.DataArray(ids, dims=("time", "y", "x"), attrs=DEFAULT_CLASSES.cf_attrs(),
+    ...     coords={"time": pd.date_range("2022", periods=3, freq="YS"), "y": [15.0, 5],
+    ...             "x": [5.0, 15]}).rio.write_crs("EPSG:32750")
+    >>> result = expansion(pred, units="m2", persistence=1)
+    >>> result.table[["time", "mining_m2", "change_m2"]]
+            time  mining_m2  change_m2
+    0 2022-01-01        0.0        NaN
+    1 2023-01-01      200.0      200.0
+    2 2024-01-01      400.0      200.0
+    >>> result.disturbance[""].dt.year.values
+    array([[2023, 2024],
+           [2023, 2024]])
+    """
+    import pandas as pd
+    import xarray as xr
+
+    _check_units(units)
+    if not 0 <= min_observed <= 1:
+        raise StatsError(f"min_observed={min_observed!r} must be a share between 0 and 1")
+    if int(persistence) < 1:
+        raise StatsError(f"persistence={persistence!r} must be at least 1 period")
+    rows, summaries, disturbance = [], [], {}
+    for site, p, s in _each(pred, schema):
+        ids = _class_ids(mining_classes, s, "mining_classes")
+        areas = class_areas(p, units=units, schema=s)
+        mining = areas[areas.class_id.isin(ids)].groupby("time", sort=False)[f"area_{units}"]
+        frame = pd.DataFrame({"site_id": site, "time": p.time.values})
+        frame[f"mining_{units}"] = mining.sum().reindex(p.time.values).to_numpy()
+        unobserved = areas.groupby("time", sort=False)[f"unobserved_{units}"].first()
+        frame[f"unobserved_{units}"] = unobserved.reindex(p.time.values).to_numpy()
+        total = areas.groupby("time", sort=False)[f"area_{units}"].sum().reindex(p.time.values)
+        observed = total.to_numpy() / (total.to_numpy() + frame[f"unobserved_{units}"])
+        frame["observed_pct"] = 100 * observed
+        frame["reliable"] = observed >= min_observed
+        _changes(frame, units)
+        rows.append(frame)
+        summaries.append(_summary(frame, site, units))
+        mine = p.isin(ids)
+        seen = p != s.nodata
+        first = xr.apply_ufunc(
+            _first_mining,
+            mine.chunk({"time": -1}) if p.chunks else mine,
+            seen.chunk({"time": -1}) if p.chunks else seen,
+            kwargs={"persistence": int(persistence)},
+            input_core_dims=[["time"], ["time"]],
+            dask="parallelized",
+            output_dtypes=[np.int32],
+        )
+        dates = np.append(p.time.values.astype("datetime64[ns]"), np.datetime64("NaT", "ns"))
+        if first.chunks:
+            date = first.copy(data=first.data.map_blocks(_pick, dates, dtype=dates.dtype))
+        else:
+            date = first.copy(data=dates[first.values])
+        date = date.rename("disturbance_date").assign_attrs(
+            long_name="first period the pixel became mining",
+            mining_classes=" ".join(s.names[s.ids.index(i)] for i in ids),
+            persistence=int(persistence),
+        )
+        disturbance[site] = date.rio.write_crs(p.rio.crs)
+    table = pd.concat(rows, ignore_index=True)
+    table.attrs["units"] = units
+    summary = pd.DataFrame(summaries)
+    summary.attrs["units"] = units
+    return Expansion(table, summary, disturbance)
+
+
+def _changes(frame: pd.DataFrame, units: str) -> None:
+    """Change against the previous reliable period, absolute, relative and annualised."""
+    area = frame[f"mining_{units}"].where(frame.reliable)
+    previous = area.ffill().shift(1)
+    when = frame.time.where(frame.reliable).ffill().shift(1)
+    years = (frame.time - when).dt.days / 365.25
+    frame[f"change_{units}"] = area - previous
+    frame["change_pct"] = 100 * (area / previous - 1)
+    frame["growth_pct_per_year"] = 100 * ((area / previous) ** (1 / years) - 1)
+    for column in (f"change_{units}", "change_pct", "growth_pct_per_year"):
+        frame.loc[np.isinf(frame[column]), column] = np.nan
+
+
+def _summary(frame: pd.DataFrame, site: str, units: str) -> dict[str, Any]:
+    kept = frame[frame.reliable]
+    row: dict[str, Any] = {"site_id": site, "reliable_periods": len(kept)}
+    if len(kept) < 2:
+        return row
+    first, last = kept.iloc[0], kept.iloc[-1]
+    years = (last.time - first.time).days / 365.25
+    a0, a1 = first[f"mining_{units}"], last[f"mining_{units}"]
+    row.update(
+        {
+            "first": first.time,
+            "last": last.time,
+            f"first_{units}": a0,
+            f"last_{units}": a1,
+            f"change_{units}": a1 - a0,
+            "change_pct": 100 * (a1 / a0 - 1) if a0 else np.nan,
+            "growth_pct_per_year": 100 * ((a1 / a0) ** (1 / years) - 1) if a0 else np.nan,
+        }
+    )
+    return row
+
+
+# -- transitions and comparisons ---------------------------------------------------------------
+
+
+def _period(pred: xr.DataArray, t, name: str) -> xr.DataArray:
+    """One period of a (time, y, x) array, by position or by label."""
+    import pandas as pd
+
+    times = [str(v)[:10] for v in pred.time.values]
+    if isinstance(t, int | np.integer):
+        if not -len(times) <= t < len(times):
+            raise StatsError(f"{name}={t} is out of range for {len(times)} periods {times}")
+        return pred.isel(time=int(t))
+    try:
+        stamp = pd.Timestamp(t)
+    except (ValueError, TypeError):
+        stamp = None
+    if stamp is None or stamp.to_datetime64() not in pred.time.values:
+        raise StatsError(
+            f"{name}={t!r} is not one of the prediction's periods {times}; give one of them "
+            "or a position"
+        )
+    return pred.sel(time=stamp)
+
+
+def _cross(
+    a: xr.DataArray, b: xr.DataArray, schema: ClassSchema, units: str, site: str
+) -> np.ndarray:
+    """(n+1) × (n+1) areas of class pairs of two aligned (y, x) rasters; row/col n: nodata."""
+    n = len(schema) + 1
+    codes_a, codes_b = _codes(a, schema), _codes(b, schema)
+    pair = (codes_a.astype("int32") * n + codes_b).where((codes_a < n) & (codes_b < n), n * n)
+    tally = _tally(pair, pixel_area(a), n * n + 1).compute()  # m²: whole pixels stay exact
+    values = np.asarray(tally.values)
+    if values[-1] > 0:
+        _raise_unknown(site, [a, b], schema)
+    return values[:-1].reshape(n, n) / UNITS[units]
+
+
+def transitions(
+    pred: xr.DataArray,
+    t0: int | str,
+    t1: int | str,
+    *,
+    units: Units = "ha",
+    schema: ClassSchema | None = None,
+) -> pd.DataFrame:
+    """From-class × to-class area matrix between two periods (e.g. vegetation → open pit).
+
+    Parameters
+    ----------
+    pred
+        Class ids (time, y, x) with a CRS.
+    t0, t1
+        The two periods: positions (``0``, ``-1``) or dates of the ``time`` coordinate.
+    units
+        ``"ha"``, ``"km2"`` or ``"m2"``.
+    schema
+        Class schema; default: the one in the raster's attributes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows: the class at ``t0`` (index ``from``), columns: the class at ``t1`` (``to``), with an
+        ``unobserved`` row and column for pixels without a valid observation in either period.
+        ``attrs`` holds ``units``, ``t0`` and ``t1``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, rioxarray, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> ids = np.array([[[6, 6, 2]] * 2, [[1, 6, 2]] * 2], "uint8")
+    >>> pred = xr.DataArray(ids, dims=("time", "y", "x"), attrs=DEFAULT_CLASSES.cf_attrs(),
+    ...     coords={"time": pd.date_range("2022", periods=2, freq="YS"), "y": [15.0, 5],
+    ...             "x": [5.0, 15, 25]}).rio.write_crs("EPSG:32750")
+    >>> m = transitions(pred, 0, 1, units="m2")
+    >>> m.loc["vegetation", ["open_pit", "vegetation"]].tolist()
+    [200.0, 200.0]
+    """
+    import pandas as pd
+
+    _check_units(units)
+    ((site, p, s),) = _each(pred, schema)
+    a, b = _period(p, t0, "t0"), _period(p, t1, "t1")
+    matrix = _cross(a, b, s, units, site)
+    names = [*s.names, "unobserved"]
+    table = pd.DataFrame(
+        matrix, index=pd.Index(names, name="from"), columns=pd.Index(names, name="to")
+    )
+    table.attrs.update(units=units, t0=str(a.time.values)[:10], t1=str(b.time.values)[:10])
+    return table
+
+
+def compare_areas(
+    pred: xr.DataArray | Mapping[str, xr.DataArray],
+    truth: xr.DataArray | Mapping[str, xr.DataArray],
+    *,
+    units: Units = "ha",
+    schema: ClassSchema | None = None,
+) -> pd.DataFrame:
+    """Predicted against true class areas over the pixels both observe and label.
+
+    Parameters
+    ----------
+    pred
+        Predicted class ids (time, y, x), or a mapping of site id → such arrays.
+    truth
+        True class ids on the same grid and periods (e.g. :func:`minecube.labels.rasterize`
+        with ``time_column=``), or a mapping with the same site ids.
+    units
+        ``"ha"``, ``"km2"`` or ``"m2"``.
+    schema
+        Class schema; default: the one in the prediction's attributes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per site, period and class: ``predicted_<units>``, ``truth_<units>``,
+        ``error_<units>`` (predicted − truth), ``error_pct`` (of truth) and ``compared_pct``,
+        the share of the site both observed and labelled. Pixels unobserved in the prediction
+        or unlabelled in the truth are left out of both areas.
+
+    Examples
+    --------
+    >>> import numpy as np, rioxarray, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> def grid(ids):
+    ...     return xr.DataArray(np.array([ids, ids], "uint8"), dims=("y", "x"),
+    ...         coords={"y": [15.0, 5], "x": [5.0, 15, 25, 35]},
+    ...         attrs=DEFAULT_CLASSES.cf_attrs()).rio.write_crs("EPSG:32750")
+    >>> table = compare_areas(grid([1, 1, 6, 0]), grid([1, 6, 6, 1]), units="m2")
+    >>> table.set_index("class").loc["open_pit", ["predicted_m2", "truth_m2", "error_pct"]]
+    predicted_m2    400.0
+    truth_m2        200.0
+    error_pct       100.0
+    Name: open_pit, dtype: object
+    """
+    import pandas as pd
+
+    _check_units(units)
+    preds = pred if isinstance(pred, Mapping) else {_site(pred, None): pred}
+    truths = truth if isinstance(truth, Mapping) else {next(iter(preds)): truth}
+    missing, extra = sorted(set(preds) - set(truths)), sorted(set(truths) - set(preds))
+    if missing or extra:
+        raise StatsError(
+            f"predictions and truth cover different sites: no truth for {missing}, no "
+            f"prediction for {extra}; give both mappings the same site ids"
+        )
+    frames = []
+    for site, p in preds.items():
+        ((_, p, s),) = _each(p, schema)
+        t = truths[site]
+        t = t.expand_dims(time=p.time.values) if "time" not in t.dims else t
+        t = t.transpose("time", "y", "x")
+        same_time = pd.Index(t.time.values).equals(pd.Index(p.time.values))
+        same_grid = t.shape == p.shape and np.allclose(t.y, p.y) and np.allclose(t.x, p.x)
+        if not (same_time and same_grid):
+            raise StatsError(
+                f"site {site!r}: truth {dict(t.sizes)} is not on the prediction's grid and periods "
+                f"{dict(p.sizes)}; rasterize the labels onto the prediction "
+                "(minecube.labels.rasterize(labels, pred, time_column=...))"
+            )
+        total = float((pixel_area(p, units=units) * _ones(p.isel(time=0))).sum())
+        for k, when in enumerate(p.time.values):
+            m = _cross(p.isel(time=k), t.isel(time=k).rio.write_crs(p.rio.crs), s, units, site)
+            both = m[:-1, :-1]
+            frame = pd.DataFrame(
+                {
+                    "site_id": site,
+                    "time": when,
+                    "class": s.names,
+                    "class_id": s.ids,
+                    "is_mining": [c.is_mining for c in s],
+                    f"predicted_{units}": both.sum(axis=1),
+                    f"truth_{units}": both.sum(axis=0),
+                }
+            )
+            frame[f"error_{units}"] = frame[f"predicted_{units}"] - frame[f"truth_{units}"]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                frame["error_pct"] = 100 * frame[f"error_{units}"] / frame[f"truth_{units}"]
+            frame["compared_pct"] = 100 * both.sum() / total
+            frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["units"] = units
+    return table
+
+
+# -- aggregation -------------------------------------------------------------------------------
+
+
+def aggregate(
+    table: pd.DataFrame,
+    sites: pd.DataFrame,
+    *,
+    by: str | Sequence[str] = "commodity",
+) -> pd.DataFrame:
+    """Sum a per-site area table over the sites of each commodity, climate, or any site column.
+
+    Parameters
+    ----------
+    table
+        A table of :func:`class_areas`, :func:`expansion` (``.table``) or :func:`compare_areas`.
+    sites
+        The site table (:func:`minecube.sites.read_sites`) with ``site_id`` and the ``by``
+        columns.
+    by
+        Site column(s) to group by: ``"commodity"``, ``"climate"``, ``["climate", "commodity"]``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The area columns (``*_<units>``) summed per group, period and class (where the table
+        has them), with ``sites``, the number of sites summed; ``error_pct`` is recomputed
+        from the summed errors and truths, not averaged.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"site_id": ["a", "b", "c"], "time": pd.Timestamp("2024"),
+    ...                       "mining_ha": [10.0, 20.0, 5.0], "unobserved_ha": 0.0})
+    >>> sites = pd.DataFrame({"site_id": ["a", "b", "c"], "commodity": ["gold", "gold", "coal"]})
+    >>> aggregate(table, sites)[["commodity", "mining_ha", "sites"]]
+      commodity  mining_ha  sites
+    0      coal        5.0      1
+    1      gold       30.0      2
+    """
+    import pandas as pd
+
+    keys = [by] if isinstance(by, str) else list(by)
+    if "site_id" not in table.columns:
+        raise StatsError(f"the table has no site_id column (columns: {list(table.columns)})")
+    missing = [k for k in ["site_id", *keys] if k not in sites.columns]
+    if missing:
+        raise StatsError(
+            f"the site table has no column(s) {missing}; its columns are {list(sites.columns)}"
+        )
+    unknown = sorted(set(table.site_id) - set(sites.site_id))
+    if unknown:
+        raise StatsError(
+            f"the table has sites {unknown} that are not in the site table "
+            f"({sorted(sites.site_id)}); pass the site table the predictions were made for"
+        )
+    merged = table.merge(pd.DataFrame(sites)[["site_id", *keys]], on="site_id", how="left")
+    group = keys + [c for c in ("time", "class", "class_id", "is_mining") if c in table.columns]
+    areas = [c for c in table.columns if c.rsplit("_", 1)[-1] in UNITS and c != "site_id"]
+    out = merged.groupby(group, dropna=False, sort=True).agg(
+        **{c: (c, "sum") for c in areas}, sites=("site_id", "nunique")
+    )
+    out = out.reset_index()
+    units = table.attrs.get("units") or next(c.rsplit("_", 1)[-1] for c in areas)
+    if f"predicted_{units}" in out and f"truth_{units}" in out:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["error_pct"] = 100 * out[f"error_{units}"] / out[f"truth_{units}"]
+    out.attrs["units"] = units
+    return out

@@ -1,0 +1,103 @@
+"""The HTML report and the `minecube report` command, on demo cubes and labels."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from minecube.cli import main
+from minecube.report import open_all_predictions, write_report
+from minecube.stats import StatsError
+
+SITES = ("pilbara-iron", "hunter-coal", "ashanti-gold")
+
+
+def _observed_labels(lab, site):
+    """The site's labels where its cube has an observation: a perfect prediction with clouds."""
+    labels, cube = lab["labels"][site], lab["cubes"][site]
+    pred = labels.where(cube.valid_count > 0, 0).astype("uint8")
+    return pred.assign_attrs(labels.attrs, site_id=site).rio.write_crs(labels.rio.crs)
+
+
+def _links(page):
+    html = page.read_text()
+    return re.findall(r'(?:src|href)="([^"#]+)"', html), html
+
+
+def test_report_links_every_figure_table_and_export(lab, tmp_path):
+    preds = {s: _observed_labels(lab, s) for s in SITES}
+    truth = {s: lab["labels"][s] for s in SITES}
+    page = write_report(
+        preds,
+        tmp_path / "report",
+        cubes=lab["cubes"],
+        sites=lab["sites"],
+        truth=truth,
+        units="ha",
+        progress=False,
+    )
+    links, html = _links(page)
+    assert len(links) > 20
+    for link in links:
+        assert (page.parent / link).stat().st_size > 0, link
+    for site in SITES:
+        assert f'id="{site}"' in html
+        assert f"figures/{site}-classes.png" in links
+    assert "figures/summary.png" in links
+    # a prediction equal to the truth wherever observed has no area error
+    series = pd.read_parquet(page.parent / "tables" / "mining_vs_truth.parquet")
+    assert set(series.site_id) == set(SITES)
+    assert np.allclose(series.error_ha, 0)
+    assert (series.truth_ha > 0).any()
+    areas = pd.read_parquet(page.parent / "tables" / "class_areas.parquet")
+    assert areas.attrs["units"] == "ha"
+    assert (areas.unobserved_ha > 0).any()  # clouds are reported, not hidden
+    by_climate = pd.read_csv(page.parent / "tables" / "expansion_by_climate.csv")
+    assert set(by_climate.climate) == {"arid", "temperate", "tropical"}
+
+
+def test_report_refuses_missing_or_empty_stores(tmp_path):
+    import zarr
+
+    with pytest.raises(FileNotFoundError, match="segment_to_zarr"):
+        write_report(tmp_path / "nothing.zarr", tmp_path / "r")
+    zarr.open_group(tmp_path / "empty.zarr", mode="w")
+    with pytest.raises(StatsError, match="holds no predictions"):
+        open_all_predictions(tmp_path / "empty.zarr")
+
+
+def test_report_command_on_a_segmented_store(lab, world, tmp_path):
+    from minecube.segment import segment_to_zarr
+    from tests.test_segment import _model
+
+    store = tmp_path / "predictions.zarr"
+    for site in SITES[:2]:
+        segment_to_zarr(lab["cubes"][site], _model(), store, progress=False)
+    args = [
+        "report",
+        str(store),
+        "--out",
+        str(tmp_path / "report"),
+        "--units",
+        "km2",
+        "--sites",
+        str(world.path / "sites.geojson"),
+        "--labels",
+        str(world.path / "labels"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    page = tmp_path / "report" / "index.html"
+    assert f"report: {page.resolve()}" in result.output
+    links, _html = _links(page)
+    assert all((page.parent / link).is_file() for link in links)
+    series = pd.read_csv(page.parent / "tables" / "mining_vs_truth.csv")
+    assert set(series.site_id) == set(SITES[:2])
+    assert "predicted_km2" in series.columns
+    bad = CliRunner().invoke(main, ["report", str(store), "--labels", str(tmp_path)])
+    assert bad.exit_code != 0
+    assert "no label file for sites" in bad.output

@@ -1,0 +1,274 @@
+"""Class areas, expansion, transitions and aggregation: hand-checkable grids and the demo truth."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import rioxarray  # noqa: F401
+import xarray as xr
+
+from minecube.classes import DEFAULT_CLASSES
+from minecube.stats import (
+    StatsError,
+    aggregate,
+    class_areas,
+    compare_areas,
+    expansion,
+    pixel_area,
+    transitions,
+)
+
+PIT, DUMP, VEG, NODATA = 1, 2, 6, 0
+
+
+def _grid(ids, *, crs="EPSG:32750", res=10.0, y0=7_400_000.0, x0=500_000.0, times=None):
+    """Class ids on a north-up grid (default: 10 m pixels of southern UTM zone 50)."""
+    ids = np.asarray(ids, dtype="uint8")
+    ny, nx = ids.shape[-2:]
+    coords = {"y": y0 - res * (np.arange(ny) + 0.5), "x": x0 + res * (np.arange(nx) + 0.5)}
+    dims = ("y", "x")
+    if ids.ndim == 3:
+        dims = ("time", "y", "x")
+        coords["time"] = pd.to_datetime(times or [f"{2021 + k}-01-01" for k in range(len(ids))])
+    pred = xr.DataArray(ids, dims=dims, coords=coords, attrs=DEFAULT_CLASSES.cf_attrs())
+    return pred.rio.write_crs(crs).rio.write_nodata(NODATA)
+
+
+# a 3 × 4 grid over two years: the pit grows into vegetation, one pixel is clouded in 2022
+HAND = [
+    [[PIT, PIT, VEG, VEG], [DUMP, VEG, VEG, VEG], [VEG, VEG, VEG, VEG]],
+    [[PIT, PIT, PIT, VEG], [DUMP, PIT, VEG, NODATA], [VEG, VEG, VEG, VEG]],
+]
+
+
+def test_class_areas_on_a_southern_utm_grid_by_hand():
+    table = class_areas(_grid(HAND, times=["2021-06-01", "2022-06-01"]), units="m2")
+    assert table.attrs["units"] == "m2"
+    by = table.set_index(["time", "class"])
+    first, second = pd.Timestamp("2021-06-01"), pd.Timestamp("2022-06-01")
+    assert by.loc[(first, "open_pit"), "area_m2"] == 200  # 2 pixels of 10 m × 10 m
+    assert by.loc[(first, "vegetation"), "area_m2"] == 900
+    assert by.loc[(second, "open_pit"), "area_m2"] == 400
+    assert by.loc[(second, "vegetation"), "area_m2"] == 600
+    assert by.loc[(first, "tailings"), "area_m2"] == 0  # every class is listed, even empty
+    # the clouded pixel is unobserved, not a class; nothing is lost
+    assert by.xs(second, level="time").unobserved_m2.unique().tolist() == [100]
+    totals = table.groupby("time").area_m2.sum() + table.groupby("time").unobserved_m2.first()
+    assert totals.tolist() == [1200, 1200]
+    # other units are the same numbers scaled
+    ha = class_areas(_grid(HAND), units="ha")
+    assert np.allclose(ha.area_ha * 1e4, table.area_m2)
+    assert np.allclose(class_areas(_grid(HAND), units="km2").area_km2 * 1e6, table.area_m2)
+    assert set(table.site_id) == {""}
+
+
+def test_class_areas_dask_and_mapping_give_the_same_table():
+    pred = _grid(HAND)
+    lazy = pred.chunk({"time": 1, "y": 2, "x": 3})
+    eager = class_areas(pred)
+    table = class_areas({"a": lazy, "b": pred})
+    assert table.site_id.tolist() == ["a"] * len(eager) + ["b"] * len(eager)
+    pd.testing.assert_frame_equal(
+        table[table.site_id == "a"].drop(columns="site_id").reset_index(drop=True),
+        eager.drop(columns="site_id"),
+    )
+
+
+def test_class_areas_on_a_distributed_cluster(cluster):
+    from distributed import Client
+
+    lazy = _grid(np.tile(HAND, (1, 20, 20))).chunk({"y": 16, "x": 16})
+    local = class_areas(lazy)
+    with Client(cluster):
+        remote = class_areas(lazy)
+    pd.testing.assert_frame_equal(local, remote)
+
+
+def test_projected_pixel_area_follows_the_crs_unit():
+    metres = _grid(HAND[0], res=30.0)
+    assert float(pixel_area(metres)) == 900.0
+    feet = _grid(HAND[0], crs="EPSG:2263", res=10.0, y0=200_000.0, x0=1_000_000.0)
+    assert float(pixel_area(feet)) == pytest.approx((10 * 1200 / 3937) ** 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("top", [0.3, 60.3, -44.7, 89.9, -80.0])
+def test_geographic_pixel_area_matches_the_geodesic_polygon(top):
+    from pyproj import Geod
+
+    res = 0.1
+    grid = _grid(np.full((3, 2), VEG), crs="EPSG:4326", res=res, y0=top, x0=10.0)
+    areas = pixel_area(grid).values
+    geod = Geod(ellps="WGS84")
+    for k, lat in enumerate(grid.y.values):
+        south, north = lat - res / 2, min(lat + res / 2, 90)
+        lons = np.r_[np.linspace(10, 10 + res, 2001), np.linspace(10 + res, 10, 2001)]
+        lats = np.r_[np.full(2001, south), np.full(2001, north)]  # parallels densified
+        expected, _ = geod.polygon_area_perimeter(lons, lats)
+        assert areas[k] == pytest.approx(abs(expected), rel=1e-6)
+    # the rows' areas differ, and class areas sum them row by row
+    table = class_areas(grid, units="km2")
+    vegetation = table.set_index("class").loc["vegetation", "area_km2"]
+    assert vegetation == pytest.approx(2 * areas.sum() / 1e6, rel=1e-12)
+
+
+def test_truth_raster_areas_match_the_truth_polygons(world, lab):
+    import geopandas as gpd
+
+    for site in world.site_ids:
+        polygons = gpd.read_file(world.labels_path(site))
+        by_year = polygons.assign(area=polygons.area).groupby(["year", "class"]).area.sum()
+        for year in world.spec.years:
+            truth = world.truth(site, year).rio.write_nodata(NODATA)
+            table = class_areas(truth, units="m2", schema=DEFAULT_CLASSES).set_index("class")
+            expected = by_year.loc[year].reindex(table.index, fill_value=0)
+            assert np.allclose(table.area_m2, expected, rtol=0.01, atol=0)
+            assert table.unobserved_m2.iloc[0] == 0
+        # the labels burnt on the cube grid give the same areas
+        labels = class_areas(lab["labels"][site], units="m2").set_index(["time", "class"])
+        for year, areas in labels.groupby(level="time"):
+            expected = by_year.loc[year.year].reindex(areas.index.get_level_values(1), fill_value=0)
+            assert np.allclose(areas.area_m2.to_numpy(), expected.to_numpy(), rtol=0.01)
+
+
+def test_expansion_skips_cloudy_periods_and_dates_disturbance():
+    row = [VEG, VEG, VEG, VEG]
+    series = [
+        [row, row],
+        [[PIT, VEG, VEG, VEG], row],  # one pixel mined
+        [[PIT, NODATA, NODATA, NODATA], [NODATA] * 4],  # clouded: only 1/8 observed
+        [[PIT, PIT, VEG, DUMP], row],  # the footprint grows to 3 pixels
+        [[PIT, PIT, VEG, DUMP], [VEG, VEG, VEG, PIT]],  # a last-period pit pixel
+    ]
+    times = ["2020-01-01", "2021-01-01", "2021-07-01", "2022-01-01", "2023-01-01"]
+    result = expansion(_grid(series, times=times), units="m2", min_observed=0.8)
+    table = result.table
+    assert table.mining_m2.tolist() == [0, 100, 100, 300, 400]
+    assert table.reliable.tolist() == [True, True, False, True, True]
+    assert table.observed_pct.tolist() == [100, 100, 12.5, 100, 100]
+    assert np.isnan(table.change_m2[2])  # the clouded period is not read as a change
+    assert table.change_m2[3] == 200  # against 2021-01-01, the previous reliable period
+    assert table.change_pct[3] == pytest.approx(200)
+    years = (pd.Timestamp("2022-01-01") - pd.Timestamp("2021-01-01")).days / 365.25
+    assert table.growth_pct_per_year[3] == pytest.approx(100 * (3 ** (1 / years) - 1))
+    assert np.isnan(table.change_pct[1])  # growth from nothing has no rate
+    summary = result.summary.iloc[0]
+    assert summary.first_m2 == 0
+    assert summary.last_m2 == 400
+    assert summary.reliable_periods == 4
+    date = result.disturbance[""]
+    assert date.dtype == "datetime64[ns]"
+    assert str(date.values[0, 0])[:10] == "2021-01-01"
+    assert str(date.values[0, 1])[:10] == "2022-01-01"
+    assert str(date.values[0, 3])[:10] == "2022-01-01"  # a dump is mining too
+    assert str(date.values[1, 3])[:10] == "2023-01-01"  # end of series: one observation is enough
+    assert np.isnat(date.values[1, 0])
+    assert date.rio.crs.to_epsg() == 32750
+
+
+def test_disturbance_needs_persistence_and_skips_clouds():
+    # pixel 0: a one-period blip; pixel 1: mined, clouded, mined again; pixel 2: mined only
+    # when restricted to open pits
+    series = [
+        [[VEG, VEG, VEG]],
+        [[PIT, PIT, DUMP]],
+        [[VEG, NODATA, DUMP]],
+        [[VEG, PIT, DUMP]],
+    ]
+    pred = _grid(np.repeat(np.array(series), 2, axis=1))
+    strict = expansion(pred, persistence=2).disturbance[""].values[0]
+    assert np.isnat(strict[0])
+    assert str(strict[1])[:4] == "2022"
+    assert str(strict[2])[:4] == "2022"
+    loose = expansion(pred, persistence=1).disturbance[""].values[0]
+    assert str(loose[0])[:4] == "2022"
+    pits = expansion(pred, mining_classes=["open_pit"]).disturbance[""].values[0]
+    assert np.isnat(pits[2])
+    chunked = expansion(pred.chunk({"y": 1, "x": 2}), persistence=2).disturbance[""]
+    assert chunked.chunks is not None
+    np.testing.assert_array_equal(chunked.values[0], strict)
+
+
+def test_transitions_by_hand():
+    matrix = transitions(_grid(HAND), 0, "2022-01-01", units="m2")
+    assert matrix.attrs == {"units": "m2", "t0": "2021-01-01", "t1": "2022-01-01"}
+    assert matrix.loc["vegetation", "open_pit"] == 200
+    assert matrix.loc["open_pit", "open_pit"] == 200
+    assert matrix.loc["vegetation", "vegetation"] == 600
+    assert matrix.loc["vegetation", "unobserved"] == 100
+    assert matrix.loc["waste_dump", "waste_dump"] == 100
+    assert matrix.to_numpy().sum() == 1200
+    assert matrix.index.name == "from"
+    assert matrix.columns.name == "to"
+
+
+def test_compare_areas_over_pixels_both_observe():
+    truth = _grid(HAND[1:2])
+    pred = _grid([[[PIT, PIT, VEG, VEG], [NODATA, PIT, VEG, VEG], [VEG, VEG, VEG, VEG]]])
+    table = compare_areas({"s": pred}, {"s": truth}, units="m2").set_index("class")
+    # the prediction's nodata pixel (truth: dump) and the truth's nodata pixel are left out
+    pit = table.loc["open_pit"]
+    assert [pit.predicted_m2, pit.truth_m2, pit.error_m2] == [300, 400, -100]
+    assert table.loc["open_pit", "error_pct"] == -25
+    assert table.loc["waste_dump", "truth_m2"] == 0
+    assert table.compared_pct.iloc[0] == pytest.approx(100 * 10 / 12)
+
+
+def test_aggregate_by_commodity_and_climate(world):
+    sites = world.sites
+    pred = _grid(HAND)
+    table = class_areas({s: pred for s in sites.site_id}, units="m2")
+    by = aggregate(table, sites, by="commodity")
+    gold = by[(by.commodity == "gold") & (by["class"] == "open_pit")]
+    assert gold.sites.tolist() == [2, 2]
+    assert gold.area_m2.tolist() == [400, 800]
+    both = aggregate(table, sites, by=["climate", "commodity"])
+    assert set(both.columns) >= {"climate", "commodity", "time", "class", "area_m2", "sites"}
+    assert both.groupby("time").area_m2.sum().tolist() == [8 * 1200, 8 * 1100]
+
+
+def test_bad_input_is_named():
+    pred = _grid(HAND)
+    with pytest.raises(StatsError, match=r"no CRS.*write_crs"):
+        class_areas(pred.drop_vars("spatial_ref"))
+    with pytest.raises(StatsError, match=r"unknown classes \['pitt'\].*open_pit"):
+        expansion(pred, mining_classes=["pitt"])
+    with pytest.raises(StatsError, match=r"values \[42\]"):
+        class_areas(pred.where(pred != VEG, 42).astype("uint8"))
+    with pytest.raises(StatsError, match=r"values \[42\]"):
+        transitions(pred.where(pred != VEG, 42).astype("uint8"), 0, 1)
+    with pytest.raises(StatsError, match="units='acres'"):
+        class_areas(pred, units="acres")
+    with pytest.raises(StatsError, match=r"t1='2030' is not one of .*2021-01-01"):
+        transitions(pred, 0, "2030")
+    with pytest.raises(StatsError, match="dims"):
+        class_areas(pred.expand_dims(band=["a"]))
+    bare = pred.copy()
+    bare.attrs = {}
+    with pytest.raises(StatsError, match="flag_values"):
+        class_areas(bare)
+    with pytest.raises(StatsError, match=r"no truth for \['b'\]"):
+        compare_areas({"a": pred, "b": pred}, {"a": pred})
+    with pytest.raises(StatsError, match="not on the prediction's grid"):
+        compare_areas({"a": pred}, {"a": pred.isel(x=slice(1, None))})
+    table = class_areas({"nowhere-mine": pred})
+    with pytest.raises(StatsError, match=r"sites \['nowhere-mine'\] that are not in the site"):
+        aggregate(table, pd.DataFrame({"site_id": ["a"], "commodity": ["gold"]}))
+    with pytest.raises(StatsError, match=r"no column\(s\) \['climate'\]"):
+        aggregate(table, pd.DataFrame({"site_id": ["nowhere-mine"]}), by="climate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        expansion(pred)  # no division warnings from growth from zero
+
+
+def test_accessor_is_the_same_function():
+    import minecube  # noqa: F401 - registers the accessor
+
+    pred = _grid(HAND)
+    pd.testing.assert_frame_equal(
+        pred.minecube.class_areas(units="m2"), class_areas(pred, units="m2")
+    )
+    pd.testing.assert_frame_equal(pred.minecube.expansion().table, expansion(pred).table)
+    pd.testing.assert_frame_equal(pred.minecube.transitions(0, 1), transitions(pred, 0, 1))
