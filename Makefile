@@ -7,14 +7,14 @@ STAMP  := $(VENV)/.minecube-installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test lint docs format clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev,prithvi]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,prithvi,docs]"
 	touch $(STAMP)
 
 demo: setup
@@ -22,6 +22,11 @@ demo: setup
 
 test: setup lint
 	$(BIN)/python -m pytest
+	$(MAKE) docs
+
+# the documentation site, with every warning an error
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 lint: setup
 	$(BIN)/ruff check .
@@ -32,4 +37,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf demo-world demo-world.partial demo-output .pytest_cache
+	rm -rf demo-world demo-world.partial demo-output .pytest_cache site

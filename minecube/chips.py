@@ -298,6 +298,8 @@ class ChipDataset(Dataset):
     frames
         Consecutive periods per chip (Prithvi's frames); 1 gives (C, H, W) images.
 
+    Notes
+    -----
     Items are dicts ``{"image": (C, H, W) or (C, T, H, W) float32 tensor, "mask": (H, W)
     int64 tensor, "site": site index}``; :attr:`chips` lists each chip's site, time and window.
     """

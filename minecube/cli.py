@@ -14,16 +14,68 @@ _DEFAULT_WORLD = "demo-world"
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="minecube")
-def main() -> None:
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file of option defaults per command, e.g. {segment: {batch_size: 16}}.",
+)
+@click.option("--scheduler", default=None, help="Address of a dask scheduler to run on.")
+@click.option("--workers", type=int, default=None, help="Run on a LocalCluster of N processes.")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, scheduler: str | None, workers: int | None):
     """Map the footprint of mines in multispectral satellite image cubes.
 
     \b
     Examples:
-      minecube demo run                 # generate, serve and search the demo world
-      minecube demo serve demo-world    # serve it until Ctrl-C
+      minecube demo run                 # the whole job on the demo world
+      minecube sites sites.geojson      # check a site table
+      minecube search sites.geojson --catalog https://earth-search.aws.element84.com/v1 \\
+          --start 2022-01-01 --end 2024-12-31 --out items
+      minecube cube build sites.geojson --items items --out cubes.zarr
+      minecube train cubes.zarr --sites sites.geojson --labels labels --out model/fpn
+      minecube --workers 2 segment cubes.zarr model/fpn --out predictions.zarr
+      minecube stats predictions.zarr --sites sites.geojson --out tables
+      minecube report predictions.zarr --cubes cubes.zarr --out report
       minecube experiment grid.yaml     # compare models and band presets
-      minecube report demo-output/predictions.zarr --out report
     """
+    if config is not None:
+        ctx.default_map = _read_config(config)
+    if scheduler and workers:
+        raise click.UsageError("give --scheduler or --workers, not both")
+    if scheduler or workers:
+        ctx.with_resource(_dask_client(scheduler, workers))
+
+
+def _read_config(path: Path) -> dict:
+    """Option defaults per command from YAML; nested groups nest (``cube: {build: {...}}``)."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of command names to options")
+
+    def options(d):  # YAML keys as written on the command line: batch-size → batch_size
+        return {k.replace("-", "_"): options(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+    return options(data)
+
+
+def _dask_client(scheduler: str | None, workers: int | None):
+    """A dask.distributed client for the command's duration (a LocalCluster for --workers)."""
+    import contextlib
+
+    from distributed import Client, LocalCluster
+
+    stack = contextlib.ExitStack()
+    if workers:
+        cluster = stack.enter_context(
+            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        )
+        client = stack.enter_context(Client(cluster))
+    else:
+        client = stack.enter_context(Client(scheduler))
+    click.echo(f"dask: {client.scheduler.address}", err=True)
+    return stack
 
 
 @main.group()
@@ -156,9 +208,20 @@ def demo_run(path, out, composite, epochs, **kwargs) -> None:
     with serve(world) as server:
         click.echo(f"serving: STAC API {server.stac_url}, COGs {server.data_url}\n")
         found = _search_sites(world, server.stac_url)
-        _build_cubes(world, found, out, composite)
-    model = _train_demo_model(world, out, epochs)
-    _segment_cubes(world, out, model)
+        _build_cubes(world.sites, found, out / "cubes.zarr", composite, out / "quicklook")
+    model = out / "model" / "fpn-resnet18-rgbn"
+    if model.with_suffix(".json").is_file():
+        click.echo(f"\nmodel: reusing {model}.safetensors (delete it to train again)")
+    else:
+        _train_model(
+            out / "cubes.zarr",
+            world.sites,
+            world.path / "labels",
+            _demo_split(world),
+            model,
+            epochs=epochs,
+        )
+    _segment_cubes(out / "cubes.zarr", world.site_ids, model, out / "predictions.zarr")
     _report_demo(world, out)
 
 
@@ -173,64 +236,99 @@ def _demo_split(world):
     return split_sites(world.sites, test=1 if len(ids) > 2 else 0, val=1 if len(ids) > 1 else 0)
 
 
-def _train_demo_model(world, out: Path, epochs: int) -> Path:
-    """Train (or reuse) an FPN-ResNet-18 on RGB+NIR chips of the training sites."""
+def _train_model(
+    store,
+    sites,
+    labels: Path,
+    split,
+    path: Path,
+    *,
+    architecture: str = "fpn",
+    encoder_name: str = "resnet18",
+    bands: str = "rgbn",
+    epochs: int = 8,
+    batch_size: int = 8,
+    lr: float = 2e-3,
+    label_time_column: str = "year",
+) -> Path:
+    """Train a model on chips of the split's training sites, score it on its test sites, save it."""
+    import warnings
+
     from minecube.chips import ChipDataset
     from minecube.cube import open_cube
     from minecube.evaluate import evaluate
-    from minecube.labels import rasterize
+    from minecube.labels import MissingLabelsWarning, rasterize
     from minecube.models import create, save
     from minecube.train import fit
 
-    path = out / "model" / "fpn-resnet18-rgbn"
-    if path.with_suffix(".json").is_file():
-        click.echo(f"\nmodel: reusing {path}.safetensors (delete it to train again)")
-        return path
-    split = _demo_split(world)
-    store = out / "cubes.zarr"
-    sites = [*split.train, *split.val, *split.test]
-    cubes = {s: open_cube(store, s).load() for s in sites}
-    labels = {s: rasterize(world.labels_path(s), cubes[s], time_column="year") for s in sites}
+    ids = [*split.train, *split.val, *split.test]
+    missing = [s for s in ids if not (labels / f"{s}.gpkg").is_file()]
+    if missing:
+        raise click.ClickException(
+            f"no label file for sites {missing} in {labels} (expected <site_id>.gpkg)"
+        )
+    cubes = {s: open_cube(store, s).load() for s in ids}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingLabelsWarning)
+        truth = {
+            s: rasterize(labels / f"{s}.gpkg", cubes[s], time_column=label_time_column) for s in ids
+        }
 
-    def part(ids):
-        return {s: cubes[s] for s in ids}, {s: labels[s] for s in ids}
+    def part(keys):
+        return {s: cubes[s] for s in keys}, {s: truth[s] for s in keys}
 
     click.echo(
-        f"\ntraining FPN-ResNet-18 on RGB+NIR, {epochs} epochs: train {', '.join(split.train)}; "
-        f"validate {', '.join(split.val) or '—'}; test {', '.join(split.test) or '—'}"
+        f"\ntraining {architecture}-{encoder_name} on {bands}, {epochs} epochs: train "
+        f"{', '.join(split.train)}; validate {', '.join(split.val) or '—'}; test "
+        f"{', '.join(split.test) or '—'}"
     )
     chips = {"input_dims": {"y": 128, "x": 128}, "input_overlap": {"y": 64, "x": 64}}
-    train = ChipDataset(*part(split.train), bands="rgbn", augment=True, **chips)
-    val = (
-        ChipDataset(*part(split.val), bands="rgbn", norm=train.norm, **chips) if split.val else None
+    train = ChipDataset(*part(split.train), bands=bands, augment=True, **chips)
+    val = None
+    if split.val:
+        val = ChipDataset(*part(split.val), bands=bands, norm=train.norm, **chips)
+    model = create(
+        architecture,
+        encoder_name=encoder_name,
+        in_channels=len(train.bands),
+        classes=len(train.schema),
     )
-    model = create("fpn", encoder_name="resnet18", in_channels=4, classes=len(train.schema))
-    model = fit(model, train, val, epochs=epochs, batch_size=8, lr=2e-3, loss="ce+dice",
-                class_weights="balanced", patience=epochs)  # fmt: skip
+    model = fit(
+        model,
+        train,
+        val,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        loss="ce+dice",
+        class_weights="balanced",
+        patience=epochs,
+    )
     if split.test:
-        result = evaluate(model, *part(split.test), world.sites)
+        result = evaluate(model, *part(split.test), sites)
         model.card.metrics["test"] = result.summary.to_dict("records")
         for row in result.summary.itertuples():
             if row.level in ("all", "site_id"):
-                click.echo(f"  held out {row.group:18s} mIoU {row.miou:.3f}, overall accuracy "
-                           f"{row.overall_accuracy:.3f}")  # fmt: skip
+                click.echo(
+                    f"  held out {row.group:18s} mIoU {row.miou:.3f}, overall accuracy "
+                    f"{row.overall_accuracy:.3f}"
+                )
     save(model, path)
     click.echo(f"model: {path}.safetensors + .json (card)")
     return path
 
 
-def _segment_cubes(world, out: Path, model: Path) -> None:
-    """Segment every stored cube into predictions.zarr (finished sites are reused)."""
+def _segment_cubes(store, site_ids, model: Path, predictions, **kwargs) -> None:
+    """Segment every site's cube into the prediction store (finished sites are reused)."""
     from minecube.cube import open_cube
     from minecube.segment import segment_to_zarr
 
-    store, predictions = out / "cubes.zarr", out / "predictions.zarr"
-    click.echo(f"\nsegmenting every cube into {predictions}")
+    click.echo(f"\nsegmenting {len(site_ids)} cubes into {predictions}")
     rows = []
-    for site in world.site_ids:
+    for site in site_ids:
         t0 = time.perf_counter()
         pred = segment_to_zarr(
-            open_cube(store, site), model, predictions, group=site, overwrite=True
+            open_cube(store, site), model, predictions, group=site, overwrite=True, **kwargs
         )
         observed = float((pred != pred.rio.nodata).mean())
         rows.append((site, pred.sizes["time"], 100 * observed, time.perf_counter() - t0))
@@ -284,23 +382,27 @@ def _report_demo(world, out: Path, units: str = "ha") -> Path:
     return page
 
 
-def _build_cubes(world, found: dict, out: Path, composite: str) -> None:
-    """Build, store and quicklook a cube per site; print a summary table."""
+def _build_cubes(
+    sites, found: dict, store, composite: str, quicklooks: Path | None = None, **kwargs
+) -> None:
+    """Build and store a cube per site (appending new periods), quicklook it, print a summary."""
     from minecube.cube import build, open_cube, to_zarr
     from minecube.plot import quicklook
 
-    store = out / "cubes.zarr"
-    (out / "quicklook").mkdir(parents=True, exist_ok=True)
+    if quicklooks is not None:
+        quicklooks.mkdir(parents=True, exist_ok=True)
     click.echo(f"\nbuilding {composite} cubes in {store}")
     rows = []
-    for site in world.sites.itertuples():
+    for site in sites.itertuples():
         t0 = time.perf_counter()
-        cube = build(site, found[site.site_id], composite=composite)
+        cube = build(site, found[site.site_id], composite=composite, **kwargs)
         written = to_zarr(cube, store, items=found[site.site_id], progress=True)
         stored = open_cube(store, site.site_id)
         valid = float((stored.valid_count > 0).mean())
-        size = sum(p.stat().st_size for p in (store / site.site_id).rglob("*") if p.is_file())
-        quicklook(stored, out / "quicklook" / f"{site.site_id}.png")
+        local = Path(store) / site.site_id if "://" not in str(store) else None
+        size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local else 0
+        if quicklooks is not None:
+            quicklook(stored, quicklooks / f"{site.site_id}.png")
         rows.append(
             (
                 site.site_id,
@@ -318,7 +420,8 @@ def _build_cubes(world, found: dict, out: Path, composite: str) -> None:
         click.echo(
             f"{sid:20s} {n:8d} {new:4d} {100 * valid:6.1f}% {size / 1e6:7.1f} MB {seconds:6.1f} s"
         )
-    click.echo(f"\nquicklooks: {out / 'quicklook'}/<site>.png")
+    if quicklooks is not None:
+        click.echo(f"\nquicklooks: {quicklooks}/<site>.png")
 
 
 def _search_sites(world, stac_url: str) -> dict:
@@ -352,6 +455,314 @@ def _search_sites(world, stac_url: str) -> dict:
             )
     click.echo(f"\n{total} items found for {len(world.site_ids)} sites in {span}.")
     return found
+
+
+def _errors():
+    """Turn minecube's errors and bad input into a one-line message instead of a traceback."""
+    import contextlib
+
+    from minecube.errors import MinecubeError
+
+    @contextlib.contextmanager
+    def reported():
+        try:
+            yield
+        except (MinecubeError, ValueError, FileNotFoundError, KeyError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return reported()
+
+
+def _site_table(path: Path, only: tuple[str, ...] = ()):
+    from minecube.sites import read_sites
+
+    sites = read_sites(path)
+    if only:
+        unknown = sorted(set(only) - set(sites.site_id))
+        if unknown:
+            raise click.BadParameter(f"sites {unknown} are not in {path}", param_hint="--site")
+        sites = sites[sites.site_id.isin(only)]
+    return sites
+
+
+_SITES = click.argument("sites", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+_ONLY = click.option("--site", "only", multiple=True, help="Only these site ids (repeatable).")
+
+
+@main.command("sites")
+@_SITES
+def sites_command(sites: Path) -> None:
+    """Check a site table (GeoJSON, GeoPackage or CSV) and list its sites.
+
+    \b
+    Example:
+      minecube sites demo-world/sites.geojson
+    """
+    from minecube.sites import utm_epsg
+
+    with _errors():
+        table = _site_table(sites)
+    click.echo(f"{'site':20s} {'commodity':12s} {'climate':12s} {'UTM':>6s} {'area':>9s}")
+    for row in table.itertuples():
+        c = row.geometry.centroid
+        epsg = utm_epsg(c.x, c.y)
+        km2 = table[table.site_id == row.site_id].to_crs(epsg).area.iloc[0] / 1e6
+        click.echo(
+            f"{row.site_id:20s} {row.commodity:12s} {row.climate:12s} {epsg:>6d} {km2:6.2f} km²"
+        )
+    click.echo(f"\n{len(table)} sites")
+
+
+@main.command()
+@_SITES
+@click.option("--catalog", required=True, help="STAC API URL.")
+@click.option("--start", required=True, help="First day, YYYY-MM-DD.")
+@click.option("--end", required=True, help="Last day, YYYY-MM-DD.")
+@click.option("--collection", default="sentinel-2-l2a", show_default=True)
+@click.option("--max-cloud", type=float, default=None, help="Most scene cloud cover, %.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default="items",
+    show_default=True,
+    help="Folder for one item collection (JSON) per site.",
+)
+@_ONLY
+def search(sites, catalog, start, end, collection, max_cloud, out, only) -> None:
+    """Search a STAC API for each site's scenes and save them per site.
+
+    \b
+    Example:
+      minecube search sites.geojson --catalog https://earth-search.aws.element84.com/v1 \\
+          --start 2023-01-01 --end 2023-12-31 --max-cloud 40 --out items
+    """
+    from minecube.stac import search as stac_search
+
+    with _errors():
+        table = _site_table(sites, only)
+        out.mkdir(parents=True, exist_ok=True)
+        for site in table.itertuples():
+            items = stac_search(
+                site, start, end, catalog=catalog, collection=collection, max_cloud=max_cloud
+            )
+            items.save_object(str(out / f"{site.site_id}.json"))
+            click.echo(f"{site.site_id:20s} {len(items):4d} items")
+    click.echo(f"items: {out}/<site>.json")
+
+
+def _items(folder: Path, site_ids) -> dict:
+    import pystac
+
+    found = {}
+    for site in site_ids:
+        path = folder / f"{site}.json"
+        if not path.is_file():
+            raise click.ClickException(f"no items for {site!r} at {path}; run `minecube search`")
+        found[site] = list(pystac.ItemCollection.from_file(str(path)))
+    return found
+
+
+@main.group()
+def cube() -> None:
+    """Per-site cubes in Zarr."""
+
+
+@cube.command("build")
+@_SITES
+@click.option(
+    "--items",
+    "items_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder written by `minecube search`.",
+)
+@click.option("--catalog", default=None, help="Search this STAC API instead of --items.")
+@click.option("--start", default=None, help="First day (with --catalog).")
+@click.option("--end", default=None, help="Last day (with --catalog).")
+@click.option("--out", default="cubes.zarr", show_default=True, help="Zarr store (path or URL).")
+@click.option(
+    "--composite",
+    type=click.Choice(["day", "month", "quarter", "year"]),
+    default="month",
+    show_default=True,
+)
+@click.option("--resolution", default=10.0, show_default=True, help="Pixel size, metres.")
+@click.option(
+    "--engine", type=click.Choice(["stackstac", "odc-stac"]), default="stackstac", show_default=True
+)
+@click.option(
+    "--quicklooks",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for a PNG quicklook per site.",
+)
+@_ONLY
+def cube_build(
+    sites, items_dir, catalog, start, end, out, composite, resolution, engine, quicklooks, only
+) -> None:
+    """Build each site's cloud-masked, composited cube into a Zarr store.
+
+    Re-running appends only periods not yet stored and resumes an interrupted write.
+
+    \b
+    Examples:
+      minecube cube build sites.geojson --items items --out cubes.zarr --composite quarter
+      minecube cube build sites.geojson --catalog URL --start 2023-01-01 --end 2023-12-31
+    """
+    from minecube.stac import search as stac_search
+
+    if (items_dir is None) == (catalog is None) or (catalog and not (start and end)):
+        raise click.UsageError("give --items, or --catalog with --start and --end")
+    with _errors():
+        table = _site_table(sites, only)
+        if items_dir is not None:
+            found = _items(items_dir, table.site_id)
+        else:
+            found = {
+                s.site_id: list(stac_search(s, start, end, catalog=catalog))
+                for s in table.itertuples()
+            }
+        _build_cubes(table, found, out, composite, quicklooks, resolution=resolution, engine=engine)
+
+
+@main.command()
+@click.argument("cubes")
+@click.option(
+    "--sites",
+    "site_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--labels",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of <site_id>.gpkg label polygons.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Checkpoint path (writes .safetensors and its .json card).",
+)
+@click.option("--architecture", default="fpn", show_default=True)
+@click.option("--encoder-name", default="resnet18", show_default=True)
+@click.option("--bands", default="rgbn", show_default=True, help="Band preset or list.")
+@click.option("--epochs", default=8, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--val-site", multiple=True, help="Validation site (repeatable).")
+@click.option("--test-site", multiple=True, help="Held-out test site (repeatable).")
+@click.option("--label-time-column", default="year", show_default=True)
+def train(cubes, site_file, labels, out, val_site, test_site, **options) -> None:
+    """Train a segmentation model on the cubes' sites and score it on held-out ones.
+
+    Without --val-site/--test-site one site each is held out, across climates.
+
+    \b
+    Example:
+      minecube train cubes.zarr --sites sites.geojson --labels labels --out model/fpn \\
+          --test-site hunter-coal --val-site atacama-copper --epochs 20
+    """
+    from minecube.chips import SiteSplit, split_sites
+
+    with _errors():
+        table = _site_table(site_file)
+        if val_site or test_site:
+            held = set(val_site) | set(test_site)
+            rest = tuple(s for s in table.site_id if s not in held)
+            split = SiteSplit(rest, tuple(val_site), tuple(test_site))
+        else:
+            split = split_sites(
+                table, test=1 if len(table) > 2 else 0, val=1 if len(table) > 1 else 0
+            )
+        _train_model(cubes, table, labels, split, out, **options)
+
+
+@main.command()
+@click.argument("cubes")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--out", default="predictions.zarr", show_default=True, help="Zarr store.")
+@click.option("--site", "only", multiple=True, help="Only these sites (default: every cube).")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--overlap", default=32, show_default=True, help="Chip overlap, pixels.")
+@click.option("--tta", type=click.Choice(["d4"]), default=None, help="Test-time augmentation.")
+@click.option("--device", default="auto", show_default=True)
+def segment(cubes, model, out, only, batch_size, overlap, tta, device) -> None:
+    """Segment each site's cube with a trained model into a Zarr store, resumably.
+
+    Runs on the dask cluster given by --scheduler/--workers, else on local threads.
+
+    \b
+    Example:
+      minecube --workers 2 segment cubes.zarr model/fpn --out predictions.zarr
+    """
+    import zarr
+
+    with _errors():
+        root = zarr.open_group(cubes, mode="r")
+        site_ids = list(only) or sorted(k for k, _ in root.groups())
+        _segment_cubes(
+            cubes,
+            site_ids,
+            model,
+            out,
+            batch_size=batch_size,
+            overlap=overlap,
+            tta=tta,
+            device=device,
+        )
+
+
+@main.command()
+@click.argument("predictions")
+@click.option("--out", type=click.Path(path_type=Path), default="tables", show_default=True)
+@click.option(
+    "--sites",
+    "site_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Site table: adds tables by commodity and climate.",
+)
+@click.option("--units", type=click.Choice(["ha", "km2", "m2"]), default="ha", show_default=True)
+@click.option("--min-observed", default=0.8, show_default=True)
+def stats(predictions, out, site_file, units, min_observed) -> None:
+    """Class areas, mine expansion and summaries of a prediction store, as CSV and Parquet.
+
+    \b
+    Example:
+      minecube stats predictions.zarr --sites sites.geojson --units km2 --out tables
+    """
+    from minecube import stats as st
+    from minecube.export import write_table
+    from minecube.report import open_all_predictions
+
+    with _errors():
+        preds = open_all_predictions(predictions)
+        tables = {"class_areas": st.class_areas(preds, units=units)}
+        growth = st.expansion(preds, units=units, min_observed=min_observed)
+        tables |= {"expansion": growth.table, "expansion_summary": growth.summary}
+        if site_file is not None:
+            sites = _site_table(site_file)
+            for key in ("commodity", "climate"):
+                tables[f"expansion_by_{key}"] = st.aggregate(growth.table, sites, by=key)
+        for name, table in tables.items():
+            for suffix in (".csv", ".parquet"):
+                write_table(table, out / f"{name}{suffix}")
+    u = units.replace("2", "²")
+    click.echo(
+        f"{'site':20s} {'first':>10s} {'last':>10s} {'footprint (' + u + ')':>22s} {'growth':>9s}"
+    )
+    for row in growth.summary.itertuples():
+        if row.reliable_periods < 2:
+            click.echo(f"{row.site_id:20s} fewer than two reliable periods")
+            continue
+        a0, a1 = getattr(row, f"first_{units}"), getattr(row, f"last_{units}")
+        click.echo(
+            f"{row.site_id:20s} {row.first:%Y-%m-%d} {row.last:%Y-%m-%d} "
+            f"{a0:10.1f} → {a1:9.1f} {row.growth_pct_per_year:6.1f} %/yr"
+        )
+    click.echo(f"\ntables: {out}/ ({', '.join(tables)}; .csv and .parquet)")
 
 
 @main.command()

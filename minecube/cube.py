@@ -453,12 +453,14 @@ def to_zarr(
     node = zarr.open_group(store, mode="a")[group]
     node.attrs.update(cube.attrs)
     if items is not None:
+        import fsspec
         import pystac
 
-        path = items_path(store, group)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        fs, path = fsspec.core.url_to_fs(str(items_path(store, group)))
+        fs.makedirs(fs._parent(path), exist_ok=True)
         frozen = pystac.ItemCollection(list(items)).to_dict(transform_hrefs=False)
-        path.write_text(json.dumps(frozen))
+        with fs.open(path, "w") as f:
+            f.write(json.dumps(frozen))
     return written
 
 
@@ -482,8 +484,13 @@ def _write_period(part, period: str, store, group: str, existing: list[str]) -> 
     return [*existing, period]
 
 
-def items_path(store: str | os.PathLike, group: str) -> Path:
-    """Where :func:`to_zarr` freezes a cube's items: ``<store>.items/<group>.json``, beside it."""
+def items_path(store: str | os.PathLike, group: str) -> Path | str:
+    """Where :func:`to_zarr` freezes a cube's items: ``<store>.items/<group>.json``, beside it.
+
+    A path for a local store, a URL for one in object storage (``s3://…``).
+    """
+    if "://" in str(store):
+        return f"{str(store).rstrip('/')}.items/{group}.json"
     store = Path(store)
     return store.with_name(store.name + ".items") / f"{group}.json"
 

@@ -47,6 +47,8 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def scores(cm: np.ndarray, schema: ClassSchema) -> pd.DataFrame:
     """Per-class IoU, F1, precision and recall from a confusion matrix.
 
+    Examples
+    --------
     >>> from minecube.classes import DEFAULT_CLASSES
     >>> cm = np.diag(np.arange(10)) ; cm[1, 2] = 1
     >>> scores(cm, DEFAULT_CLASSES).iloc[1][["class", "iou", "truth_px"]].to_dict()

@@ -177,3 +177,49 @@ def cluster():
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as local:
         yield local
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A bucket on an S3-compatible server (moto's server mode) on loopback, in its own process.
+
+    Sets the standard AWS variables (endpoint, keys, region) for the session, as a user would
+    for any S3-compatible store, so ``s3://`` paths work through fsspec/s3fs unchanged.
+    """
+    import subprocess
+    import sys
+
+    from minecube.demo.serve import _free_port, _stop, _wait_for
+
+    port = _free_port("127.0.0.1")
+    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    settings = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "minecube",
+        "AWS_SECRET_ACCESS_KEY": "minecube",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        if not _wait_for(f"{url}/moto-api/", process):
+            raise RuntimeError(f"moto server did not start on {url}")
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem().mkdir("minecube-test")
+        yield "s3://minecube-test"
+    finally:
+        _stop(process)
+        log.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

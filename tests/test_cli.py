@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 from click.testing import CliRunner
 
 from minecube.cli import main
@@ -36,8 +37,18 @@ def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
     from minecube.segment import open_predictions
 
     out = tmp_path / "out"
-    args = ["demo", "run", "--path", str(world.path), "--out", str(out), "--composite", "year",
-            "--epochs", "1"]  # fmt: skip
+    args = [
+        "demo",
+        "run",
+        "--path",
+        str(world.path),
+        "--out",
+        str(out),
+        "--composite",
+        "year",
+        "--epochs",
+        "1",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     for site_id in world.site_ids:
@@ -86,3 +97,90 @@ def test_bad_input_is_reported_not_raised(tmp_path):
     result = CliRunner().invoke(main, ["demo", "generate", str(tmp_path / "w"), "--years", "x"])
     assert result.exit_code != 0
     assert "not a comma-separated list of years" in result.output
+
+
+def _run(*args) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_pipeline_on_object_storage_local_and_on_a_cluster(world, server, s3, tmp_path):
+    """search → cube build → segment → stats with s3:// stores, on threads and on 2 processes."""
+    import xarray as xr
+
+    from minecube.cube import open_cube
+    from minecube.models import save
+    from minecube.segment import open_predictions
+    from tests.test_segment import _model
+
+    sites = world.path / "sites.geojson"
+    only = ["--site", "hunter-coal", "--site", "pilbara-iron"]
+    _run(
+        "search",
+        sites,
+        "--catalog",
+        server.stac_url,
+        "--start",
+        "2022-01-01",
+        "--end",
+        "2023-12-31",
+        "--out",
+        tmp_path / "items",
+        *only,
+    )
+    model = save(_model(), tmp_path / "model" / "fpn")
+    outputs = {}
+    for run, cluster in (("local", []), ("cluster", ["--workers", "2"])):
+        cubes, preds = f"{s3}/{run}/cubes.zarr", f"{s3}/{run}/predictions.zarr"
+        _run(
+            *cluster,
+            "cube",
+            "build",
+            sites,
+            "--items",
+            tmp_path / "items",
+            "--out",
+            cubes,
+            "--composite",
+            "year",
+            *only,
+        )
+        _run(*cluster, "segment", cubes, model.with_suffix(""), "--out", preds)
+        outputs[run] = _run(*cluster, "stats", preds, "--out", tmp_path / run, "--sites", sites)
+    assert "dask: tcp://127.0.0.1" not in outputs["local"]
+    for site in ("hunter-coal", "pilbara-iron"):
+        local = open_cube(f"{s3}/local/cubes.zarr", site)
+        assert local.rio.crs is not None
+        assert local.sizes["time"] == 2
+        xr.testing.assert_identical(
+            local.load(), open_cube(f"{s3}/cluster/cubes.zarr", site).load()
+        )
+        pred = open_predictions(f"{s3}/local/predictions.zarr", site)
+        xr.testing.assert_identical(
+            pred.load(), open_predictions(f"{s3}/cluster/predictions.zarr", site).load()
+        )
+    for name in ("class_areas", "expansion", "expansion_by_climate"):
+        local = pd.read_parquet(tmp_path / "local" / f"{name}.parquet")
+        pd.testing.assert_frame_equal(
+            local, pd.read_parquet(tmp_path / "cluster" / f"{name}.parquet")
+        )
+    assert outputs["cluster"].startswith("dask: tcp://127.0.0.1:")
+    assert outputs["cluster"].split("\n", 1)[1] == outputs["local"].replace(
+        str(tmp_path / "local"), str(tmp_path / "cluster")
+    )
+
+
+def test_config_file_sets_option_defaults(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("stats:\n  units: km2\ncube:\n  build:\n    composite: quarter\n")
+    shown = _run("--config", config, "stats", "--help")
+    assert re.search(r"--units \[ha\|km2\|m2\]\s+\[default: km2\]", shown)
+    assert "[default: quarter]" in _run("--config", config, "cube", "build", "--help")
+    assert "[default: month]" in _run("cube", "build", "--help")
+    bad = CliRunner().invoke(main, ["--config", str(config), "stats", str(tmp_path / "nothing")])
+    assert bad.exit_code != 0
+    assert "no prediction store" in bad.output
+    both = CliRunner().invoke(main, ["--scheduler", "tcp://x:1", "--workers", "2", "sites", "x"])
+    assert both.exit_code != 0
+    assert "not both" in both.output

@@ -1,0 +1,73 @@
+"""The notebooks run top to bottom on the demo world, in order, in a fresh kernel each."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+
+
+def _run(name: str, cwd: Path, env: dict[str, str]) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    book = nbformat.read(NOTEBOOKS / name, as_version=4)
+    assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code"), (
+        f"{name} is committed with outputs; clear them"
+    )
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits them
+    try:
+        NotebookClient(
+            book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+        ).execute()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    errors = [o for c in book.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    images = sum("image/png" in o.get("data", {}) for c in book.cells for o in c.get("outputs", []))
+    assert images >= 1, f"{name} drew no figure"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("notebooks")
+
+
+def test_quickstart(world, workdir):
+    _run(
+        "01-quickstart.ipynb", workdir, {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"}
+    )
+    assert (workdir / "quickstart-output" / "model" / "fpn-rgbn.safetensors").is_file()
+
+
+def test_training_lab(world, workdir):
+    _run(
+        "02-training-lab.ipynb",
+        workdir,
+        {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"},
+    )
+    assert (workdir / "lab-output" / "experiment" / "results.md").is_file()
+
+
+def test_scaling_out_on_object_storage(world, workdir, s3):
+    model = workdir / "quickstart-output" / "model" / "fpn-rgbn"
+    if not model.with_suffix(".json").is_file():
+        test_quickstart(world, workdir)  # run alone: make the quick start's model first
+    env = {
+        "MINECUBE_WORLD": str(world.path),
+        "MINECUBE_STORE": f"{s3}/notebook",
+        "MINECUBE_MODEL": str(model),
+    }
+    _run("03-scaling-out.ipynb", workdir, env)
+    import s3fs
+
+    written = s3fs.S3FileSystem().ls(f"{s3}/notebook/predictions.zarr")
+    assert {Path(p).name for p in written} >= {"hunter-coal", "sudbury-nickel"}
