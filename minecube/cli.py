@@ -564,7 +564,12 @@ def _items(folder: Path, site_ids) -> dict:
 
 @main.group()
 def cube() -> None:
-    """Per-site cubes in Zarr."""
+    """Per-site cubes in Zarr.
+
+    \b
+    Example:
+      minecube cube build sites.geojson --items items --out cubes.zarr
+    """
 
 
 @cube.command("build")

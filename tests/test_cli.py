@@ -14,10 +14,13 @@ def test_help_shows_examples():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     assert "minecube demo run" in result.output
-    for command in ("generate", "serve", "run"):
-        sub = CliRunner().invoke(main, ["demo", command, "--help"])
+    commands = [[name] for name in main.commands if name not in ("demo", "cube")]
+    commands += [["demo", c] for c in ("generate", "serve", "run")] + [["cube"], ["cube", "build"]]
+    assert len(commands) >= 12
+    for command in commands:
+        sub = CliRunner().invoke(main, [*command, "--help"])
         assert sub.exit_code == 0, sub.output
-        assert "Example" in sub.output
+        assert "Example" in sub.output, command
 
 
 # the headers of the tables `demo run` prints

@@ -10,7 +10,7 @@ import pytest
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
-def _run(name: str, cwd: Path, env: dict[str, str]) -> None:
+def _run(name: str, cwd: Path, env: dict[str, str], figures: int) -> None:
     import nbformat
     from nbclient import NotebookClient
 
@@ -33,7 +33,7 @@ def _run(name: str, cwd: Path, env: dict[str, str]) -> None:
     errors = [o for c in book.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
     images = sum("image/png" in o.get("data", {}) for c in book.cells for o in c.get("outputs", []))
-    assert images >= 1, f"{name} drew no figure"
+    assert images >= figures, f"{name} drew {images} figures, expected {figures}"
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +42,14 @@ def workdir(tmp_path_factory):
 
 
 def test_quickstart(world, workdir):
-    _run(
-        "01-quickstart.ipynb", workdir, {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"}
-    )
+    env = {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"}
+    _run("01-quickstart.ipynb", workdir, env, figures=4)
     assert (workdir / "quickstart-output" / "model" / "fpn-rgbn.safetensors").is_file()
 
 
 def test_training_lab(world, workdir):
-    _run(
-        "02-training-lab.ipynb",
-        workdir,
-        {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"},
-    )
+    env = {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"}
+    _run("02-training-lab.ipynb", workdir, env, figures=1)
     assert (workdir / "lab-output" / "experiment" / "results.md").is_file()
 
 
@@ -66,7 +62,7 @@ def test_scaling_out_on_object_storage(world, workdir, s3):
         "MINECUBE_STORE": f"{s3}/notebook",
         "MINECUBE_MODEL": str(model),
     }
-    _run("03-scaling-out.ipynb", workdir, env)
+    _run("03-scaling-out.ipynb", workdir, env, figures=1)
     import s3fs
 
     written = s3fs.S3FileSystem().ls(f"{s3}/notebook/predictions.zarr")
