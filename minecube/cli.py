@@ -803,7 +803,7 @@ def experiment(grid, out) -> None:
 
 
 @main.command()
-@click.argument("predictions", type=click.Path(exists=True, path_type=Path))
+@click.argument("predictions")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -813,9 +813,8 @@ def experiment(grid, out) -> None:
 )
 @click.option(
     "--cubes",
-    type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="Cube store (Zarr): adds true-colour composites to the maps.",
+    help="Cube store (Zarr path or URL): adds true-colour composites to the maps.",
 )
 @click.option(
     "--sites",

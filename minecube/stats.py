@@ -735,7 +735,8 @@ def aggregate(
     Returns
     -------
     pandas.DataFrame
-        The area columns (``*_<units>``) summed per group, period and class (where the table
+        The area columns (``*_<units>``, except the ``change_*`` columns, which compare each
+        site with its own previous period) summed per group, period and class (where the table
         has them), with ``sites``, the number of sites summed; ``error_pct`` is recomputed
         from the summed errors and truths, not averaged.
 
@@ -768,7 +769,10 @@ def aggregate(
         )
     merged = table.merge(pd.DataFrame(sites)[["site_id", *keys]], on="site_id", how="left")
     group = keys + [c for c in ("time", "class", "class_id", "is_mining") if c in table.columns]
-    areas = [c for c in table.columns if c.rsplit("_", 1)[-1] in UNITS and c != "site_id"]
+    # stocks add up across sites; changes against each site's own previous period do not
+    areas = [
+        c for c in table.columns if c.rsplit("_", 1)[-1] in UNITS and not c.startswith("change_")
+    ]
     out = merged.groupby(group, dropna=False, sort=True).agg(
         **{c: (c, "sum") for c in areas}, sites=("site_id", "nunique")
     )

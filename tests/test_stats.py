@@ -227,6 +227,11 @@ def test_aggregate_by_commodity_and_climate(world):
     both = aggregate(table, sites, by=["climate", "commodity"])
     assert set(both.columns) >= {"climate", "commodity", "time", "class", "area_m2", "sites"}
     assert both.groupby("time").area_m2.sum().tolist() == [8 * 1200, 8 * 1100]
+    growth = aggregate(
+        expansion({s: pred for s in sites.site_id}, units="m2").table, sites, by="climate"
+    )
+    assert "change_m2" not in growth.columns  # per-site changes do not add up
+    assert growth[growth.climate == "tropical"].mining_m2.tolist() == [3 * 300, 3 * 500]
 
 
 def test_bad_input_is_named():
