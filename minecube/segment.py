@@ -264,9 +264,17 @@ def _predict(model: Segmenter, chips: np.ndarray, batch_size: int, tta: str | No
     out = []
     with _FORWARD if serial else contextlib.nullcontext(), torch.inference_mode():
         for i in range(0, len(chips), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(chips[i : i + batch_size])).to(device)
+            batch = np.ascontiguousarray(chips[i : i + batch_size])
+            n = len(batch)
+            if device.type == "cuda" and n < batch_size:
+                # every batch the same shape, so that the kernels chosen, and a chip's result,
+                # do not depend on how many chips the block happened to have left
+                batch = np.concatenate(
+                    [batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)]
+                )
+            x = torch.from_numpy(batch).to(device)
             with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-                out.append(_d4_forward(model, x, tta).cpu().numpy())
+                out.append(_d4_forward(model, x, tta)[:n].float().cpu().numpy())
     return np.concatenate(out)
 
 
