@@ -236,6 +236,24 @@ def _demo_split(world):
     return split_sites(world.sites, test=1 if len(ids) > 2 else 0, val=1 if len(ids) > 1 else 0)
 
 
+def _truth(labels: Path, grids: dict, time_column: str = "year") -> dict:
+    """Each site's ``<labels>/<site_id>.gpkg`` burnt onto its grid (a cube or a prediction)."""
+    import warnings
+
+    from minecube.labels import MissingLabelsWarning, rasterize
+
+    missing = [s for s in grids if not (labels / f"{s}.gpkg").is_file()]
+    if missing:
+        raise click.ClickException(
+            f"no label file for sites {missing} in {labels} (expected <site_id>.gpkg)"
+        )
+    with warnings.catch_warnings():  # periods after the last labelled year stay unlabelled
+        warnings.simplefilter("ignore", MissingLabelsWarning)
+        return {
+            s: rasterize(labels / f"{s}.gpkg", g, time_column=time_column) for s, g in grids.items()
+        }
+
+
 def _train_model(
     store,
     sites,
@@ -252,27 +270,15 @@ def _train_model(
     label_time_column: str = "year",
 ) -> Path:
     """Train a model on chips of the split's training sites, score it on its test sites, save it."""
-    import warnings
-
     from minecube.chips import ChipDataset
     from minecube.cube import open_cube
     from minecube.evaluate import evaluate
-    from minecube.labels import MissingLabelsWarning, rasterize
     from minecube.models import create, save
     from minecube.train import fit
 
     ids = [*split.train, *split.val, *split.test]
-    missing = [s for s in ids if not (labels / f"{s}.gpkg").is_file()]
-    if missing:
-        raise click.ClickException(
-            f"no label file for sites {missing} in {labels} (expected <site_id>.gpkg)"
-        )
     cubes = {s: open_cube(store, s).load() for s in ids}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingLabelsWarning)
-        truth = {
-            s: rasterize(labels / f"{s}.gpkg", cubes[s], time_column=label_time_column) for s in ids
-        }
+    truth = _truth(labels, cubes, label_time_column)
 
     def part(keys):
         return {s: cubes[s] for s in keys}, {s: truth[s] for s in keys}
@@ -339,17 +345,10 @@ def _segment_cubes(store, site_ids, model: Path, predictions, **kwargs) -> None:
 
 def _report_demo(world, out: Path, units: str = "ha") -> Path:
     """The HTML report of the demo run, with the demo's truth; print mining area vs truth."""
-    import warnings
-
-    from minecube.labels import MissingLabelsWarning, rasterize
     from minecube.report import open_all_predictions, write_report
 
     preds = open_all_predictions(out / "predictions.zarr")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingLabelsWarning)
-        truth = {
-            s: rasterize(world.labels_path(s), p, time_column="year") for s, p in preds.items()
-        }
+    truth = _truth(world.path / "labels", preds)
     click.echo(f"\nwriting the report to {out / 'report'}")
     page = write_report(
         preds,
@@ -787,16 +786,13 @@ def experiment(grid, out) -> None:
     """
     import dataclasses
 
-    from minecube.errors import MinecubeError
     from minecube.experiment import read_grid, run
 
-    try:
+    with _errors():
         config = read_grid(grid)
         if out:
             config = dataclasses.replace(config, out=out)
         results = run(config)
-    except (MinecubeError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
     columns = ["run", "val_miou", "test_miou", "test_overall_accuracy", "train_s"]
     click.echo("\n" + results[columns].round(3).to_string(index=False))
     click.echo(f"\nresults: {Path(config.out) / 'results.md'} (and results.csv, groups.csv)")
@@ -850,23 +846,11 @@ def report(predictions, out, cubes, sites, labels, label_time_column, units, min
       minecube report demo-output/predictions.zarr --cubes demo-output/cubes.zarr \\
           --sites demo-world/sites.geojson --labels demo-world/labels --out my-report
     """
-    from minecube.errors import MinecubeError
-    from minecube.labels import rasterize
     from minecube.report import open_all_predictions, write_report
 
-    try:
+    with _errors():
         preds = open_all_predictions(predictions)
-        truth = None
-        if labels is not None:
-            missing = [s for s in preds if not (labels / f"{s}.gpkg").is_file()]
-            if missing:
-                raise click.ClickException(
-                    f"no label file for sites {missing} in {labels} (expected <site_id>.gpkg)"
-                )
-            truth = {
-                s: rasterize(labels / f"{s}.gpkg", p, time_column=label_time_column)
-                for s, p in preds.items()
-            }
+        truth = _truth(labels, preds, label_time_column) if labels is not None else None
         page = write_report(
             preds,
             out,
@@ -876,8 +860,6 @@ def report(predictions, out, cubes, sites, labels, label_time_column, units, min
             units=units,
             min_observed=min_observed,
         )
-    except (MinecubeError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
     click.echo(f"report: {page.resolve()}")
 
 
