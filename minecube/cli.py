@@ -50,7 +50,10 @@ def _read_config(path: Path) -> dict:
     """Option defaults per command from YAML; nested groups nest (``cube: {build: {...}}``)."""
     import yaml
 
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise click.BadParameter(f"{path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{path} must hold a mapping of command names to options")
 
@@ -767,6 +770,127 @@ def stats(predictions, out, site_file, units, min_observed) -> None:
             f"{a0:10.1f} → {a1:9.1f} {row.growth_pct_per_year:6.1f} %/yr"
         )
     click.echo(f"\ntables: {out}/ ({', '.join(tables)}; .csv and .parquet)")
+
+
+_RUN_KEYS = {
+    "sites": "site table (GeoJSON, GeoPackage or CSV)",
+    "catalog": "STAC API URL",
+    "start": "first day, YYYY-MM-DD",
+    "end": "last day, YYYY-MM-DD",
+    "out": "output folder (default: run-output)",
+    "collection": "STAC collection (default: sentinel-2-l2a)",
+    "max_cloud": "most scene cloud cover, %",
+    "cube": "cube build options: composite, resolution, engine",
+    "model": "checkpoint to segment with (else one is trained)",
+    "labels": "folder of <site_id>.gpkg labels: training and truth in the report",
+    "label_time_column": "label column with the year (default: year)",
+    "train": "training options: architecture, encoder_name, bands, epochs, batch_size, lr, "
+    "val_site, test_site",
+    "segment": "segment options: batch_size, overlap, tta, device",
+    "report": "report options: units, min_observed",
+}
+
+
+def _read_run(path: Path) -> dict:
+    import yaml
+
+    try:
+        run = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise click.ClickException(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(run, dict):
+        raise click.ClickException(f"{path} must hold a mapping of settings")
+    run = {k.replace("-", "_"): v for k, v in run.items()}
+    keys = "\n".join(f"  {k}: {v}" for k, v in _RUN_KEYS.items())
+    unknown = sorted(set(run) - set(_RUN_KEYS))
+    missing = [k for k in ("sites", "catalog", "start", "end") if k not in run]
+    if unknown or missing:
+        raise click.ClickException(
+            f"{path}: unknown settings {unknown}, missing {missing}; a run takes\n{keys}"
+        )
+    if "model" not in run and "labels" not in run:
+        raise click.ClickException(
+            f"{path}: give a model: to segment with, or labels: to train one"
+        )
+    return run
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def run_command(config: Path) -> None:
+    """Run a whole job from one YAML file: search, cubes, a model (given or trained),
+    segmentation and the report. Re-running reuses what is built.
+
+    \b
+    Example (run.yaml):
+      sites: sites.geojson
+      catalog: https://earth-search.aws.element84.com/v1
+      start: 2022-01-01
+      end: 2024-12-31
+      max_cloud: 60
+      cube: {composite: quarter}
+      model: models/fpn-resnet18-rgbn   # or labels: labels/ and train: {epochs: 20}
+      report: {units: km2}
+    \b
+      minecube --workers 2 run run.yaml
+    """
+    from minecube.chips import SiteSplit, split_sites
+    from minecube.report import open_all_predictions, write_report
+    from minecube.stac import search as stac_search
+
+    settings = _read_run(config)
+    out = Path(settings.get("out", "run-output"))
+    labels = Path(settings["labels"]) if settings.get("labels") else None
+    time_column = settings.get("label_time_column", "year")
+    with _errors():
+        sites = _site_table(Path(settings["sites"]))
+        found = {}
+        for site in sites.itertuples():
+            items = stac_search(
+                site,
+                str(settings["start"]),
+                str(settings["end"]),
+                catalog=settings["catalog"],
+                max_cloud=settings.get("max_cloud"),
+                collection=settings.get("collection", "sentinel-2-l2a"),
+            )
+            (out / "items").mkdir(parents=True, exist_ok=True)
+            items.save_object(str(out / "items" / f"{site.site_id}.json"))  # as `search` does
+            found[site.site_id] = list(items)
+            click.echo(f"{site.site_id:20s} {len(found[site.site_id]):4d} items")
+        cube_options = dict(settings.get("cube") or {})
+        composite = cube_options.pop("composite", "month")
+        store = out / "cubes.zarr"
+        _build_cubes(sites, found, store, composite, out / "quicklook", **cube_options)
+        model = Path(settings["model"]) if settings.get("model") else out / "model" / "model"
+        if not settings.get("model") and not model.with_suffix(".json").is_file():
+            options = dict(settings.get("train") or {})
+            val, test = tuple(options.pop("val_site", ())), tuple(options.pop("test_site", ()))
+            if val or test:
+                rest = tuple(s for s in sites.site_id if s not in {*val, *test})
+                split = SiteSplit(rest, val, test)
+            else:
+                split = split_sites(
+                    sites, test=1 if len(sites) > 2 else 0, val=1 if len(sites) > 1 else 0
+                )
+            _train_model(
+                store, sites, labels, split, model, label_time_column=time_column, **options
+            )
+        predictions = out / "predictions.zarr"
+        _segment_cubes(
+            store, list(sites.site_id), model, predictions, **(settings.get("segment") or {})
+        )
+        preds = open_all_predictions(predictions)
+        truth = _truth(labels, preds, time_column) if labels is not None else None
+        page = write_report(
+            preds,
+            out / "report",
+            cubes=store,
+            sites=sites,
+            truth=truth,
+            **(settings.get("report") or {}),
+        )
+    click.echo(f"\nreport: {page.resolve()}")
 
 
 @main.command()

@@ -187,3 +187,34 @@ def test_config_file_sets_option_defaults(tmp_path):
     both = CliRunner().invoke(main, ["--scheduler", "tcp://x:1", "--workers", "2", "sites", "x"])
     assert both.exit_code != 0
     assert "not both" in both.output
+
+
+def test_run_does_a_whole_job_from_one_yaml_file(world, server, tmp_path):
+    from minecube.models import save
+    from minecube.segment import open_predictions
+    from tests.test_segment import _model
+
+    three = world.sites[world.sites.site_id.isin(["hunter-coal", "pilbara-iron", "bodaibo-gold"])]
+    three.to_file(tmp_path / "sites.geojson", driver="GeoJSON")
+    model = save(_model(), tmp_path / "model" / "fpn").with_suffix("")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"sites: {tmp_path / 'sites.geojson'}\ncatalog: {server.stac_url}\nstart: 2022-01-01\n"
+        f"end: 2023-12-31\nout: {tmp_path / 'run'}\ncube: {{composite: year}}\n"
+        f"model: {model}\nlabels: {world.path / 'labels'}\nreport: {{units: km2}}\n"
+    )
+    first = _run("run", config)
+    page = tmp_path / "run" / "report" / "index.html"
+    assert f"report: {page.resolve()}" in first
+    for site in three.site_id:
+        assert open_predictions(tmp_path / "run" / "predictions.zarr", site).sizes["time"] == 2
+    series = pd.read_csv(page.parent / "tables" / "mining_vs_truth.csv")
+    assert set(series.site_id) == set(three.site_id)
+    assert "truth_km2" in series.columns
+    again = _run("run", config)  # everything reused: no new periods
+    assert all(row[2] == "0" for row in _table(again, CUBES, 3))
+    config.write_text(config.read_text() + "epochs: 3\n")
+    bad = CliRunner().invoke(main, ["run", str(config)])
+    assert bad.exit_code != 0
+    assert "unknown settings ['epochs']" in bad.output
+    assert "train: training options" in bad.output
