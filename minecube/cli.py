@@ -46,16 +46,22 @@ def main(ctx: click.Context, config: Path | None, scheduler: str | None, workers
         ctx.with_resource(_dask_client(scheduler, workers))
 
 
-def _read_config(path: Path) -> dict:
-    """Option defaults per command from YAML; nested groups nest (``cube: {build: {...}}``)."""
+def _yaml_mapping(path: Path, what: str, error=click.ClickException) -> dict:
+    """A YAML file that must hold a mapping, or ``error`` saying what it should hold."""
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise click.BadParameter(f"{path} is not valid YAML: {e}") from None
+        raise error(f"{path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise click.BadParameter(f"{path} must hold a mapping of command names to options")
+        raise error(f"{path} must hold a mapping of {what}")
+    return data
+
+
+def _read_config(path: Path) -> dict:
+    """Option defaults per command from YAML; nested groups nest (``cube: {build: {...}}``)."""
+    data = _yaml_mapping(path, "command names to options", click.BadParameter)
 
     def options(d):  # YAML keys as written on the command line: batch-size → batch_size
         return {k.replace("-", "_"): options(v) if isinstance(v, dict) else v for k, v in d.items()}
@@ -349,6 +355,7 @@ def _segment_cubes(store, site_ids, model: Path, predictions, **kwargs) -> None:
 def _report_demo(world, out: Path, units: str = "ha") -> Path:
     """The HTML report of the demo run, with the demo's truth; print mining area vs truth."""
     from minecube.report import open_all_predictions, write_report
+    from minecube.stats import _unit_label
 
     preds = open_all_predictions(out / "predictions.zarr")
     truth = _truth(world.path / "labels", preds)
@@ -366,7 +373,7 @@ def _report_demo(world, out: Path, units: str = "ha") -> Path:
 
     series = pd.read_csv(out / "report/tables/mining_vs_truth.csv", dtype={"time": str})
     click.echo(
-        f"\nmining footprint against truth, {units.replace('2', '²')} (over pixels observed "
+        f"\nmining footprint against truth, {_unit_label(units)} (over pixels observed "
         "and labelled)"
     )
     click.echo(
@@ -756,7 +763,7 @@ def stats(predictions, out, site_file, units, min_observed) -> None:
         for name, table in tables.items():
             for suffix in (".csv", ".parquet"):
                 write_table(table, out / f"{name}{suffix}")
-    u = units.replace("2", "²")
+    u = st._unit_label(units)
     click.echo(
         f"{'site':20s} {'first':>10s} {'last':>10s} {'footprint (' + u + ')':>22s} {'growth':>9s}"
     )
@@ -792,14 +799,7 @@ _RUN_KEYS = {
 
 
 def _read_run(path: Path) -> dict:
-    import yaml
-
-    try:
-        run = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise click.ClickException(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(run, dict):
-        raise click.ClickException(f"{path} must hold a mapping of settings")
+    run = _yaml_mapping(path, "settings")
     run = {k.replace("-", "_"): v for k, v in run.items()}
     keys = "\n".join(f"  {k}: {v}" for k, v in _RUN_KEYS.items())
     unknown = sorted(set(run) - set(_RUN_KEYS))

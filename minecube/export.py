@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from minecube.stats import StatsError, _checked, _period, _site, pixel_area
+from minecube.stats import StatsError, _check_units, _checked, _period, _site, pixel_area
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -174,8 +174,7 @@ def to_polygons(
         geometry="geometry",
         crs=p.rio.crs,
     )
-    factor = {"m2": 1.0, "ha": 1e4, "km2": 1e6}[units]
-    frame.insert(5, f"area_{units}", frame.geometry.area / factor)
+    frame.insert(5, f"area_{units}", frame.geometry.area / _check_units(units))
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         frame.to_file(path, driver="GPKG", layer="classes", engine="pyogrio")

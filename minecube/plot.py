@@ -182,10 +182,9 @@ def area_plot(table, *, path: str | os.PathLike | None = None):
     from matplotlib.figure import Figure
 
     from minecube.classes import DEFAULT_CLASSES
+    from minecube.stats import _table_units, _unit_label
 
-    units = table.attrs.get("units") or next(
-        c.split("_", 1)[1] for c in table.columns if c.startswith("area_")
-    )
+    units = _table_units(table, "area")
     colours = {c.name: c.colour for c in DEFAULT_CLASSES}
     sites = list(dict.fromkeys(table.site_id))
     fig = Figure(figsize=(8, 2.8 * len(sites)))
@@ -213,7 +212,7 @@ def area_plot(table, *, path: str | os.PathLike | None = None):
             edgecolor="0.6",
             label="unobserved",
         )
-        ax.set_ylabel(f"area ({units.replace('2', '²')})")
+        ax.set_ylabel(f"area ({_unit_label(units)})")
         ax.set_title(site, fontsize=10)
         ax.margins(x=0)
     axes[0].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
@@ -294,12 +293,13 @@ def summary_chart(
     """
     from matplotlib.figure import Figure
 
-    units = units or next(c.split("_", 1)[1] for c in summary.columns if c.startswith("first_"))
-    merged = summary.merge(sites[["site_id", *by]], on="site_id", how="left")
+    from minecube.stats import _table_units, _unit_label, aggregate
+
+    units = units or _table_units(summary, "first")
     fig = Figure(figsize=(5 * len(by), 3.6))
     axes = fig.subplots(1, len(by), squeeze=False)[0]
     for ax, key in zip(axes, by, strict=True):
-        sums = merged.groupby(key)[[f"first_{units}", f"last_{units}"]].sum()
+        sums = aggregate(summary, sites, by=key).set_index(key)[[f"first_{units}", f"last_{units}"]]
         x = np.arange(len(sums))
         ax.bar(x - 0.2, sums[f"first_{units}"], 0.4, color="#d8b365", label="first reliable period")
         ax.bar(x + 0.2, sums[f"last_{units}"], 0.4, color="#8c510a", label="last reliable period")
@@ -313,7 +313,7 @@ def summary_chart(
                     fontsize=8,
                 )
         ax.set_xticks(x, sums.index, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(f"mining footprint ({units.replace('2', '²')})")
+        ax.set_ylabel(f"mining footprint ({_unit_label(units)})")
         ax.set_title(f"by {key}", fontsize=10)
     axes[0].legend(fontsize=8)
     fig.tight_layout()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from minecube import __version__
-from minecube.stats import StatsError, Units
+from minecube.stats import StatsError, Units, _table_units, _unit_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +58,7 @@ def mining_series(comparison: pd.DataFrame) -> pd.DataFrame:
        predicted_ha  truth_ha  error_pct
     0           3.0       4.0      -25.0
     """
-    units = next(c.split("_", 1)[1] for c in comparison.columns if c.startswith("predicted_"))
+    units = _table_units(comparison, "predicted")
     mining = comparison[comparison.is_mining]
     out = mining.groupby(["site_id", "time"], sort=False).agg(
         compared_pct=("compared_pct", "first"),
@@ -81,10 +81,6 @@ def _table(frame: pd.DataFrame, digits: int = 2) -> str:
     return shown.to_html(
         index=False, border=0, float_format=lambda v: f"{v:,.{digits}f}", na_rep="—"
     )
-
-
-def _units_label(units: str) -> str:
-    return units.replace("2", "²")
 
 
 def write_report(
@@ -143,7 +139,6 @@ def write_report(
     >>> write_report({"tiny-pit": pred}, "/tmp/tiny-report", progress=False).name
     'index.html'
     """
-    import pandas as pd
     from tqdm.auto import tqdm
 
     from minecube import plot, stats
@@ -164,7 +159,7 @@ def write_report(
         sites = read_sites(sites)
     for folder in ("figures", "tables", "cog", "polygons"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    u = _units_label(units)
+    u = _unit_label(units)
 
     areas = stats.class_areas(preds, units=units)
     growth = stats.expansion(preds, units=units, min_observed=min_observed)
@@ -192,14 +187,11 @@ def write_report(
         body.append(
             '<img src="figures/summary.png" alt="mining footprint by commodity and climate">'
         )
-        merged = growth.summary.merge(
-            pd.DataFrame(sites).drop(columns="geometry", errors="ignore"), on="site_id"
-        )
         for key in ("commodity", "climate"):
-            if key in merged.columns:
-                sums = merged.groupby(key)[[f"first_{units}", f"last_{units}"]].sum()
+            if key in sites.columns:
+                sums = stats.aggregate(growth.summary, sites, by=key)
                 sums["change_pct"] = 100 * (sums[f"last_{units}"] / sums[f"first_{units}"] - 1)
-                body.append(f"<h3>By {key} ({u})</h3>" + _table(sums.reset_index()))
+                body.append(f"<h3>By {key} ({u})</h3>" + _table(sums))
     if series is not None:
         body.append(f"<h3>Mining footprint against truth ({u})</h3>")
         body.append(
@@ -239,7 +231,7 @@ def _preamble(preds, units: str, min_observed: float) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f'<p class="note">{len(preds)} sites · model {html.escape(str(model))} · areas in '
-        f"{_units_label(units)} from each grid's CRS · a period is <em>reliable</em> when at least "
+        f"{_unit_label(units)} from each grid's CRS · a period is <em>reliable</em> when at least "
         f"{100 * min_observed:.0f} % of the site is observed; changes compare reliable periods "
         f"only · minecube {__version__} · {stamp}</p>"
     )
@@ -250,7 +242,7 @@ def _site_section(site, pred, cubes, growth, comparison, units, out) -> str:
     from minecube import plot, stats
     from minecube.export import to_cog, to_polygons
 
-    u = _units_label(units)
+    u = _unit_label(units)
     rows = growth.table[growth.table.site_id == site].reset_index(drop=True)
     reliable = np.flatnonzero(rows.reliable.to_numpy())
     if len(reliable) == 0:

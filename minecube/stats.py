@@ -185,7 +185,7 @@ def pixel_area(pred: xr.DataArray, *, units: Units = "m2") -> xr.DataArray:
         )
     if transform.b or transform.d:
         raise StatsError("rotated grids are not supported; reproject to a north-up grid first")
-    attrs = {"long_name": "pixel area", "units": units.replace("2", "²")}
+    attrs = {"long_name": "pixel area", "units": _unit_label(units)}
     if crs.is_projected:
         name, factor = crs.axis_info[0].unit_name, crs.axis_info[0].unit_conversion_factor
         if not factor:
@@ -330,14 +330,22 @@ def class_areas(
     return table
 
 
-def _area_column(table: pd.DataFrame, prefix: str) -> tuple[str, str]:
+def _table_units(table: pd.DataFrame, prefix: str) -> str:
+    """The area unit of a table made here: its ``attrs``, else its ``<prefix>_<units>`` column."""
+    if table.attrs.get("units") in UNITS:
+        return table.attrs["units"]
     for units in UNITS:
         if f"{prefix}_{units}" in table.columns:
-            return f"{prefix}_{units}", units
+            return units
     raise StatsError(
         f"the table has no {prefix}_<units> column (columns: {list(table.columns)}); give a "
         "table made by minecube.stats"
     )
+
+
+def _unit_label(units: str) -> str:
+    """``km2`` → ``km²``, for axis labels and headings."""
+    return units.replace("2", "²")
 
 
 # -- expansion ---------------------------------------------------------------------------------
