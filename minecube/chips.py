@@ -336,6 +336,10 @@ class ChipDataset(Dataset):
         self.bands = resolve_bands(bands)
         self.schema = schema
         self.sites = tuple(cubes)
+        self.sensors = tuple(
+            sorted({str(c.attrs["sensor"]) for c in cubes.values() if c.attrs.get("sensor")})
+        )
+        """Sensors of the cubes (``attrs["sensor"]``), recorded in the model card by ``fit``."""
         arrays = {site: features(cubes[site], self.bands).values for site in self.sites}
         self.norm = norm or _fit_normalisation(arrays.values(), self.bands)  # the one read
         if self.norm.bands != self.bands:

@@ -105,6 +105,19 @@ def _world_options(f):
         click.option("--tile-size", default=384, show_default=True, help="Tile width, pixels."),
         click.option("--site-size", default=256, show_default=True, help="Site width, pixels."),
         click.option("--site", "sites", multiple=True, help="Only these site ids (repeatable)."),
+        click.option(
+            "--sensor",
+            type=click.Choice(["sentinel-2", "landsat"]),
+            default="sentinel-2",
+            show_default=True,
+            help="Sentinel-2 L2A (10 m) or Landsat Collection 2 Level-2 (30 m; tile size ÷ 6).",
+        ),
+        click.option(
+            "--offset-from",
+            default="2022-01-25",
+            show_default=True,
+            help="Sentinel-2: first day whose files carry the +1000 DN of baseline 04.00.",
+        ),
         click.option("--overwrite", is_flag=True, help="Replace a world made with other settings."),
     ]
     for option in reversed(options):
@@ -112,7 +125,18 @@ def _world_options(f):
     return f
 
 
-def _generate(path, seed, years, dates_per_year, tile_size, site_size, sites, overwrite):
+def _generate(
+    path,
+    seed,
+    years,
+    dates_per_year,
+    tile_size,
+    site_size,
+    sites,
+    overwrite,
+    sensor="sentinel-2",
+    offset_from="2022-01-25",
+):
     from minecube.demo import generate
 
     try:
@@ -129,6 +153,8 @@ def _generate(path, seed, years, dates_per_year, tile_size, site_size, sites, ov
             tile_size=tile_size,
             site_size=site_size,
             sites=sites or None,
+            sensor=sensor,
+            offset_from=offset_from,
             overwrite=overwrite,
             progress=True,
         )
@@ -160,7 +186,14 @@ def demo_generate(path, **kwargs) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--stac-port", type=int, default=None, help="STAC API port [default: free port]")
 @click.option("--data-port", type=int, default=None, help="COG server port [default: free port]")
-def demo_serve(path, host, stac_port, data_port) -> None:
+@click.option(
+    "--style",
+    type=click.Choice(["earth-search", "planetary-computer", "earth-search-v0", "cdse"]),
+    default="earth-search",
+    show_default=True,
+    help="Catalogue style of the items (a Sentinel-2 world's files are the same).",
+)
+def demo_serve(path, host, stac_port, data_port, style) -> None:
     """Serve the demo world at PATH: a STAC API and its COGs, until Ctrl-C.
 
     \b
@@ -171,7 +204,7 @@ def demo_serve(path, host, stac_port, data_port) -> None:
     from minecube.errors import MinecubeError
 
     try:
-        server = serve(path, host=host, stac_port=stac_port, data_port=data_port)
+        server = serve(path, host=host, stac_port=stac_port, data_port=data_port, style=style)
     except MinecubeError as e:
         raise click.ClickException(str(e)) from e
     with server:
@@ -213,6 +246,12 @@ def demo_run(path, out, composite, epochs, **kwargs) -> None:
     """
     from minecube.demo import serve
 
+    if kwargs["sensor"] != "sentinel-2":
+        raise click.UsageError(
+            "demo run follows the Sentinel-2 world; make a Landsat world with "
+            "`minecube demo generate PATH --sensor landsat --tile-size 288 --site-size 240`, "
+            "serve it and use `minecube cube build --collection landsat-c2-l2`"
+        )
     world = _generate(path, **kwargs)
     with serve(world) as server:
         click.echo(f"serving: STAC API {server.stac_url}, COGs {server.data_url}\n")
@@ -600,9 +639,26 @@ def cube() -> None:
     default="month",
     show_default=True,
 )
-@click.option("--resolution", default=10.0, show_default=True, help="Pixel size, metres.")
+@click.option(
+    "--resolution",
+    type=float,
+    default=None,
+    help="Pixel size, metres [default: the sensor's, 10 Sentinel-2, 30 Landsat/HLS].",
+)
 @click.option(
     "--engine", type=click.Choice(["stackstac", "odc-stac"]), default="stackstac", show_default=True
+)
+@click.option(
+    "--collection",
+    default="sentinel-2-l2a",
+    show_default=True,
+    help="STAC collection (with --catalog), e.g. landsat-c2-l2.",
+)
+@click.option(
+    "--mask",
+    type=click.Choice(["scl", "qa_pixel", "fmask", "none"]),
+    default=None,
+    help="Cloud mask [default: the sensor's: scl Sentinel-2, qa_pixel Landsat, fmask HLS].",
 )
 @click.option(
     "--quicklooks",
@@ -612,7 +668,19 @@ def cube() -> None:
 )
 @_ONLY
 def cube_build(
-    sites, items_dir, catalog, start, end, out, composite, resolution, engine, quicklooks, only
+    sites,
+    items_dir,
+    catalog,
+    start,
+    end,
+    out,
+    composite,
+    resolution,
+    engine,
+    collection,
+    mask,
+    quicklooks,
+    only,
 ) -> None:
     """Build each site's cloud-masked, composited cube into a Zarr store.
 
@@ -622,6 +690,8 @@ def cube_build(
     Examples:
       minecube cube build sites.geojson --items items --out cubes.zarr --composite quarter
       minecube cube build sites.geojson --catalog URL --start 2023-01-01 --end 2023-12-31
+      minecube cube build sites.geojson --catalog URL --collection landsat-c2-l2 \\
+        --start 1990-01-01 --end 2023-12-31 --composite year
     """
     from minecube.stac import search as stac_search
 
@@ -633,10 +703,19 @@ def cube_build(
             found = _items(items_dir, table.site_id)
         else:
             found = {
-                s.site_id: list(stac_search(s, start, end, catalog=catalog))
+                s.site_id: list(stac_search(s, start, end, catalog=catalog, collection=collection))
                 for s in table.itertuples()
             }
-        _build_cubes(table, found, out, composite, quicklooks, resolution=resolution, engine=engine)
+        _build_cubes(
+            table,
+            found,
+            out,
+            composite,
+            quicklooks,
+            resolution=resolution,
+            engine=engine,
+            mask=mask,
+        )
 
 
 @main.command()
@@ -787,7 +866,7 @@ _RUN_KEYS = {
     "out": "output folder (default: run-output)",
     "collection": "STAC collection (default: sentinel-2-l2a)",
     "max_cloud": "most scene cloud cover, %",
-    "cube": "cube build options: composite, resolution, engine",
+    "cube": "cube build options: composite, resolution, engine, mask",
     "model": "checkpoint to segment with (else one is trained)",
     "labels": "folder of <site_id>.gpkg labels: training and truth in the report",
     "label_time_column": "label column with the year (default: year)",

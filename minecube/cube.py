@@ -20,8 +20,18 @@ import numpy as np
 
 from minecube import __version__
 from minecube.errors import MinecubeError
-from minecube.sites import site_geometry, utm_epsg
-from minecube.stac import BANDS, band_assets
+from minecube.sensors import (
+    BANDS,
+    MASKED_SCL,
+    MASKS,
+    Radiometry,
+    Sensor,
+    dn_offset_evidence,
+    mask_valid,
+    radiometry,
+    sensor_for,
+)
+from minecube.sites import check_grid, site_geometry, site_zone
 
 if TYPE_CHECKING:
     import pystac
@@ -33,10 +43,13 @@ __all__ = [
     "MASKED_SCL",
     "BrokenAssetWarning",
     "EmptyPeriodWarning",
+    "LoadPlan",
+    "RadiometryWarning",
     "SiteGrid",
     "build",
     "items_path",
     "open_cube",
+    "plan",
     "site_grid",
     "to_zarr",
 ]
@@ -47,9 +60,6 @@ ENGINES: tuple[str, ...] = ("stackstac", "odc-stac")
 COMPOSITES: dict[str, str] = {"day": "D", "month": "M", "quarter": "Q", "year": "Y"}
 """Composite rule → pandas period: one median per day (a mosaic of the day's scenes), month,
 quarter or year."""
-MASKED_SCL: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
-"""SCL codes masked by default: no data, saturated/defective, cloud shadow, cloud medium and
-high probability, thin cirrus."""
 
 
 class EmptyPeriodWarning(UserWarning):
@@ -64,11 +74,22 @@ class BrokenAssetWarning(UserWarning):
     """An item was left out because one of its assets could not be read."""
 
 
-def _check_asset(href: str, retries: int) -> str | None:
-    """None if the COG opens and its last block reads (a truncated file fails there)."""
+class RadiometryWarning(UserWarning):
+    """A scene's declared or inferred radiometry was corrected, or could not be confirmed."""
+
+
+_CHECK_SIZE = 128
+"""Pixels on the long side of the decimated read of each asset that the scene check uses."""
+_QUERY = re.compile(r"[?][^\s'\"]*")
+
+
+def _read_asset(href: str, retries: int, out_shape: tuple[int, int] | None):
+    """Open a COG, read its last block (a truncated file fails there) and, for the scene check,
+    a decimated copy (overviews make it cheap). Returns (error or None, array or None, shape)."""
     import time
 
     import rasterio
+    from rasterio.enums import Resampling
     from rasterio.windows import Window
 
     error = ""
@@ -78,29 +99,93 @@ def _check_asset(href: str, retries: int) -> str | None:
                 h, w = src.block_shapes[0]
                 row, col = (src.height - 1) // h * h, (src.width - 1) // w * w
                 src.read(1, window=Window(col, row, min(w, src.width - col), 1))
-            return None
+                shape = out_shape or _decimated(src.height, src.width)
+                small = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+            return None, small, shape
         except rasterio.errors.RasterioError as e:
             error = str(e).splitlines()[0][:200]
             if attempt + 1 < retries:
                 time.sleep(0.2 * 2**attempt)
-    return error
+    return error, None, None
 
 
-_QUERY = re.compile(r"[?][^\s'\"]*")
+def _decimated(height: int, width: int) -> tuple[int, int]:
+    f = max(height, width) / _CHECK_SIZE
+    return max(1, round(height / max(f, 1))), max(1, round(width / max(f, 1)))
 
 
-def _broken_assets(items, keys: list[str], retries: int) -> dict[str, str]:
-    """Item id → first error, for items with an asset that cannot be read (checked in parallel)."""
+def _inspect_item(item, r: Radiometry, mask: str, retries: int, scl_codes) -> tuple[str, dict]:
+    """Read every asset of an item once: (first error or "", scene figures for the check)."""
+    arrays: dict[str, np.ndarray] = {}
+    shape = None
+    for band, asset in r.bands.items():
+        error, small, shape = _read_asset(item.assets[asset.key].href, retries, shape)
+        if error:
+            return f"{asset.key}: {_QUERY.sub('', error)}", {}  # no tokens kept
+        arrays[band] = small
+    refl = [b for b in r.bands if b in BANDS]
+    dn = np.stack([arrays[b].astype("float64") for b in refl])
+    nodata = r.bands[refl[0]].nodata
+    clear = np.all(dn != nodata, axis=0) if nodata is not None else np.ones(dn.shape[1:], bool)
+    if mask in arrays:  # snow is bright and says nothing about the offset
+        codes = (*scl_codes, 11) if mask == "scl" else scl_codes
+        clear &= np.asarray(mask_valid(mask, arrays[mask].astype("float64"), scl_codes=codes))
+    a = r.bands[refl[0]]
+    figures: dict[str, Any] = {"clear_pixels": int(clear.sum())}
+    if clear.any():
+        negative = (dn[:, clear] * a.scale + a.offset) < -0.02
+        figures["negative_fraction"] = round(float(negative.mean(axis=1).max()), 4)
+    if r.sensor == "sentinel-2-l2a":
+        carries, evidence = dn_offset_evidence(dn, clear, 1000.0 * (1e-4 / a.scale))
+        figures.update(evidence, carries_offset=carries)
+    return "", figures
+
+
+def _check_scenes(readable, radiometries, mask: str, retries: int, scl_codes):
+    """Read and check every item in parallel: item id → error, and the checked radiometry."""
     from concurrent.futures import ThreadPoolExecutor
 
-    jobs = [(i.id, k, i.assets[k].href) for i in items for k in keys]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        errors = list(pool.map(lambda job: _check_asset(job[2], retries), jobs))
+        results = list(
+            pool.map(
+                lambda job: _inspect_item(*job, mask, retries, scl_codes),
+                zip(readable, radiometries, strict=True),
+            )
+        )
     broken: dict[str, str] = {}
-    for (item_id, key, _), error in zip(jobs, errors, strict=True):
-        if error and item_id not in broken:
-            broken[item_id] = f"{key}: {_QUERY.sub('', error)}"  # no tokens kept
-    return broken
+    checked, records, notes = [], {}, []
+    for item, r, (error, figures) in zip(readable, radiometries, results, strict=True):
+        if error:
+            broken[item.id] = error
+            continue
+        r, decision = _decide(r, figures)
+        if decision:
+            notes.append(f"{item.id}: {decision}")
+        checked.append(r)
+        records[item.id] = {**r.record(), "check": figures, "decision": decision or "ok"}
+    return broken, checked, records, notes
+
+
+def _decide(r: Radiometry, figures: dict) -> tuple[Radiometry, str]:
+    """Correct a Sentinel-2 offset that the scene's pixels contradict; flag what cannot be."""
+    carries = figures.get("carries_offset")
+    scale = next(b for k, b in r.bands.items() if k in BANDS).scale
+    if carries is not None and (r.offset != 0.0) != carries:
+        offset = round(-1000 * scale, 12) if carries else 0.0
+        why = (
+            f"declared/inferred offset {r.offset} contradicted by the pixels "
+            f"({figures['below_offset_fraction']:.1%} of clear pixels below 1000 DN, darkest "
+            f"1 % at {figures['p1_dn']:.0f} DN): corrected to offset {offset}"
+        )
+        return r.with_offset(offset, "scene check", why), why
+    if figures.get("negative_fraction", 0.0) > 0.01:
+        return r, (
+            f"flagged: {figures['negative_fraction']:.1%} of clear pixels are below −0.02 "
+            f"reflectance with offset {r.offset} (not corrected)"
+        )
+    if r.source == "acquisition date" and carries is None:
+        return r, "baseline unknown and the scene is too bright or cloudy to confirm it"
+    return r, ""
 
 
 @dataclass(frozen=True)
@@ -118,7 +203,14 @@ class SiteGrid:
 
 
 def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
-    """The grid of a site: UTM zone of its centroid, bounds snapped outward to whole pixels.
+    """The grid of a site: the UTM zone that holds most of its area, bounds snapped outward to
+    whole pixels.
+
+    Sites across the antimeridian get their own zone (1 or 60), not the centroid's of a
+    geometry that wraps the globe; a site over two zones gets the one with most of its area and
+    a warning (:func:`minecube.sites.site_zone`); a grid far larger than the site, or over
+    :data:`minecube.sites.MAX_GRID_PIXELS`, is warned about or refused
+    (:func:`minecube.sites.check_grid`).
 
     Examples
     --------
@@ -129,9 +221,9 @@ def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
     import geopandas as gpd
 
     geom = site_geometry(site)
-    centroid = geom.centroid
-    epsg = utm_epsg(centroid.x, centroid.y)
-    minx, miny, maxx, maxy = gpd.GeoSeries([geom], crs=4326).to_crs(epsg).total_bounds
+    epsg, unwrapped = site_zone(geom, site_id=str(getattr(site, "site_id", "") or "") or None)
+    projected = gpd.GeoSeries([unwrapped], crs=4326).to_crs(epsg)
+    minx, miny, maxx, maxy = projected.total_bounds
     r = resolution
     bounds = (
         float(np.floor(minx / r) * r),
@@ -139,7 +231,11 @@ def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
         float(np.ceil(maxx / r) * r),
         float(np.ceil(maxy / r) * r),
     )
-    return SiteGrid(epsg, bounds, float(resolution))
+    grid = SiteGrid(epsg, bounds, float(resolution))
+    check_grid(
+        grid.shape, float(projected.area.sum()) / r**2, site_id=getattr(site, "site_id", None)
+    )
+    return grid
 
 
 def _load(items, keys: list[str], grid: SiteGrid, engine: str, chunks: int) -> xr.DataArray:
@@ -149,8 +245,14 @@ def _load(items, keys: list[str], grid: SiteGrid, engine: str, chunks: int) -> x
         import stackstac
         from rasterio.enums import Resampling
 
+        # plain dicts without links: pystac would otherwise resolve each item's root link (the
+        # API) to transform hrefs, which fails once the API is gone (frozen items, offline)
+        plain = [
+            {**i.to_dict(transform_hrefs=False, include_self_link=False), "links": []}
+            for i in items
+        ]
         da = stackstac.stack(
-            items,
+            plain,
             assets=keys,
             epsg=grid.epsg,
             resolution=grid.resolution,
@@ -163,7 +265,10 @@ def _load(items, keys: list[str], grid: SiteGrid, engine: str, chunks: int) -> x
             chunksize=chunks,
             properties=False,
             band_coords=False,
+            sortby_date=False,  # keep the caller's (time, id) order: one slice per item
         )
+        if list(da["id"].values) != [i.id for i in items]:
+            raise CubeError("stackstac returned the items in another order; report this")
         da = da.drop_vars([c for c in da.coords if c not in ("time", "band", "y", "x")])
         return da.assign_coords(band=keys)
     if engine == "odc-stac":
@@ -190,26 +295,35 @@ def build(
     items: Sequence[pystac.Item],
     *,
     bands: Sequence[str] = BANDS,
-    resolution: float = 10.0,
+    resolution: float | None = None,
     composite: Composite = "month",
     engine: Engine = "stackstac",
     chunks: int = 512,
+    mask: str | Callable[[xr.DataArray], xr.DataArray] | None = None,
     mask_scl: Sequence[int] = MASKED_SCL,
     sign: Callable[[pystac.Item], Any] | None = None,
     retries: int = 3,
 ) -> xr.Dataset:
     """Build a site's cloud-masked, composited datacube (lazily).
 
+    Each item is read with its own radiometry (:func:`minecube.sensors.radiometry`: its
+    ``raster:bands``, or its Sentinel-2 processing baseline), and each scene is checked on a
+    decimated read of its files before the cube is assembled: a Sentinel-2 scene whose pixels
+    contradict the declared offset (the +1000 DN of baseline 04.00) is corrected, one whose
+    clear pixels come out implausibly negative is flagged, both with a
+    :class:`RadiometryWarning`; every decision is in ``attrs["radiometry"]``.
+
     Parameters
     ----------
     site
         A site row (:func:`minecube.sites.read_sites`) or a shapely geometry in lon/lat.
     items
-        STAC items over the site, e.g. from :func:`minecube.stac.search`.
+        STAC items over the site from one sensor (:data:`minecube.sensors.SENSORS`), e.g. from
+        :func:`minecube.stac.search`.
     bands
         Reflectance bands by common name.
     resolution
-        Pixel size in metres.
+        Pixel size in metres; default the sensor's (10 m Sentinel-2, 30 m Landsat and HLS).
     composite
         ``"day"``, ``"month"``, ``"quarter"`` or ``"year"``: median of the valid observations
         in each period; periods without any scene are left out.
@@ -217,8 +331,13 @@ def build(
         ``"stackstac"`` or ``"odc-stac"``; both give the same pixels.
     chunks
         Spatial chunk size in pixels; a multiple of the chip size keeps chips aligned.
+    mask
+        Cloud mask: ``"scl"`` (Sentinel-2 L2A), ``"qa_pixel"`` (Landsat Collection 2 Level-2),
+        ``"fmask"`` (HLS), ``"none"`` (only nodata is masked; recorded), or a callable that
+        takes the per-scene reflectance (time, band, y, x) and returns where it is clear
+        (time, y, x). Default: the sensor's own (:data:`minecube.sensors.MASKS`).
     mask_scl
-        SCL codes to mask (default :data:`MASKED_SCL`).
+        SCL codes that ``mask="scl"`` masks (default :data:`MASKED_SCL`).
     sign
         Called on a copy of each item before reading, e.g. ``planetary_computer.sign_inplace``.
         Signed URLs are never stored in the cube.
@@ -231,7 +350,9 @@ def build(
     xarray.Dataset
         ``reflectance`` (time, band, y, x) float32 surface reflectance, ``valid_count``
         (time, y, x) observations behind each pixel, ``ndvi`` (time, y, x), and the CRS as a CF
-        ``spatial_ref`` coordinate. ``attrs`` hold JSON provenance.
+        ``spatial_ref`` coordinate. ``attrs`` hold JSON provenance: ``sensor``, ``mask``,
+        ``radiometry`` (per item: scale, offset, where they came from, the scene check and its
+        decision), ``item_ids``, ``skipped_items`` and the search.
 
     Examples
     --------
@@ -243,8 +364,8 @@ def build(
     >>> with demo.serve(world) as server:
     ...     items = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
     ...     cube = build(site, items, composite="year").compute()
-    >>> dict(cube.reflectance.sizes), str(cube.rio.crs)
-    ({'time': 2, 'band': 4, 'y': 98, 'x': 98}, 'EPSG:32756')
+    >>> dict(cube.reflectance.sizes), str(cube.rio.crs), cube.attrs["sensor"]
+    ({'time': 2, 'band': 4, 'y': 98, 'x': 98}, 'EPSG:32756', 'sentinel-2-l2a')
     """
     import rioxarray  # noqa: F401 - registers the .rio accessor
     import xarray as xr
@@ -254,29 +375,18 @@ def build(
     if composite not in COMPOSITES:
         raise ValueError(f"composite={composite!r} is not one of {list(COMPOSITES)}")
     search_record = getattr(items, "extra_fields", {}).get("minecube:search", {})
-    items = list(items)
-    if not items:
-        raise CubeError("no items to build a cube from; search() with wider dates or max_cloud")
-    unknown = [b for b in bands if b not in BANDS]
-    if unknown:
-        raise ValueError(f"unknown bands {unknown}; available bands are {list(BANDS)}")
-    grid = site_grid(site, resolution=resolution)
-    geom = site_geometry(site)
-    if not any(_item_shape(i).intersects(geom) for i in items):
-        raise CubeError(
-            f"the site (bounds {tuple(round(v, 4) for v in geom.bounds)}) lies outside every "
-            f"one of the {len(items)} items; check the site's coordinates or the search"
-        )
-    assets = [band_assets(i, (*bands, "scl")) for i in items]
-    keys = [assets[0][b].key for b in (*bands, "scl")]
-    if any([a[b].key for b in (*bands, "scl")] != keys for a in assets):
-        raise CubeError("items name their band assets differently; build one catalogue at a time")
+    the_plan = plan(site, items, bands=bands, resolution=resolution, mask=mask)
+    items, grid, keys = list(the_plan.items), the_plan.grid, list(the_plan.keys)
+    sensor, mask_name, asset_mask = the_plan.sensor, the_plan.mask, the_plan.asset_mask
+    bands, resolution, declared = the_plan.bands, grid.resolution, list(the_plan.radiometry)
     readable = items
     if sign is not None:
         readable = [i.clone() for i in items]
         for item in readable:
             sign(item)
-    broken = _broken_assets(readable, keys, retries)
+    broken, checked, records, notes = _check_scenes(
+        readable, declared, asset_mask, retries, tuple(mask_scl)
+    )
     if broken:
         warnings.warn(
             f"skipping {len(broken)} of {len(items)} items whose assets cannot be read: "
@@ -289,20 +399,41 @@ def build(
         readable = [i for i, k in zip(readable, keep, strict=True) if k]
         if not items:
             raise CubeError(f"no item could be read: {broken}")
-    raw = _load(readable, keys, grid, engine, chunks).sortby("time")
+    guessed = [r.item for r in checked if r.source == "acquisition date"]
+    if guessed:
+        notes.append(
+            f"{len(guessed)} items carry no processing baseline, so their offset follows the "
+            "acquisition date (checked on their pixels; see attrs['radiometry'])"
+        )
+    if notes:
+        warnings.warn("radiometry: " + "; ".join(notes), RadiometryWarning, stacklevel=2)
+    raw = _load(readable, keys, grid, engine, chunks)
+    raw = raw.assign_coords(item_id=("time", [i.id for i in items])).sortby("time")
     # one time chunk per period, so writing a period reads only that period's scenes
     period = raw.time.to_index().tz_localize(None).to_period(COMPOSITES[composite])
     raw = raw.chunk({"time": tuple(period.value_counts(sort=False).loc[period.unique()])})
-    scl = raw.sel(band=keys[-1])
+    by_item = {r.item: r for r in checked}
+
+    def per_item(band: str, field: str) -> xr.DataArray:
+        values = [getattr(by_item[i].bands[band], field) for i in raw.item_id.values]
+        values = [np.nan if v is None else v for v in values]
+        return xr.DataArray(np.asarray(values, "float32"), dims="time")
+
     refl = []
-    for band, key in zip(bands, keys[:-1], strict=True):
-        a = assets[0][band]
+    for band, key in zip(bands, keys[: len(bands)], strict=True):
         dn = raw.sel(band=key)
-        if a.nodata is not None:
-            dn = dn.where(dn != a.nodata)
-        refl.append(dn * np.float32(a.scale) + np.float32(a.offset))
+        dn = dn.where(dn != per_item(band, "nodata"))
+        refl.append(dn * per_item(band, "scale") + per_item(band, "offset"))
     reflectance = xr.concat(refl, dim="band").assign_coords(band=list(bands))
-    valid = scl.notnull() & ~scl.isin(list(mask_scl)) & reflectance.notnull().all("band")
+    reflectance = reflectance.drop_vars("item_id")
+    if callable(mask):
+        valid = _callable_mask(mask, reflectance)
+    elif asset_mask != "none":
+        layer = raw.sel(band=keys[-1]).drop_vars(["band", "item_id"])
+        valid = mask_valid(asset_mask, layer, scl_codes=tuple(mask_scl))
+    else:
+        valid = xr.ones_like(reflectance.isel(band=0, drop=True), dtype=bool)
+    valid = valid & reflectance.notnull().all("band")
     reflectance = reflectance.where(valid)
     starts = ("time", period.start_time)
     composite_ = (
@@ -328,15 +459,138 @@ def build(
     ds.attrs = {
         "minecube_version": __version__,
         "site_id": str(getattr(site, "site_id", "")),
+        "sensor": sensor.name,
         "composite": composite,
         "engine": engine,
         "resolution": resolution,
-        "masked_scl": list(mask_scl),
+        "mask": mask_name,
+        "masked_scl": list(mask_scl) if mask_name == "scl" else [],
         "item_ids": [i.id for i in items],
         "skipped_items": json.dumps(broken),
+        "radiometry": json.dumps({i.id: records[i.id] for i in items}),
         "search": json.dumps(search_record),
     }
     return ds
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What :func:`build` will read, decided from the items' metadata alone (no pixel read)."""
+
+    items: tuple
+    """The items, sorted by time then id."""
+    sensor: Sensor
+    bands: tuple[str, ...]
+    mask: str
+    """The mask's name as recorded (``"scl"``, ``"none"``, ``"callable:<name>"``…)."""
+    asset_mask: str
+    """The mask read from an asset (``"none"`` for a callable or no mask)."""
+    grid: SiteGrid
+    keys: tuple[str, ...]
+    """Asset keys read, the bands' then the mask's."""
+    radiometry: tuple[Radiometry, ...]
+    """Per item, as declared or inferred from the metadata (before the scene check)."""
+
+
+def plan(
+    site,
+    items: Sequence[pystac.Item],
+    *,
+    bands: Sequence[str] = BANDS,
+    resolution: float | None = None,
+    mask: str | Callable | None = None,
+) -> LoadPlan:
+    """Decide how a cube will be read: sensor, grid, asset keys, mask and per-item radiometry.
+
+    Reads no pixel, so it works on any catalogue's items offline; :func:`build` starts here.
+    Raises :class:`CubeError` (no items, several sensors, the site outside every item, items
+    naming their assets differently), :class:`minecube.sensors.UnknownSensorError` or
+    ``ValueError`` (bad bands or mask) with the fix in the message.
+
+    Examples
+    --------
+    >>> import pystac, datetime
+    >>> from shapely.geometry import box
+    >>> scene = box(150.5, -33, 151.5, -32)
+    >>> item = pystac.Item("LC09_L2SP_089090_20240417_02_T1", scene.__geo_interface__,
+    ...                    list(scene.bounds), datetime.datetime(2024, 4, 17), {},
+    ...                    collection="landsat-c2-l2")
+    >>> for key in ("blue", "green", "red", "nir08", "qa_pixel"):
+    ...     item.add_asset(key, pystac.Asset(f"{key}.tif"))
+    >>> p = plan(box(150.90, -32.46, 150.92, -32.44), [item])
+    >>> p.sensor.name, p.grid.resolution, p.keys, p.mask, p.radiometry[0].bands["nir"].scale
+    ('landsat-c2-l2', 30.0, ('blue', 'green', 'red', 'nir08', 'qa_pixel'), 'qa_pixel', 2.75e-05)
+    """
+    items = sorted(items, key=_item_order)
+    if not items:
+        raise CubeError("no items to build a cube from; search() with wider dates or max_cloud")
+    unknown = [b for b in bands if b not in BANDS]
+    if unknown:
+        raise ValueError(f"unknown bands {unknown}; available bands are {list(BANDS)}")
+    sensors = {i.id: sensor_for(i) for i in items}
+    names = sorted({s.name for s in sensors.values()})
+    if len(names) > 1:
+        raise CubeError(
+            f"the items come from several sensors {names}; build one sensor at a time "
+            "(filter the items by collection)"
+        )
+    sensor = next(iter(sensors.values()))
+    mask_name = _mask_name(mask, sensor)
+    asset_mask = mask_name if mask_name in sensor.masks else "none"
+    grid = site_grid(site, resolution=float(resolution or sensor.resolution))
+    geom = site_geometry(site)
+    if not any(_item_shape(i).intersects(geom) for i in items):
+        raise CubeError(
+            f"the site (bounds {tuple(round(v, 4) for v in geom.bounds)}) lies outside every "
+            f"one of the {len(items)} items; check the site's coordinates or the search"
+        )
+    declared = [radiometry(i, tuple(bands), mask=asset_mask, sensor=sensor) for i in items]
+    keys = [a.key for a in declared[0].bands.values()]
+    if any([a.key for a in r.bands.values()] != keys for r in declared):
+        raise CubeError("items name their band assets differently; build one catalogue at a time")
+    return LoadPlan(
+        tuple(items),
+        sensor,
+        tuple(bands),
+        mask_name,
+        asset_mask,
+        grid,
+        tuple(keys),
+        tuple(declared),
+    )
+
+
+def _item_order(item) -> tuple:
+    import datetime as dt
+
+    return (item.datetime or dt.datetime.min.replace(tzinfo=dt.UTC), item.id)
+
+
+def _mask_name(mask, sensor) -> str:
+    if callable(mask):
+        return f"callable:{getattr(mask, '__qualname__', type(mask).__name__)}"
+    if mask is None:
+        return sensor.default_mask
+    if mask not in MASKS:
+        raise ValueError(f"mask={mask!r} is not one of {list(MASKS)} or a callable")
+    if mask != "none" and mask not in sensor.masks:
+        raise ValueError(
+            f"mask={mask!r} does not exist for {sensor.name} items; choose one of "
+            f"{[*sensor.masks, 'none']} or a callable"
+        )
+    return mask
+
+
+def _callable_mask(mask, reflectance):
+    valid = mask(reflectance)
+    dims = getattr(valid, "dims", None)
+    if dims is None or set(dims) != {"time", "y", "x"} or valid.dtype != bool:
+        raise CubeError(
+            f"mask callable {_mask_name(mask, None)!r} must return a boolean DataArray with "
+            f"dims (time, y, x), True where clear; it returned {type(valid).__name__} with "
+            f"dims {dims} and dtype {getattr(valid, 'dtype', None)}"
+        )
+    return valid.transpose("time", "y", "x")
 
 
 def _quiet_nanmedian(block: np.ndarray, axis: int) -> np.ndarray:
@@ -512,6 +766,7 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
     >>> cube.rio.crs.to_epsg(), [str(t)[:4] for t in cube.time.values]
     (32756, ['2022', '2023'])
     """
+    import rioxarray  # noqa: F401 - registers .rio on the result
     import xarray as xr
     import zarr
 

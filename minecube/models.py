@@ -172,15 +172,27 @@ class _Prithvi(nn.Module):
         return self.head(torch.cat([y, self.skip(x[:, :, -1])], dim=1))
 
 
-def _prithvi(spec: ModelSpec, bands: list[str], ckpt: str | None) -> _Prithvi:
+def _backbone_registry():
+    """terratorch's backbone registry, imported without changing torch's global state."""
+    precision = torch.get_float32_matmul_precision()
     try:
         from terratorch.registry import BACKBONE_REGISTRY
     except ImportError as e:
         raise MissingDependencyError(
             "architecture='prithvi' needs terratorch: pip install 'minecube[prithvi]'"
         ) from e
+    finally:
+        # terratorch's Clay backbone sets float32 matmul precision to "medium" when imported:
+        # on CPUs with AMX/AVX512-BF16 that makes every later float32 convolution in this
+        # process bf16-approximate, so results would differ from a fresh dask worker's
+        torch.set_float32_matmul_precision(precision)
+    return BACKBONE_REGISTRY
+
+
+def _prithvi(spec: ModelSpec, bands: list[str], ckpt: str | None) -> _Prithvi:
+    registry = _backbone_registry()
     try:
-        backbone = BACKBONE_REGISTRY.build(
+        backbone = registry.build(
             spec.encoder_name,
             pretrained=ckpt is not None,
             ckpt_path=ckpt,

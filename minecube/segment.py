@@ -492,6 +492,7 @@ def segment(
     tta: Literal["d4"] | None = None,
     device: str = "auto",
     chunks: int | Mapping[str, int] | None = None,
+    any_sensor: bool = False,
 ) -> xr.DataArray:
     """Segment a cube with a trained model, lazily, into a labelled DataArray.
 
@@ -525,6 +526,10 @@ def segment(
     chunks
         Block size in pixels (int or ``{"y": …, "x": …}``), rounded to a multiple of the chip
         stride; default: about ``batch_size`` chips, within 256 MiB of buffers.
+    any_sensor
+        Segment a cube of a sensor the model was not trained on (its card's
+        ``training["sensors"]``; the cube's ``attrs["sensor"]``). Off by default: another
+        sensor's band passes, resolution and radiometry differ from what the model learned.
 
     Returns
     -------
@@ -576,6 +581,7 @@ def segment(
         )
     if isinstance(cube, xr.DataArray | xr.Dataset) and "band" in cube.coords:
         card.check_bands([str(b) for b in cube.band.values])
+    _check_sensor(cube, card, any_sensor)
     feats = _cube_features(cube, card.bands)
     if spec.architecture == "prithvi" and input_dims is None:
         input_dims = card.training.get("input_dims")
@@ -687,6 +693,8 @@ def segment(
     result.attrs["model"] = ref if isinstance(ref, str) else "in-memory model"
     result.attrs["model_spec"] = f"{spec.architecture}-{spec.encoder_name}"
     result.attrs["bands"] = list(card.bands)
+    if getattr(cube, "attrs", {}).get("sensor"):
+        result.attrs["sensor"] = cube.attrs["sensor"]
     result.attrs["segment"] = {
         "input_dims": {"y": ay.size, "x": ax.size},
         "overlap": ay.overlap,
@@ -694,6 +702,16 @@ def segment(
         "tta": tta,
     }
     return result.rio.write_crs(crs).rio.write_nodata(nodata)
+
+
+def _check_sensor(cube, card, any_sensor: bool) -> None:
+    sensor = getattr(cube, "attrs", {}).get("sensor")
+    trained = card.training.get("sensors") or []
+    if sensor and trained and sensor not in trained and not any_sensor:
+        raise CheckpointError(
+            f"the model was trained on {trained} cubes, this cube is {sensor!r}; train a model "
+            "on this sensor's cubes, or pass any_sensor=True to segment it anyway"
+        )
 
 
 def _fingerprint(pred: xr.DataArray, card) -> dict:
@@ -900,6 +918,7 @@ def open_predictions(store: str | os.PathLike, group: str) -> xr.DataArray:
     Raises :class:`IncompletePredictionError` (with the number of regions still missing) when
     the write has not completed: run the same :func:`segment_to_zarr` call again to finish it.
     """
+    import rioxarray  # noqa: F401 - registers .rio on the result
     import xarray as xr
 
     root = _open_store(store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,9 +12,29 @@ from minecube.errors import MinecubeError
 if TYPE_CHECKING:
     import geopandas as gpd
 
-__all__ = ["CLIMATES", "SiteTableError", "read_sites", "site_geometry", "utm_epsg"]
+__all__ = [
+    "CLIMATES",
+    "MAX_BUFFER_M",
+    "MAX_GRID_PIXELS",
+    "SiteGridWarning",
+    "SiteTableError",
+    "check_grid",
+    "read_sites",
+    "site_geometry",
+    "site_zone",
+    "utm_epsg",
+]
 
 REQUIRED = ("site_id", "name", "commodity", "climate")
+MAX_BUFFER_M = 50_000.0
+"""Largest half-width (metres) of the square drawn around a point site."""
+WARN_GRID_PIXELS = 25_000_000
+"""Grids larger than this (5000 × 5000 px, 50 km square at 10 m) are built with a warning."""
+MAX_GRID_PIXELS = 400_000_000
+"""Grids larger than this (20 000 × 20 000 px) are refused: one period of four float32 bands
+would need 6.4 GB. Split such a site into several."""
+MIN_GRID_FILL = 0.05
+"""A site covering less of its grid than this (far-apart parts) is built with a warning."""
 CLIMATES = ("tropical", "arid", "temperate", "continental", "polar")
 """Köppen climate groups (A, B, C, D, E)."""
 
@@ -26,6 +47,93 @@ def utm_epsg(lon: float, lat: float) -> int:
     """
     zone = int((lon + 180) // 6) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
+
+
+class SiteGridWarning(UserWarning):
+    """A site's grid is unusually large, mostly empty, or spans two UTM zones."""
+
+
+def _crosses_antimeridian(geom) -> bool:
+    """A lon/lat geometry drawn across ±180° (parts near both edges, or one ring wrapping)."""
+    minx, _, maxx, _ = geom.bounds
+    return maxx - minx > 180
+
+
+def _unwrapped(geom):
+    """The geometry with western longitudes moved past +180° so it is contiguous."""
+    import numpy as np
+    import shapely
+
+    return shapely.transform(geom, lambda xy: np.column_stack([xy[:, 0] % 360, xy[:, 1]]))
+
+
+def site_zone(geom, *, site_id: str | None = None):
+    """The UTM zone (EPSG) for a lon/lat site geometry, and the geometry to project into it
+    (unwrapped across the antimeridian where needed).
+
+    The zone is the one that holds most of the site's area, not only its centroid's; a site
+    over two zones is warned about (:class:`SiteGridWarning`). A site drawn across the
+    antimeridian is unwrapped first, so it gets zone 1 or 60, not the zone of a centroid on the
+    other side of the globe.
+
+    >>> from shapely.geometry import box
+    >>> site_zone(box(179.6, -16.8, 180.0, -16.7) | box(-180.0, -16.8, -179.999, -16.7))[0]
+    32760
+    """
+    import numpy as np
+    import shapely
+
+    label = f"site {site_id!r}" if site_id else "the site"
+    if _crosses_antimeridian(geom):
+        geom = _unwrapped(geom)
+    minx, miny, maxx, maxy = geom.bounds
+    first, last = int((minx + 180) // 6), int((maxx + 180 - 1e-9) // 6)
+    shares = {}
+    for z in range(first, last + 1):
+        lon0 = -180 + 6 * z
+        part = geom.intersection(shapely.box(lon0, miny - 1, lon0 + 6, maxy + 1))
+        if not part.is_empty:
+            lat = part.centroid.y
+            shares[z % 60 + 1] = part.area * np.cos(np.radians(lat))
+    total = sum(shares.values()) or 1.0
+    zone = max(shares, key=shares.get)
+    if len(shares) > 1 and min(shares.values()) / total > 0.01:
+        split = ", ".join(f"{z}: {a / total:.0%}" for z, a in sorted(shares.items()))
+        warnings.warn(
+            f"{label} spans UTM zones ({split} of its area); using zone {zone}, which holds "
+            "most of it; scenes of the other zone are reprojected onto that grid",
+            SiteGridWarning,
+            stacklevel=3,
+        )
+    epsg = (32600 if geom.centroid.y >= 0 else 32700) + zone
+    return epsg, geom
+
+
+def check_grid(shape: tuple[int, int], site_pixels: float, *, site_id=None) -> None:
+    """Warn about a grid much larger than its site, refuse one over :data:`MAX_GRID_PIXELS`."""
+    pixels = shape[0] * shape[1]
+    label = f"site {site_id!r}" if site_id else "the site"
+    memory = pixels * 4 * 4 / 1e9  # four float32 bands, one period
+    fill = site_pixels / max(pixels, 1)
+    where = f"its grid is {shape[0]} × {shape[1]} = {pixels / 1e6:.1f} M px"
+    if pixels > MAX_GRID_PIXELS:
+        raise SiteTableError(
+            f"{label} is too large: {where} ({memory:.1f} GB per period for four bands), over "
+            f"the limit of {MAX_GRID_PIXELS / 1e6:.0f} M px; split it into several sites or "
+            "build at a coarser resolution="
+        )
+    if pixels > WARN_GRID_PIXELS or fill < MIN_GRID_FILL:
+        warnings.warn(
+            f"{label}: {where} ({memory:.2f} GB per period for four bands), of which the site "
+            f"covers {fill:.2%}"
+            + (
+                "; its parts lie far apart: give each part its own site id"
+                if fill < MIN_GRID_FILL
+                else ""
+            ),
+            SiteGridWarning,
+            stacklevel=3,
+        )
 
 
 def site_geometry(site):
@@ -126,6 +234,7 @@ def read_sites(
         raise SiteTableError(f"site table {where} has no CRS; set one, e.g. frame.set_crs(4326)")
     frame = frame.to_crs(4326).reset_index(drop=True)
     frame["site_id"] = frame["site_id"].astype(str)
+    _check_lonlat(frame, where)
     _validate_rows(frame, where)
     frame["geometry"] = [_buffered(row, buffer_m, where) for row in frame.itertuples()]
     frame = frame.set_geometry("geometry")
@@ -157,6 +266,36 @@ def _validate_rows(frame, where: str) -> None:
     frame["climate"] = frame["climate"].str.lower()
 
 
+def _check_lonlat(frame, where: str) -> None:
+    """Coordinates must be lon/lat degrees: metres without a CRS and swapped columns are errors."""
+    for i, geom in enumerate(frame.geometry):
+        if geom is None or geom.is_empty:
+            continue
+        minx, miny, maxx, maxy = geom.bounds
+        if minx >= -180 and maxx <= 180 and miny >= -90 and maxy <= 90:
+            continue
+        site = frame["site_id"].iloc[i]
+        x, y = geom.representative_point().coords[0] if geom.is_valid else (minx, miny)
+        if abs(y) > 90 and abs(x) <= 90 and abs(y) <= 180:
+            raise SiteTableError(
+                f"row {i} ({site!r}) of {where} has lat={y:g}, which is not a latitude, and "
+                f"lon={x:g}: longitude and latitude look swapped; swap the 'lon' and 'lat' "
+                "columns (or the x/y order of the geometry)"
+            )
+        if 100_000 <= abs(x) <= 900_000 and abs(y) <= 10_000_000:
+            guess = "UTM metres (EPSG:326xx north / 327xx south)"
+        elif max(abs(x), abs(y)) <= 20_037_509:
+            guess = "projected metres, e.g. Web Mercator (EPSG:3857) or a UTM zone"
+        else:
+            guess = "a projected CRS"
+        raise SiteTableError(
+            f"row {i} ({site!r}) of {where} has coordinates ({x:.6g}, {y:.6g}) outside the "
+            f"lon/lat ranges (±180, ±90): they look like {guess}. Declare the table's CRS "
+            "(a GeoJSON without a 'crs' member is read as lon/lat; use GeoPackage, or "
+            "frame.set_crs(EPSG) before read_sites) or reproject it to EPSG:4326"
+        )
+
+
 def _buffered(row, buffer_m: float | None, where: str):
     """Points become squares of half-width ``buffer_m`` drawn in their local UTM zone."""
     geom = row.geometry
@@ -169,7 +308,14 @@ def _buffered(row, buffer_m: float | None, where: str):
             f"row {row.Index} ({row.site_id!r}) of {where} is a point; give buffer_m= (metres) "
             "or a buffer_m column to make it an area"
         )
+    if half > MAX_BUFFER_M:
+        raise SiteTableError(
+            f"row {row.Index} ({row.site_id!r}) of {where} has buffer_m={half:g}, a square "
+            f"{2 * half / 1000:g} km wide; the limit is {MAX_BUFFER_M:g} m. buffer_m is the "
+            "half-width in metres (a large mine is a few km across); draw larger areas as polygons"
+        )
     import shapely
+    import shapely.affinity
     from pyproj import Transformer
 
     epsg = utm_epsg(geom.x, geom.y)
@@ -177,4 +323,13 @@ def _buffered(row, buffer_m: float | None, where: str):
     to_lonlat = Transformer.from_crs(epsg, 4326, always_xy=True).transform
     x, y = to_utm(geom.x, geom.y)
     square = shapely.box(x - half, y - half, x + half, y + half).segmentize(half / 10)
-    return shapely.transform(square, to_lonlat, interleaved=False)
+    lonlat = shapely.transform(square, to_lonlat, interleaved=False)
+    if not _crosses_antimeridian(lonlat):
+        return lonlat
+    # split at 180° into two parts, as RFC 7946 asks of a polygon across the antimeridian
+    unwrapped = _unwrapped(lonlat)
+    east = unwrapped.intersection(shapely.box(0, -90, 180, 90))
+    west = shapely.affinity.translate(
+        unwrapped.intersection(shapely.box(180, -90, 360, 90)), xoff=-360
+    )
+    return shapely.MultiPolygon([east, west])

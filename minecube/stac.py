@@ -1,13 +1,14 @@
 """Search a STAC API for a site's scenes, the same way on Earth Search, the Planetary Computer,
-pgstac and the demo world, and name their band assets the same way whatever the catalogue."""
+pgstac and the demo world. Band assets and their radiometry across catalogues live in
+:mod:`minecube.sensors` (``band_assets`` is re-exported here)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from minecube.errors import MinecubeError
+from minecube.sensors import BANDS, BandAsset, band_assets
 from minecube.sites import site_geometry
 
 if TYPE_CHECKING:
@@ -16,32 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BANDS", "BandAsset", "NoItemsError", "band_assets", "open_catalog", "search"]
 
-BANDS = ("blue", "green", "red", "nir")
-"""Reflectance bands minecube uses, by common name."""
-
-# Asset keys by band across catalogues: Earth Search v1, Planetary Computer / Earth Search v0.
-_ALIASES = {
-    "blue": ("blue", "B02"),
-    "green": ("green", "B03"),
-    "red": ("red", "B04"),
-    "nir": ("nir", "B08"),
-    "scl": ("scl", "SCL"),
-}
-
 
 class NoItemsError(MinecubeError, LookupError):
     """A search matched no items; the message shows the query."""
-
-
-@dataclass(frozen=True)
-class BandAsset:
-    """Where a band lives in an item and how its digital numbers become reflectance."""
-
-    key: str
-    """Asset key in the item (``red`` on Earth Search v1, ``B04`` on the Planetary Computer)."""
-    scale: float
-    offset: float
-    nodata: float | None
 
 
 def open_catalog(
@@ -199,45 +177,3 @@ def _check_collection(client, collection: str) -> None:
     ids = [c.id for c in client.get_collections()]
     if collection not in ids:
         raise ValueError(f"collection {collection!r} is not in this catalogue; it has {ids}")
-
-
-def band_assets(item: pystac.Item, bands=(*BANDS, "scl")) -> dict[str, BandAsset]:
-    """Map minecube band names to an item's assets, with scale and offset to reflectance.
-
-    Earth Search v1 names assets ``red``, ``nir``, ``scl`` and gives ``raster:bands`` scale and
-    offset; the Planetary Computer names them ``B04``, ``B08``, ``SCL`` with no scaling in the
-    item, so the L2A convention is applied: scale 0.0001, and offset −0.1 from processing
-    baseline 04.00 (25 January 2022) on.
-
-    Examples
-    --------
-    >>> import pystac, datetime
-    >>> item = pystac.Item("x", None, None, datetime.datetime(2023, 1, 1),
-    ...                    {"s2:processing_baseline": "05.09"})
-    >>> for key in ("B02", "B03", "B04", "B08", "SCL"):
-    ...     item.add_asset(key, pystac.Asset(f"{key}.tif"))
-    >>> band_assets(item)["nir"]
-    BandAsset(key='B08', scale=0.0001, offset=-0.1, nodata=0)
-    """
-    out = {}
-    for band in bands:
-        if band not in _ALIASES:
-            raise ValueError(f"unknown band {band!r}; minecube reads {[*BANDS, 'scl']}")
-        key = next((k for k in _ALIASES[band] if k in item.assets), None)
-        if key is None:
-            raise KeyError(
-                f"item {item.id!r} has no asset for band {band!r} (looked for "
-                f"{list(_ALIASES[band])}); its assets are {sorted(item.assets)}"
-            )
-        raster = (item.assets[key].extra_fields.get("raster:bands") or [{}])[0]
-        if band == "scl":
-            out[band] = BandAsset(key, 1.0, 0.0, raster.get("nodata", 0))
-            continue
-        scale = raster.get("scale")
-        offset = raster.get("offset")
-        if scale is None:
-            baseline = str(item.properties.get("s2:processing_baseline", "99.99"))
-            scale = 1e-4
-            offset = -0.1 if baseline >= "04.00" else 0.0
-        out[band] = BandAsset(key, float(scale), float(offset or 0.0), raster.get("nodata", 0))
-    return out

@@ -240,6 +240,7 @@ def fit(
         schema=train.schema,
         training={
             "sites": list(train.sites),
+            "sensors": list(getattr(train, "sensors", ())),
             "val_sites": [] if val is None else list(val.sites),
             "chips": len(train),
             "input_dims": train.input_dims,

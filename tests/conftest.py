@@ -163,6 +163,17 @@ def lab(world, cube_store):
     return {"sites": world.sites, "cubes": cubes, "labels": labels, "store": cube_store}
 
 
+def needs_terratorch():
+    """Skip without terratorch; import it without letting it change torch's float32 matmul
+    precision (its Clay backbone sets "medium" on import, which on AMX CPUs changes later CPU
+    convolutions in this process and so the comparisons with fresh dask workers)."""
+    import torch
+
+    precision = torch.get_float32_matmul_precision()
+    pytest.importorskip("terratorch", reason="pip install 'minecube[prithvi]'")
+    torch.set_float32_matmul_precision(precision)
+
+
 def subset(lab, ids):
     """``(cubes, labels)`` of some sites of the lab fixture."""
     return {s: lab["cubes"][s] for s in ids}, {s: lab["labels"][s] for s in ids}
@@ -223,3 +234,43 @@ def s3(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# Two Sentinel-2 worlds over 2021–2023 that differ only in how their files encode reflectance:
+# the real baseline history (no offset before 2022-01-25, +1000 DN after) and every file with
+# the offset. A cube that reads each item's own radiometry is the same from both.
+BASELINE_WORLD = {
+    "sites": ["kalimantan-coal"],
+    "years": [2021, 2022, 2023],
+    "dates_per_year": 4,
+    "tile_size": 160,
+    "site_size": 96,
+}
+
+
+@pytest.fixture(scope="session")
+def baseline_worlds(tmp_path_factory):
+    """``{"mixed": world across the baseline change, "offset": world all at +1000 DN}``."""
+    from minecube.demo import generate
+
+    root = tmp_path_factory.mktemp("baseline")
+    return {
+        "mixed": generate(root / "mixed", **BASELINE_WORLD),
+        "offset": generate(root / "offset", **BASELINE_WORLD, offset_from="2015-01-01"),
+    }
+
+
+@pytest.fixture(scope="session")
+def landsat_world(tmp_path_factory):
+    """A Landsat Collection 2 Level-2 demo world (30 m, ``landsat-c2-l2``, ``qa_pixel``)."""
+    from minecube.demo import generate
+
+    return generate(
+        tmp_path_factory.mktemp("landsat") / "world",
+        sensor="landsat",
+        sites=["kalimantan-coal", "sudbury-nickel", "hunter-coal"],
+        years=[2022, 2023],
+        dates_per_year=3,
+        tile_size=288,
+        site_size=240,
+    )

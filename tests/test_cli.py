@@ -218,3 +218,22 @@ def test_run_does_a_whole_job_from_one_yaml_file(world, server, tmp_path):
     assert bad.exit_code != 0
     assert "unknown settings ['epochs']" in bad.output
     assert "train: training options" in bad.output
+
+
+def test_cube_build_reads_a_landsat_collection_at_its_own_resolution(landsat_world, tmp_path):
+    from minecube import demo
+    from minecube.cube import open_cube
+
+    with demo.serve(landsat_world) as server:
+        args = ["cube", "build", str(landsat_world.path / "sites.geojson"), "--catalog",
+                server.stac_url, "--collection", "landsat-c2-l2", "--start", "2022-01-01",
+                "--end", "2023-12-31", "--composite", "year", "--site", "kalimantan-coal",
+                "--out", str(tmp_path / "cubes.zarr")]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    cube = open_cube(tmp_path / "cubes.zarr", "kalimantan-coal")
+    assert (cube.attrs["sensor"], cube.attrs["mask"]) == ("landsat-c2-l2", "qa_pixel")
+    assert cube.rio.resolution() == (30.0, -30.0)
+    refused = CliRunner().invoke(main, ["demo", "run", "--sensor", "landsat"])
+    assert refused.exit_code == 2
+    assert "demo generate PATH --sensor landsat" in refused.output

@@ -324,3 +324,265 @@ def test_cube_rebuilds_from_its_frozen_items_without_the_api(site, items, tmp_pa
     assert [i.id for i in frozen] == [i.id for i in items]
     again = build(site, frozen, composite="quarter")
     xr.testing.assert_equal(again.reflectance.compute(), cube.reflectance.compute())
+
+
+# --- real archives: radiometry per item, catalogue styles, masks, sensors, offline rebuilds ---
+
+
+def _quarterly(world, style="earth-search", site_id="kalimantan-coal", **kwargs):
+    from minecube import demo
+
+    site = world.sites.set_index("site_id", drop=False).loc[site_id]
+    with demo.serve(world, style=style) as server:
+        items = search(site, "2021-01-01", "2023-12-31", catalog=server.stac_url,
+                       collection=server.collection_id)  # fmt: skip
+        cube = build(site, items, composite="quarter", **kwargs).compute()
+    return cube, items
+
+
+@pytest.fixture(scope="module")
+def across_the_change(baseline_worlds):
+    """Quarterly cubes over 2021–2023 of the mixed world and of the all-offset world."""
+    mixed, items = _quarterly(baseline_worlds["mixed"])
+    offset, _ = _quarterly(baseline_worlds["offset"])
+    return mixed, offset, items
+
+
+def test_no_step_in_reflectance_at_the_baseline_change(across_the_change):
+    mixed, offset, items = across_the_change
+    records = json.loads(mixed.attrs["radiometry"])
+    before = [i.id for i in items if i.datetime.date() < pd.Timestamp("2022-01-25").date()]
+    after = [i.id for i in items if i.id not in before]
+    assert before
+    assert after
+    assert {records[i]["offset"] for i in before} == {0.0}
+    assert {records[i]["offset"] for i in after} == {-0.1}
+    # the same surface encoded two ways gives the same cube (DN rounding: 1e-4)
+    np.testing.assert_allclose(mixed.reflectance.values, offset.reflectance.values, atol=1.5e-4)
+    xr.testing.assert_equal(mixed.valid_count, offset.valid_count)
+    # and no step between the last quarter before the change and the first after it
+    q4, q1 = np.datetime64("2021-10-01"), np.datetime64("2022-01-01")
+    median = mixed.reflectance.median(["y", "x"])
+    for band in ("red", "nir"):
+        step = abs(float(median.sel(band=band, time=q1) - median.sel(band=band, time=q4)))
+        assert step < 0.03, (band, step)  # a mis-scaled side would jump by 0.1
+    ndvi = mixed.ndvi.median(["y", "x"])
+    assert abs(float(ndvi.sel(time=q1) - ndvi.sel(time=q4))) < 0.08
+
+
+@pytest.mark.parametrize("style", ["planetary-computer", "earth-search-v0", "cdse"])
+def test_every_catalogue_style_gives_the_earth_search_cube(baseline_worlds, across_the_change,
+                                                           style):  # fmt: skip
+    es, _, _ = across_the_change
+    other, items = _quarterly(baseline_worlds["mixed"], style=style)
+    assert items[0].collection_id == (
+        "sentinel-s2-l2a-cogs" if style == "earth-search-v0" else "sentinel-2-l2a"
+    )
+    xr.testing.assert_equal(other.reflectance, es.reflectance)
+    xr.testing.assert_equal(other.valid_count, es.valid_count)
+    sources = {r["source"] for r in json.loads(other.attrs["radiometry"]).values()}
+    assert sources == ({"item"} if style == "cdse" else {"baseline"})
+
+
+def test_misdeclared_offsets_are_corrected_by_the_scene_check(baseline_worlds, across_the_change):
+    """Earth Search's known faults, both ways: an offset declared on files that carry none, and
+    ``boa_offset_applied: true`` on files that still carry it."""
+    from minecube import demo
+    from minecube.cube import RadiometryWarning
+
+    good, _, _ = across_the_change
+    world = baseline_worlds["mixed"]
+    site = world.sites.set_index("site_id", drop=False).loc["kalimantan-coal"]
+    with demo.serve(world) as server:
+        items = search(site, "2021-01-01", "2023-12-31", catalog=server.stac_url)
+        lying = []
+        for item in items:
+            if item.properties["s2:processing_baseline"] < "04.00":
+                item.properties["s2:processing_baseline"] = "04.00"
+                for key in ("blue", "green", "red", "nir"):
+                    item.assets[key].extra_fields["raster:bands"][0]["offset"] = -0.1
+            elif item.datetime.year == 2023:
+                item.properties["earthsearch:boa_offset_applied"] = True
+            else:
+                continue
+            lying.append(item.id)
+        with pytest.warns(RadiometryWarning, match="contradicted by the pixels") as record:
+            cube = build(site, items, composite="quarter").compute()
+    records = json.loads(cube.attrs["radiometry"])
+    corrected = [i for i, r in records.items() if r["source"] == "scene check"]
+    checked = [i for i in lying if records[i]["check"].get("carries_offset") is not None]
+    assert sorted(corrected) == sorted(checked)
+    assert len(checked) >= len(lying) // 2
+    assert all(i in str(record[0].message) for i in corrected)
+    for i in corrected:
+        assert records[i]["decision"].startswith("declared/inferred offset")
+    # every corrected or confirmed scene is right; a scene the check could not read (all
+    # cloud) keeps its declared offset and is recorded as such
+    uncheckable = {i for i in lying if i not in checked}
+    quarter = {i.id: np.datetime64(pd.Timestamp(i.datetime.date()).to_period("Q").start_time)
+               for i in items}  # fmt: skip
+    ok = [t for t in cube.time.values if t not in {quarter[i] for i in uncheckable}]
+    assert ok
+    np.testing.assert_allclose(
+        cube.reflectance.sel(time=ok).values, good.reflectance.sel(time=ok).values, atol=1e-6
+    )
+
+
+def test_masks_are_a_choice(site, items):
+    from minecube.sensors import mask_valid
+
+    scl = build(site, items, composite="year").compute()
+    none = build(site, items, composite="year", mask="none").compute()
+    assert (scl.attrs["mask"], none.attrs["mask"]) == ("scl", "none")
+    assert none.attrs["masked_scl"] == []
+    assert int(none.valid_count.sum()) > int(scl.valid_count.sum())  # clouds now count
+
+    def bright(reflectance):  # a user's own mask: anything very bright in blue is cloud
+        return (reflectance.sel(band="blue") < 0.25).drop_vars("band")
+
+    own = build(site, items, composite="year", mask=bright).compute()
+    assert own.attrs["mask"].startswith("callable:")
+    assert int(none.valid_count.sum()) > int(own.valid_count.sum()) > 0
+    assert mask_valid("scl", np.array([8.0]))[0] == np.False_
+    with pytest.raises(
+        CubeError, match=r"must return a boolean DataArray with dims \(time, y, x\)"
+    ):
+        build(site, items, mask=lambda r: r).compute()
+    with pytest.raises(ValueError, match=r"mask='qa_pixel' does not exist for sentinel-2-l2a"):
+        build(site, items, mask="qa_pixel")
+    with pytest.raises(ValueError, match=r"mask='clouds' is not one of"):
+        build(site, items, mask="clouds")
+    bare = [i.clone() for i in items]
+    for item in bare:
+        del item.assets["scl"]
+    with pytest.raises(ValueError, match=r"no 'scl' mask asset .* mask='none'"):
+        build(site, bare)
+    assert build(site, bare, composite="year", mask="none").attrs["mask"] == "none"
+
+
+@pytest.mark.parametrize("engine", ["stackstac", "odc-stac"])
+def test_frozen_items_rebuild_with_the_stac_api_stopped(tmp_path, engine):
+    import urllib.error
+    import urllib.request
+
+    import pystac
+
+    from minecube import demo
+    from minecube.demo.serve import _stop
+    from tests.conftest import TINY
+
+    world = demo.generate(tmp_path / "w", **TINY)
+    site = world.sites.iloc[0]
+    with demo.serve(world) as server:
+        items = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+        cube = build(site, items, composite="quarter", engine=engine).compute()
+        to_zarr(cube, tmp_path / "c.zarr", items=items)
+        for process, _ in server._processes:  # stop the STAC API, keep the COG server
+            if "serve" in process.args:
+                _stop(process)
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(server.stac_url, timeout=2)
+        frozen = pystac.ItemCollection.from_file(str(items_path(tmp_path / "c.zarr", site.site_id)))
+        assert any(link.rel == "root" for link in frozen[0].links)  # pointing at the dead API
+        again = build(site, frozen, composite="quarter", engine=engine).compute()
+    xr.testing.assert_equal(again.reflectance, cube.reflectance)
+
+
+@pytest.fixture(scope="module")
+def landsat_cubes(landsat_world):
+    from minecube import demo
+
+    cubes = {}
+    with demo.serve(landsat_world) as server:
+        assert server.collection_id == "landsat-c2-l2"
+        for site in landsat_world.sites.itertuples():
+            items = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url,
+                           collection="landsat-c2-l2")  # fmt: skip
+            cubes[site.site_id] = build(site, items, composite="year", mask="qa_pixel").compute()
+    return cubes
+
+
+def test_a_landsat_cube_builds_at_30_m_with_qa_pixel(landsat_cubes):
+    cube = landsat_cubes["kalimantan-coal"]
+    assert cube.attrs["sensor"] == "landsat-c2-l2"
+    assert cube.attrs["mask"] == "qa_pixel"
+    assert cube.rio.resolution() == (30.0, -30.0)
+    assert cube.attrs["resolution"] == 30.0
+    records = json.loads(cube.attrs["radiometry"]).values()
+    assert {(r["scale"], r["offset"]) for r in records} == {(2.75e-5, -0.2)}
+    assert all(r["decision"] == "ok" for r in records)
+    assert 0 < int(cube.valid_count.sum()) < 3 * cube.valid_count.size  # clouds were masked
+    refl = cube.reflectance.values[np.isfinite(cube.reflectance.values)]
+    assert np.percentile(refl, 1) >= 0.0
+    assert np.percentile(refl, 99) < 0.8
+
+
+def test_an_implausible_landsat_offset_is_flagged_not_corrected(landsat_world):
+    from minecube import demo
+    from minecube.cube import RadiometryWarning
+
+    site = landsat_world.sites.iloc[0]
+    with demo.serve(landsat_world) as server:
+        items = search(site, "2022-01-01", "2022-12-31", catalog=server.stac_url,
+                       collection="landsat-c2-l2")  # fmt: skip
+        for key in ("blue", "green", "red", "nir08"):
+            items[0].assets[key].extra_fields["raster:bands"][0]["offset"] = -0.4
+        with pytest.warns(RadiometryWarning, match=r"flagged: .* below −0.02"):
+            cube = build(site, items, composite="year")
+    record = json.loads(cube.attrs["radiometry"])[items[0].id]
+    assert record["offset"] == -0.4
+    assert record["decision"].startswith("flagged")
+
+
+def test_a_landsat_model_segments_landsat_cubes_and_refuses_sentinel_2(
+    landsat_world, landsat_cubes, lab
+):
+    import torch
+
+    from minecube import stats
+    from minecube.chips import ChipDataset
+    from minecube.labels import rasterize
+    from minecube.models import CheckpointError, create
+    from minecube.segment import segment
+    from minecube.train import fit
+
+    labels = {
+        s: rasterize(landsat_world.labels_path(s), c, time_column="year")
+        for s, c in landsat_cubes.items()
+    }
+    train_ids = ["kalimantan-coal", "sudbury-nickel"]
+    chips = ChipDataset(
+        {s: landsat_cubes[s] for s in train_ids},
+        {s: labels[s] for s in train_ids},
+        input_dims={"y": 32, "x": 32},
+        input_overlap={"y": 16, "x": 16},
+    )
+    torch.manual_seed(0)
+    model = create("unet", encoder_name="resnet18", in_channels=4, classes=10)
+    model = fit(model, chips, epochs=1, batch_size=8, device="cpu", progress=False)
+    assert model.card.training["sensors"] == ["landsat-c2-l2"]
+    test = landsat_cubes["hunter-coal"]
+    pred = segment(test, model, input_dims={"y": 32, "x": 32}, overlap=8, device="cpu")
+    assert pred.attrs["sensor"] == "landsat-c2-l2"
+    areas = stats.class_areas(pred.compute(), units="ha")
+    grid_ha = test.sizes["y"] * test.sizes["x"] * 30 * 30 / 1e4
+    by_time = areas.groupby("time")
+    total = by_time["area_ha"].sum() + by_time["unobserved_ha"].first()
+    np.testing.assert_allclose(total.values, grid_ha, rtol=1e-6)  # every pixel, in 30 m
+    sentinel = lab["cubes"]["hunter-coal"]
+    with pytest.raises(CheckpointError, match=r"trained on \['landsat-c2-l2'\] cubes"):
+        segment(sentinel, model, device="cpu")
+    assert segment(sentinel, model, device="cpu", any_sensor=True).dims == ("time", "y", "x")
+
+
+def test_open_cube_has_rio_without_importing_rioxarray(cube_store):
+    """In a fresh interpreter that never imports rioxarray itself."""
+    code = (
+        "from minecube.cube import open_cube; "
+        f"c = open_cube({str(cube_store)!r}, 'hunter-coal'); print(c.rio.crs.to_epsg())"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "32756"

@@ -20,6 +20,7 @@ from minecube.models import (
     load,
     save,
 )
+from tests.conftest import needs_terratorch
 
 SMALL = {"unet": "resnet18", "deeplabv3plus": "resnet18", "fpn": None, "segformer": None}
 
@@ -28,7 +29,7 @@ SMALL = {"unet": "resnet18", "deeplabv3plus": "resnet18", "fpn": None, "segforme
 def test_every_architecture_segments_any_image_size(architecture):
     torch.manual_seed(0)
     if architecture == "prithvi":
-        pytest.importorskip("terratorch", reason="pip install 'minecube[prithvi]'")
+        needs_terratorch()
         model = create("prithvi", in_channels=5, classes=10, frames=3,
                        bands=["red", "green", "blue", "nir", "ndvi"])  # fmt: skip
         x = torch.randn(2, 5, 3, 70, 90)  # (B, C, T, H, W): the cube's periods as frames
@@ -137,3 +138,19 @@ def test_bad_checkpoints_are_refused_clearly(tmp_path):
         load(tmp_path / "m")
     with pytest.raises(CheckpointError, match="has no card"):
         save(create("segformer"), tmp_path / "n")
+
+
+def test_building_prithvi_leaves_torch_float32_precision_alone():
+    """terratorch sets "medium" on import; on AMX CPUs that would change every later CPU
+    convolution in the process, so the client and fresh dask workers would disagree. Checked in
+    a fresh interpreter, where terratorch is not imported yet."""
+    import subprocess
+    import sys
+
+    needs_terratorch()
+    code = (
+        "import torch; from minecube.models import _backbone_registry; _backbone_registry(); "
+        "import terratorch; print(torch.get_float32_matmul_precision())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "highest"

@@ -232,6 +232,16 @@ def test_segment_to_zarr_resumes_without_redoing_regions(lab, checkpoint, tmp_pa
     np.testing.assert_array_equal(stored.values, expected.values)
     assert stored.rio.crs == cube.rio.crs
     assert stored.rio.nodata == 0
+    # .rio works on what open_predictions returns in an interpreter that never imported rioxarray
+    import subprocess
+    import sys
+
+    code = (
+        "from minecube.segment import open_predictions; "
+        f"p = open_predictions({str(store)!r}, 'atacama-copper'); print(p.rio.crs.to_epsg())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(cube.rio.crs.to_epsg())
     # another model or setting is not silently mixed into the same group
     with pytest.raises(SegmentError, match="other"):
         segment_to_zarr(cube, checkpoint, store, **{**kwargs, "overlap": 16, "chunks": 160})

@@ -6,7 +6,7 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import Polygon
 
-from minecube.sites import SiteTableError, read_sites, utm_epsg
+from minecube.sites import SiteGridWarning, SiteTableError, read_sites, utm_epsg
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,113 @@ def test_point_sites_need_a_buffer(tmp_path):
         read_sites(tmp_path / "bad.csv")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_sites(tmp_path / "nope.geojson")
+
+
+# --- sites checked like a GIS would ---
+
+ROW = {"site_id": "s", "name": "n", "commodity": "coal", "climate": "arid"}
+
+
+def test_a_geojson_in_metres_without_a_crs_is_refused_naming_the_probable_crs(tmp_path):
+    import json
+
+    square = [[500000, 7488000], [502000, 7488000], [502000, 7490000], [500000, 7488000]]
+    path = tmp_path / "utm.geojson"
+    feature = {"type": "Feature", "properties": ROW,
+               "geometry": {"type": "Polygon", "coordinates": [square]}}  # fmt: skip
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    with pytest.raises(SiteTableError, match=r"row 0 \('s'\) .* outside the lon/lat .* UTM metres"):
+        read_sites(path)
+
+
+def test_swapped_lon_lat_in_a_csv_is_a_clear_error(tmp_path):
+    path = tmp_path / "sites.csv"
+    path.write_text(
+        "site_id,name,commodity,climate,lon,lat,buffer_m\ns,n,coal,arid,-32.45,150.95,500\n"
+    )
+    with pytest.raises(SiteTableError, match=r"lat=150.95, which is not a latitude.* swap"):
+        read_sites(path)
+
+
+def test_buffer_m_is_a_half_width_in_metres_within_a_limit(tmp_path):
+    path = tmp_path / "sites.csv"
+    path.write_text("site_id,name,commodity,climate,lon,lat\ns,n,coal,arid,150.95,-32.45\n")
+    with pytest.raises(SiteTableError, match=r"buffer_m=5e\+06, a square 10000 km wide; the limit"):
+        read_sites(path, buffer_m=5e6)
+    assert len(read_sites(path, buffer_m=2000)) == 1
+
+
+def test_a_site_across_the_antimeridian_gets_its_own_zone_and_a_compact_grid():
+    from shapely.geometry import box
+
+    from minecube.cube import site_grid
+
+    # Taveuni, Fiji: a 4 km square across 180°, drawn as RFC 7946 wants (split in two parts)
+    split = box(179.98, -16.82, 180.0, -16.78) | box(-180.0, -16.82, -179.98, -16.78)
+    with pytest.warns(SiteGridWarning, match=r"spans UTM zones \(1: 50%, 60: 50%"):
+        grid = site_grid(split)
+    assert grid.epsg in (32701, 32760)  # not 31S from a centroid at lon 0
+    h, w = grid.shape
+    assert 400 <= h <= 500
+    assert 400 <= w <= 500
+    mostly_west = box(179.90, -16.82, 180.0, -16.78) | box(-180.0, -16.82, -179.995, -16.78)
+    assert site_grid(mostly_west).epsg == 32760
+
+
+def test_a_site_over_two_zones_warns_and_uses_the_zone_with_most_of_it():
+    from shapely.geometry import box
+
+    from minecube.cube import site_grid
+
+    site = box(143.90, -20.10, 144.05, -20.00)  # 144°E is the edge of zones 54 and 55
+    with pytest.warns(SiteGridWarning, match=r"spans UTM zones \(54: 67%, 55: 33%"):
+        grid = site_grid(site)
+    assert grid.epsg == 32754
+
+
+def test_far_apart_parts_and_huge_sites_warn_or_are_refused():
+    from shapely.geometry import MultiPolygon, box
+
+    from minecube.cube import site_grid
+    from minecube.sites import MAX_GRID_PIXELS
+
+    apart = MultiPolygon([box(150.90, -32.46, 150.91, -32.45), box(151.30, -32.46, 151.31, -32.45)])
+    with pytest.warns(
+        SiteGridWarning, match=r"M px .* GB per period .* covers \d\.\d+%.* far apart"
+    ):
+        site_grid(apart)
+    large = box(150.0, -33.0, 150.6, -32.5)  # ~56 km × 55 km: built, with a warning
+    with pytest.warns(SiteGridWarning, match=r"5\d{3} × 5\d{3} = 3\d\.\d M px"):
+        site_grid(large)
+    huge = box(148.0, -34.0, 151.0, -31.0)
+    with pytest.raises(
+        SiteTableError, match=rf"too large: .* limit of {MAX_GRID_PIXELS / 1e6:.0f}"
+    ):
+        site_grid(huge)
+    assert site_grid(huge, resolution=100.0).resolution == 100.0  # the fix the message names
+
+
+def test_grids_of_ordinary_sites_raise_no_warning(world):
+    import warnings
+
+    from minecube.cube import site_grid
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SiteGridWarning)
+        for site in world.sites.itertuples():
+            site_grid(site)
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat"), [(-179.99, 10.0), (179.99, -10.0), (0.0, 0.0), (-68.9, -22.3), (172.5, 83.0)]
+)
+def test_point_sites_anywhere_become_valid_squares_of_the_asked_size(lon, lat, tmp_path):
+    from minecube.cube import site_grid
+
+    path = tmp_path / "p.csv"
+    path.write_text(f"site_id,name,commodity,climate,lon,lat\ns,n,coal,polar,{lon},{lat}\n")
+    site = read_sites(path, buffer_m=1500).iloc[0]
+    assert site.geometry.is_valid
+    h, w = site_grid(site).shape
+    assert 295 <= h <= 310
+    assert 295 <= w <= 310

@@ -8,6 +8,7 @@ import pystac
 import pytest
 from shapely.geometry import box, shape
 
+from minecube.sensors import UnknownSensorError
 from minecube.stac import NoItemsError, band_assets, open_catalog, search
 
 
@@ -87,7 +88,9 @@ def test_band_assets_of_the_demo_world_use_earth_search_keys_and_scaling(catalog
 
 
 def _planetary_computer_item(baseline: str) -> pystac.Item:
-    item = pystac.Item("S2A_MSIL2A_20210301", None, None, dt.datetime(2021, 3, 1), {})
+    item = pystac.Item(
+        "S2A_MSIL2A_20210301", None, None, dt.datetime(2021, 3, 1), {}, collection="sentinel-2-l2a"
+    )
     item.properties["s2:processing_baseline"] = baseline
     for key in ("B02", "B03", "B04", "B08", "SCL", "visual"):
         item.add_asset(key, pystac.Asset(f"https://example.com/{key}.tif"))
@@ -110,7 +113,7 @@ def test_band_assets_of_planetary_computer_items(baseline, offset):
 def test_band_assets_errors_list_what_is_there():
     item = _planetary_computer_item("05.09")
     del item.assets["B08"]
-    with pytest.raises(KeyError, match=r"no asset for band 'nir' .* its assets are \['B02'"):
+    with pytest.raises(UnknownSensorError, match=r"no asset for 'nir' .* its assets are \['B02'"):
         band_assets(item)
     with pytest.raises(ValueError, match=r"unknown band 'swir'; minecube reads"):
         band_assets(item, bands=("swir",))

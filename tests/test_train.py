@@ -10,7 +10,7 @@ from minecube.chips import ChipDataset
 from minecube.evaluate import evaluate
 from minecube.models import create, load, save
 from minecube.train import fit
-from tests.conftest import subset
+from tests.conftest import needs_terratorch, subset
 
 DIMS = {"y": 64, "x": 64}
 TRAIN, VAL, TEST = ["kalimantan-coal", "sudbury-nickel"], ["bodaibo-gold"], ["hunter-coal"]
@@ -93,7 +93,7 @@ def test_inputs_that_do_not_fit_the_model_are_refused(data):
 
 
 def test_prithvi_takes_consecutive_periods_as_frames(lab):
-    pytest.importorskip("terratorch", reason="pip install 'minecube[prithvi]'")
+    needs_terratorch()
     train = ChipDataset(*subset(lab, TRAIN), bands="rgbn+ndvi", input_dims=DIMS, frames=2)
     item = train[0]
     assert item["image"].shape == (5, 2, 64, 64)  # (C, T, H, W)

@@ -418,9 +418,56 @@ def swath_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return proj <= np.quantile(proj, rng.uniform(0.55, 0.85))
 
 
-def encode_reflectance(refl: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Reflectance → L2A digital numbers (baseline ≥ 04.00: DN = (ρ + 0.1) / 0.0001, nodata 0)."""
-    dn = np.round((np.nan_to_num(refl, posinf=10.0) + 0.1) / 1e-4)
+def encode_reflectance(
+    refl: np.ndarray, valid: np.ndarray, *, scale: float = 1e-4, offset: float = -0.1
+) -> np.ndarray:
+    """Reflectance → digital numbers, DN = (ρ − offset) / scale, nodata 0.
+
+    Sentinel-2 L2A baseline ≥ 04.00: scale 0.0001, offset −0.1 (DN carry +1000); before it
+    offset 0. Landsat Collection 2 Level-2: scale 2.75e-5, offset −0.2.
+    """
+    dn = np.round((np.nan_to_num(refl, posinf=10.0) - offset) / scale)
     dn = np.clip(dn, 1, 65535).astype("uint16")
     dn[:, ~valid] = 0
     return dn
+
+
+# Landsat QA_PIXEL words for the SCL classes: confidence bits low, then the class's own bits.
+_QA_BASE = (1 << 8) | (1 << 10) | (1 << 12) | (1 << 14)
+QA_PIXEL = {
+    "clear": _QA_BASE | (1 << 6),
+    "water": _QA_BASE | (1 << 6) | (1 << 7),
+    "cloud": _QA_BASE | (1 << 1) | (1 << 3) | (3 << 8),
+    "shadow": _QA_BASE | (1 << 4) | (3 << 10),
+    "cirrus": _QA_BASE | (1 << 2) | (3 << 14),
+    "snow": _QA_BASE | (1 << 5) | (3 << 12),
+    "dilated": _QA_BASE | (1 << 1),
+    "fill": 1,
+}
+
+
+def scl_to_qa_pixel(scl: np.ndarray, factor: int = 3) -> np.ndarray:
+    """A 10 m SCL as Landsat ``QA_PIXEL`` words at ``factor`` × 10 m (most restrictive code)."""
+    order = np.array([0, 9, 8, 10, 3, 1, 6, 2, 4, 5, 7, 11], "uint8")
+    rank = np.empty(256, "uint8")
+    rank[order] = np.arange(order.size)
+    h, w = scl.shape
+    worst = order[rank[scl].reshape(h // factor, factor, w // factor, factor).min(axis=(1, 3))]
+    words = np.full(worst.shape, QA_PIXEL["clear"], "uint16")
+    for codes, word in (
+        ((SCL["no_data"],), "fill"),
+        ((SCL["cloud_medium_probability"], SCL["cloud_high_probability"]), "cloud"),
+        ((SCL["thin_cirrus"],), "cirrus"),
+        ((SCL["cloud_shadows"],), "shadow"),
+        ((SCL["snow"],), "snow"),
+        ((SCL["water"],), "water"),
+        ((SCL["saturated_or_defective"],), "dilated"),
+    ):
+        words[np.isin(worst, codes)] = QA_PIXEL[word]
+    return words
+
+
+def block_mean(refl: np.ndarray, factor: int = 3) -> np.ndarray:
+    """(band, y, x) reflectance averaged over ``factor`` × ``factor`` blocks (a coarser sensor)."""
+    b, h, w = refl.shape
+    return refl.reshape(b, h // factor, factor, w // factor, factor).mean(axis=(2, 4))

@@ -22,7 +22,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from minecube.demo.stacitems import COLLECTION_ID
 from minecube.demo.world import World, open_world
 from minecube.errors import MissingDependencyError, PortInUseError, ServerStartError
 
@@ -85,9 +84,11 @@ class DemoServer:
         stac_port: int | None,
         data_port: int | None,
         rustac: str | os.PathLike | None,
+        style: str = "earth-search",
     ):
         self.world = world
         self.host = host
+        self.style = style
         program = _find_rustac(rustac)
         if data_port is not None:
             _check_port(host, data_port, "COG server", "data_port")
@@ -98,13 +99,15 @@ class DemoServer:
         atexit.register(self.close)
         try:
             self.data_url = self._start_cog_server(data_port)
-            items = world.items(base_url=self.data_url)
+            items = world.items(base_url=self.data_url, style=style)
             for item in items:
                 item["links"] = []  # the API writes its own self/parent/collection links
             (self._tmp / "items.json").write_text(
                 json.dumps({"type": "FeatureCollection", "features": items})
             )
-            shutil.copy(world.collection_path, self._tmp / "collection.json")
+            collection = json.loads(world.collection_path.read_text())
+            collection["id"] = self.collection_id = items[0]["collection"]
+            (self._tmp / "collection.json").write_text(json.dumps(collection))
             self.stac_url = self._start_stac(program, stac_port)
         except BaseException:
             self.close()
@@ -163,7 +166,7 @@ class DemoServer:
                 ],
                 "rustac",
             )
-            if _wait_for(f"{url}/collections/{COLLECTION_ID}", process):
+            if _wait_for(f"{url}/collections/{self.collection_id}", process):
                 return url
             text = self._log_tail("rustac")
             _stop(process)
@@ -230,6 +233,7 @@ def serve(
     stac_port: int | None = None,
     data_port: int | None = None,
     rustac: str | os.PathLike | None = None,
+    style: str = "earth-search",
 ) -> DemoServer:
     """Serve a demo world on loopback: a STAC API and its COGs over HTTP range requests.
 
@@ -244,6 +248,10 @@ def serve(
         is taken raises :class:`~minecube.errors.PortInUseError`.
     rustac
         Path of the ``rustac`` program (default: the one installed beside this Python).
+    style
+        Catalogue style of a Sentinel-2 world's items: ``"earth-search"`` (v1, as generated),
+        ``"planetary-computer"``, ``"earth-search-v0"`` or ``"cdse"``
+        (:func:`minecube.demo.stacitems.restyle`); the files are the same.
 
     Returns
     -------
@@ -263,4 +271,4 @@ def serve(
     """
     if not isinstance(world, World):
         world = open_world(world)
-    return DemoServer(world, host, stac_port, data_port, rustac)
+    return DemoServer(world, host, stac_port, data_port, rustac, style)

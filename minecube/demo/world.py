@@ -7,6 +7,7 @@ Layout of a world folder::
     stac/collection.json       the sentinel-2-l2a collection
     stac/items.json            a FeatureCollection of items, asset hrefs relative to the folder
     cogs/<zone>/<band>/<sq>/<year>/<month>/<item id>/{B02,B03,B04,B08,SCL}.tif
+                               (Landsat worlds: {SR_B2,SR_B3,SR_B4,SR_B5,QA_PIXEL}.tif at 30 m)
     truth/<site_id>/<year>.tif class-id raster on the site's grid (0 = no label)
     labels/<site_id>.gpkg      label polygons drawn from it (columns site_id, year, class, class_id)
 """
@@ -42,8 +43,11 @@ __all__ = ["SITES", "World", "WorldSpec", "generate", "open_world"]
 
 RESOLUTION = 10  # metres
 _MANIFEST = "world.json"
-FORMAT = 1
+FORMAT = 2
 """Version of the generator's output; worlds of another format are regenerated, not reused."""
+SENSORS = ("sentinel-2", "landsat")
+"""Sensors a demo world can imitate: Sentinel-2 L2A (10 m, Earth Search v1 layout) or Landsat
+Collection 2 Level-2 (30 m, ``landsat-c2-l2``, ``qa_pixel``)."""
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,27 @@ class WorldSpec:
     """Width and height of each site's area in 10 m pixels."""
     sites: tuple[str, ...] | None = None
     """Site ids to generate; all of :data:`SITES` when None."""
+    sensor: str = "sentinel-2"
+    """One of :data:`SENSORS`."""
+    offset_from: str = "2022-01-25"
+    """Sentinel-2: first day whose files carry the +1000 DN offset of processing baseline 04.00
+    (the real change was 25 January 2022; earlier scenes are baseline 03.01, no offset). An
+    early date (``"2015-01-01"``) gives a world whose files all carry it."""
 
     def __post_init__(self) -> None:
+        if self.sensor not in SENSORS:
+            raise ValueError(f"sensor={self.sensor!r} is not one of {list(SENSORS)}")
+        try:
+            dt.date.fromisoformat(self.offset_from)
+        except ValueError as e:
+            raise ValueError(
+                f"offset_from={self.offset_from!r} is not a date like '2022-01-25'"
+            ) from e
+        if self.sensor == "landsat" and self.tile_size % 6:
+            raise ValueError(
+                f"a Landsat world needs tile_size divisible by 6 (30 m pixels), got "
+                f"{self.tile_size}"
+            )
         object.__setattr__(self, "years", tuple(int(y) for y in self.years))
         if self.sites is not None:
             object.__setattr__(self, "sites", tuple(self.sites))
@@ -262,7 +285,9 @@ def _acquisition_dates(site: DemoSite, spec: WorldSpec, rng) -> list[dt.datetime
 _COG = {"driver": "COG", "compress": "DEFLATE", "blocksize": 256, "overview_count": 1}
 
 
-def _write_cog(path: Path, data: np.ndarray, crs: str, transform: Affine, resampling: str):
+def _write_cog(
+    path: Path, data: np.ndarray, crs: str, transform: Affine, resampling: str, nodata: int = 0
+):
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(
         _COG,
@@ -270,7 +295,7 @@ def _write_cog(path: Path, data: np.ndarray, crs: str, transform: Affine, resamp
         height=data.shape[-2],
         count=1,
         dtype=data.dtype.name,
-        nodata=0,
+        nodata=nodata,
         crs=crs,
         transform=transform,
         predictor=2,
@@ -300,7 +325,11 @@ def _observe_date(
     if grid.site.swath_edge and index % 2 == 1:
         valid = scene.swath_mask(grid.region_shape, rng)
     scl10[~valid] = scene.SCL["no_data"]
-    dn = scene.encode_reflectance(refl, valid)
+    if spec.sensor == "landsat":
+        return _landsat_items(root, grid, refl, scl10, valid, when, index)
+    change = dt.datetime.fromisoformat(spec.offset_from)
+    baseline = _baseline(when, change)
+    dn = scene.encode_reflectance(refl, valid, offset=-0.1 if baseline >= "04.00" else 0.0)
     platform = "sentinel-2a" if index % 2 == 0 else "sentinel-2b"
     crs = f"EPSG:{grid.epsg}"
     sun = (
@@ -324,18 +353,12 @@ def _observe_date(
             _write_cog(root / hrefs[key], dn[b][rows, cols], crs, transform10, "average")
         hrefs["scl"] = str(folder / "SCL.tif")
         _write_cog(root / hrefs["scl"], scl20, crs, transform10 @ Affine.scale(2), "nearest")
-        footprint = box(*bounds)
-        if not tile_valid.all():
-            shapes = rasterio.features.shapes(
-                tile_valid.astype("uint8"), mask=tile_valid, transform=transform10
-            )
-            footprint = unary_union([shape(g) for g, _ in shapes]).simplify(RESOLUTION)
         items.append(
             stacitems.make_item(
                 tile=code,
                 epsg=grid.epsg,
                 bounds=bounds,
-                footprint=footprint,
+                footprint=_footprint(tile_valid, bounds, transform10),
                 shape=tile_valid.shape,
                 when=when,
                 platform=platform,
@@ -343,6 +366,67 @@ def _observe_date(
                 nodata_percentage=100 * (1 - tile_valid.mean()),
                 hrefs=hrefs,
                 sun=sun,
+                baseline=baseline,
+            )
+        )
+    return items
+
+
+def _baseline(when: dt.datetime, change: dt.datetime) -> str:
+    """The processing baseline of a demo scene: 03.01 before the offset change, then 04.00 for
+    its first year, 05.09 and 05.10 after (the real sequence, roughly)."""
+    if when < change:
+        return "03.01"
+    return {0: "04.00", 1: "05.09"}.get(when.year - change.year, "05.10")
+
+
+def _footprint(tile_valid: np.ndarray, bounds, transform: Affine):
+    """The valid-data polygon of a tile (its box when every pixel is valid)."""
+    if tile_valid.all():
+        return box(*bounds)
+    shapes = rasterio.features.shapes(
+        tile_valid.astype("uint8"), mask=tile_valid, transform=transform
+    )
+    return unary_union([shape(g) for g, _ in shapes]).simplify(RESOLUTION)
+
+
+def _landsat_items(root: Path, grid, refl, scl10, valid, when, index: int) -> list[dict]:
+    """One Landsat Collection 2 Level-2 item per tile: 30 m blocks of the 10 m scene."""
+    platform = "landsat-8" if index % 2 == 0 else "landsat-9"
+    crs = f"EPSG:{grid.epsg}"
+    items = []
+    for code, _, _ in grid.tiles:
+        rows, cols, bounds = grid.tile_slices(code)
+        tile_valid = scene.block_mean(valid[rows, cols][None].astype("float32"))[0] == 1
+        dn = scene.encode_reflectance(
+            scene.block_mean(refl[:, rows, cols]),
+            tile_valid,
+            scale=stacitems.LANDSAT_SCALE,
+            offset=stacitems.LANDSAT_OFFSET,
+        )
+        qa = scene.scl_to_qa_pixel(scl10[rows, cols])
+        qa[~tile_valid] = scene.QA_PIXEL["fill"]
+        name = stacitems.landsat_item_id(platform, code, when)
+        folder = Path("cogs", code[:2], code[2], code[3:], str(when.year), str(when.month), name)
+        transform30 = Affine(30, 0, bounds[0], 0, -30, bounds[3])
+        hrefs = {}
+        for b, key in enumerate(("blue", "green", "red", "nir08")):
+            hrefs[key] = str(folder / f"{stacitems.LANDSAT_ASSETS[key][0]}.tif")
+            _write_cog(root / hrefs[key], dn[b], crs, transform30, "average")
+        hrefs["qa_pixel"] = str(folder / "QA_PIXEL.tif")
+        _write_cog(root / hrefs["qa_pixel"], qa, crs, transform30, "nearest", nodata=1)
+        cloudy = (qa & 0b11110) > 0
+        items.append(
+            stacitems.make_landsat_item(
+                tile=code,
+                epsg=grid.epsg,
+                bounds=bounds,
+                footprint=_footprint(tile_valid, bounds, transform30),
+                shape=tile_valid.shape,
+                when=when,
+                platform=platform,
+                cloud_cover=100 * float(cloudy[tile_valid].mean()) if tile_valid.any() else 0.0,
+                hrefs=hrefs,
             )
         )
     return items
@@ -471,11 +555,18 @@ class World:
     def collection_path(self) -> Path:
         return self.path / "stac" / "collection.json"
 
-    def items(self, base_url: str | None = None) -> list[dict[str, Any]]:
-        """STAC item dicts with asset hrefs under ``base_url`` (default: this folder on disk)."""
+    def items(
+        self, base_url: str | None = None, *, style: str = "earth-search"
+    ) -> list[dict[str, Any]]:
+        """STAC item dicts with asset hrefs under ``base_url`` (default: this folder on disk),
+        in a catalogue's style (:data:`minecube.demo.stacitems.STYLES`; Sentinel-2 worlds)."""
         base = (base_url or self.path.resolve().as_uri()).rstrip("/")
         fc = json.loads((self.path / "stac" / "items.json").read_text())
         collection = self.collection_path.resolve().as_uri()
+        if style != "earth-search":
+            if self.spec.sensor != "sentinel-2":
+                raise ValueError(f"style={style!r} applies to Sentinel-2 worlds only")
+            fc["features"] = [stacitems.restyle(i, style) for i in fc["features"]]
         for item in fc["features"]:
             for asset in item["assets"].values():
                 asset["href"] = f"{base}/{asset['href']}"
@@ -542,6 +633,8 @@ def generate(
     tile_size: int = 384,
     site_size: int = 256,
     sites: Sequence[str] | None = None,
+    sensor: str = "sentinel-2",
+    offset_from: str = "2022-01-25",
     overwrite: bool = False,
     progress: bool = False,
 ) -> World:
@@ -565,6 +658,12 @@ def generate(
         Tile and site-area widths in 10 m pixels.
     sites
         Subset of :data:`SITES` ids (default: all).
+    sensor
+        ``"sentinel-2"`` (L2A, 10 m, Earth Search v1 layout) or ``"landsat"`` (Collection 2
+        Level-2, 30 m, ``qa_pixel``; ``tile_size`` divisible by 6).
+    offset_from
+        Sentinel-2: first day whose files carry the +1000 DN offset of baseline 04.00 (default
+        the real 2022-01-25; earlier scenes are baseline 03.01 and declare offset 0).
     overwrite
         Replace an existing demo world made with other parameters (a folder that is not a demo
         world is never replaced).
@@ -590,6 +689,8 @@ def generate(
         tile_size=tile_size,
         site_size=site_size,
         sites=None if sites is None else tuple(sites),
+        sensor=sensor,
+        offset_from=offset_from,
     )
     root = Path(path)
     if (root / _MANIFEST).exists():

@@ -1,0 +1,294 @@
+"""Sensors and catalogues on recorded real metadata: band mapping, radiometry, masks, load plans.
+
+The items under tests/data/stac are real catalogue responses (see tests/data/README.md). They are
+loaded into a real STAC API (rustac) on loopback, searched with minecube.stac.search and turned
+into load plans (minecube.cube.plan), which read no pixel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+from shapely.geometry import box, shape
+
+from minecube.cube import CubeError, plan
+from minecube.sensors import (
+    SENSORS,
+    Sensor,
+    UnknownSensorError,
+    band_assets,
+    dn_offset_evidence,
+    mask_valid,
+    radiometry,
+    register_sensor,
+    sensor_for,
+)
+from minecube.sites import utm_epsg
+from minecube.stac import search
+
+DATA = Path(__file__).parent / "data" / "stac"
+
+
+def _features(name: str) -> list[dict]:
+    d = json.loads((DATA / name).read_text())
+    return d if isinstance(d, list) else d.get("features", [d])
+
+
+def _items(name: str) -> list[pystac.Item]:
+    return [pystac.Item.from_dict(f) for f in _features(name)]
+
+
+# file → (sensor, asset keys for blue green red nir + mask, scale, offset, source, baseline)
+RECORDED = {
+    "earth-search-v1-sentinel-2-l2a.json": (
+        "sentinel-2-l2a",
+        ("blue", "green", "red", "nir", "scl"),
+        1e-4,
+        0.0,  # boa_offset_applied: true wins over raster:bands' −0.1
+        "item",
+        "05.09",
+    ),
+    "S2A_28QCH_20200714_0_L2A.json": (
+        "sentinel-2-l2a",
+        ("B02", "B03", "B04", "B08", "SCL"),
+        1e-4,
+        0.0,
+        "baseline",
+        "02.14",  # from sentinel:product_id …_N0214_…
+    ),
+    "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json": (
+        "sentinel-2-l2a",
+        ("B02", "B03", "B04", "B08", "SCL"),
+        1e-4,
+        0.0,
+        "baseline",
+        "02.12",
+    ),
+    "sentinel-2-l2a-pc.json": (
+        "sentinel-2-l2a",
+        ("B02", "B03", "B04", "B08", "SCL"),
+        1e-4,
+        -0.1,
+        "baseline",
+        "05.10",
+    ),
+    "cdse-sentinel-2-l2a-trimmed.json": (
+        "sentinel-2-l2a",
+        ("B02_10m", "B03_10m", "B04_10m", "B08_10m", "SCL_20m"),
+        1e-4,
+        -0.1,
+        "item",
+        "05.11",
+    ),
+    "landsat-c2-l2-pc.json": (
+        "landsat-c2-l2",
+        ("blue", "green", "red", "nir08", "qa_pixel"),
+        2.75e-5,
+        -0.2,
+        "item",
+        None,
+    ),
+    "LE07_L2SP_044033_20210329_20210424_02_T1_SR.json": (
+        "landsat-c2-l2",
+        ("blue", "green", "red", "nir08", "qa_pixel"),
+        2.75e-5,
+        -0.2,
+        "sensor default",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_every_recorded_item_maps_with_its_own_radiometry(name):
+    sensor, keys, scale, offset, source, baseline = RECORDED[name]
+    items = _items(name)
+    assert items
+    for item in items:
+        r = radiometry(item)
+        assert r.sensor == sensor == sensor_for(item).name
+        assert tuple(b.key for b in r.bands.values()) == keys
+        for band in ("blue", "green", "red", "nir"):
+            assert r.bands[band].scale == pytest.approx(scale)
+            assert r.bands[band].offset == pytest.approx(offset)
+        assert r.source == source
+        assert r.baseline == baseline
+        json.dumps(r.record())
+
+
+def test_earth_search_conflict_is_resolved_and_explained():
+    item = _items("earth-search-v1-sentinel-2-l2a.json")[0]
+    assert item.assets["red"].extra_fields["raster:bands"][0]["offset"] == -0.1
+    assert item.properties["earthsearch:boa_offset_applied"] is True
+    r = radiometry(item)
+    assert r.offset == 0.0
+    assert "boa_offset_applied is true" in r.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("sentinel-1-rtc-pc.json", r"collection 'sentinel-1-rtc' .* is not a sensor minecube"),
+        ("LC08_L2SR_081119_20200101_20200823_02_T2.json", r"no asset for 'blue' .*SR_B2\.TIF"),
+    ],
+)
+def test_other_recorded_items_are_refused_naming_the_collection(name, message):
+    item = _items(name)[0]
+    with pytest.raises(UnknownSensorError, match=message) as info:
+        radiometry(item)
+    assert "register_sensor" in str(info.value)
+    assert item.collection_id in str(info.value)
+
+
+def test_a_catalogue_layout_can_be_registered():
+    item = _items("LC08_L2SR_081119_20200101_20200823_02_T2.json")[0]
+    landsat = SENSORS["landsat-c2-l2"]
+    old = Sensor(
+        "landsat-c2l2-sr-2020",
+        "USGS landsat-c2l2-sr, 2020 layout (OLI)",
+        collections=("landsat-c2l2-sr",),
+        bands={
+            "blue": ("SR_B2.TIF",),
+            "green": ("SR_B3.TIF",),
+            "red": ("SR_B4.TIF",),
+            "nir": ("SR_B5.TIF",),
+        },
+        masks={"qa_pixel": ("QA_PIXEL.TIF",)},
+        default_mask="qa_pixel",
+        resolution=30.0,
+        scale=landsat.scale,
+        offset=landsat.offset,
+        nodata=0,
+    )
+    SENSORS.pop("landsat-c2-l2")
+    try:
+        register_sensor(old)
+        r = radiometry(item)
+        assert r.sensor == "landsat-c2l2-sr-2020"
+        assert r.bands["nir"].key == "SR_B5.TIF"
+        assert r.bands["qa_pixel"].key == "QA_PIXEL.TIF"
+        with pytest.raises(ValueError, match="registered already"):
+            register_sensor(old)
+        with pytest.raises(ValueError, match="sensor bands must be exactly"):
+            register_sensor(Sensor("x", "x", (), {"red": ("B4",)}, {}, "none", 30, 1, 0, 0))
+    finally:
+        SENSORS.pop("landsat-c2l2-sr-2020", None)
+        SENSORS["landsat-c2-l2"] = landsat
+
+
+def test_baseline_is_read_from_every_place_catalogues_put_it():
+    def item(**props):
+        i = pystac.Item("S2A_X", None, None, dt.datetime(2023, 5, 1), props,
+                        collection="sentinel-2-l2a")  # fmt: skip
+        for key in ("B02", "B03", "B04", "B08", "SCL"):
+            i.add_asset(key, pystac.Asset(f"{key}.tif"))
+        return i
+
+    cases = [
+        ({"s2:processing_baseline": "04.00"}, "04.00", -0.1),
+        ({"processing:version": "05.11"}, "05.11", -0.1),
+        ({"sentinel:product_id": "S2A_MSIL2A_20200714T115221_N0214_R123_T28QCH_2"}, "02.14", 0),
+        ({"s2:product_uri": "S2B_MSIL2A_20230610T100559_N0509_R022_T33UUP_2.SAFE"}, "05.09", -0.1),
+        ({"s2:datatake_id": "GS2B_20190629T212529_012081_N02.12"}, "02.12", 0.0),
+    ]
+    for props, baseline, offset in cases:
+        r = radiometry(item(**props))
+        assert (r.baseline, r.offset, r.source) == (baseline, offset, "baseline"), props
+    unknown = radiometry(item())  # nothing anywhere: the date decides, and it says so
+    assert (unknown.source, unknown.offset) == ("acquisition date", -0.1)
+    assert "no processing baseline" in unknown.notes[0]
+
+
+def test_masks_are_a_choice_and_a_missing_one_lists_the_options():
+    item = _items("sentinel-2-l2a-pc.json")[0]
+    assert "SCL" in band_assets(item, ("red", "scl"))["scl"].key
+    assert list(radiometry(item, mask="none").bands) == ["blue", "green", "red", "nir"]
+    with pytest.raises(ValueError, match=r"mask='qa_pixel' is not available .* \['scl', 'none'\]"):
+        radiometry(item, mask="qa_pixel")
+    del item.assets["SCL"]
+    with pytest.raises(ValueError, match=r"no 'scl' mask asset .* mask='none'"):
+        radiometry(item)
+
+
+def test_mask_bits_match_the_products_definitions():
+    # Landsat 8-9 C2 QA_PIXEL words as the USGS product guide lists them: 21824 clear land,
+    # 21952 clear water, 22280 cloud (high confidence), 23888 cloud shadow, 54596 high cirrus,
+    # 30048 snow, 1 fill.
+    words = np.array([21824, 21952, 22280, 23888, 54596, 30048, 1, np.nan])
+    assert mask_valid("qa_pixel", words).tolist() == [True, True] + [False] * 6
+    # HLS Fmask: 0 clear, 32 water, 2 cloud, 8 shadow, 16 snow, 4 adjacent, 64 aerosol low, 255
+    fmask = np.array([0, 32, 64, 2, 8, 16, 4, 255])
+    assert mask_valid("fmask", fmask).tolist() == [True, True, True] + [False] * 5
+    scl = np.array([4, 5, 6, 11, 0, 1, 3, 8, 9, 10])
+    assert mask_valid("scl", scl).tolist() == [True] * 4 + [False] * 6
+
+
+def test_the_offset_evidence_reads_the_darkest_pixels():
+    rng = np.random.default_rng(1)
+    valid = np.ones((60, 60), bool)
+    vegetation = rng.uniform(0.01, 0.35, (4, 60, 60)) / 1e-4
+    assert dn_offset_evidence(vegetation, valid, 1000)[0] is False
+    assert dn_offset_evidence(vegetation + 1000, valid, 1000)[0] is True
+    desert = rng.uniform(0.2, 0.5, (4, 60, 60)) / 1e-4  # nothing dark: cannot tell
+    assert dn_offset_evidence(desert, valid, 1000)[0] is None
+    assert dn_offset_evidence(vegetation, np.zeros((60, 60), bool), 1000)[0] is None
+
+
+@pytest.fixture(scope="module")
+def real_catalog(tmp_path_factory):
+    """The recorded Sentinel-2 and Landsat items in a real STAC API (rustac) on loopback."""
+    from minecube.demo.serve import _find_rustac, _free_port, _stop, _wait_for
+
+    tmp = tmp_path_factory.mktemp("real-stac")
+    features = []
+    for name in RECORDED:
+        for f in _features(name):
+            f = {**f, "links": []}
+            features.append(f)
+    (tmp / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    port = _free_port("127.0.0.1")
+    with open(tmp / "rustac.log", "wb") as log:
+        process = subprocess.Popen(
+            [_find_rustac(None), "serve", "--addr", f"127.0.0.1:{port}", str(tmp / "items.json")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            assert _wait_for(f"{url}/collections", process), (tmp / "rustac.log").read_text()
+            yield url
+        finally:
+            _stop(process)
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_served_real_items_are_found_and_planned(real_catalog, name):
+    sensor, keys, _scale, offset, _, _ = RECORDED[name]
+    first = _features(name)[0]
+    footprint = shape(first["geometry"])
+    c = footprint.representative_point()
+    site = box(c.x - 0.01, c.y - 0.01, c.x + 0.01, c.y + 0.01)
+    day = first["properties"]["datetime"][:10]
+    found = search(site, day, day, catalog=real_catalog, collection=first["collection"])
+    assert first["id"] in [i.id for i in found]
+    p = plan(site, [i for i in found if i.id == first["id"]])
+    assert p.sensor.name == sensor
+    assert p.keys == keys
+    assert p.grid.resolution == SENSORS[sensor].resolution
+    assert p.grid.epsg == utm_epsg(c.x, c.y)  # the site's own zone, whatever the scene's
+    assert p.radiometry[0].bands["red"].offset == pytest.approx(offset)
+    assert p.mask == SENSORS[sensor].default_mask
+
+
+def test_a_plan_refuses_mixed_sensors():
+    s2 = _items("sentinel-2-l2a-pc.json")[0]
+    landsat = _items("landsat-c2-l2-pc.json")[0]
+    site = shape(s2.geometry).representative_point().buffer(0.01)
+    with pytest.raises(CubeError, match=r"several sensors \['landsat-c2-l2', 'sentinel-2-l2a'\]"):
+        plan(site, [s2, landsat])
