@@ -283,7 +283,8 @@ def restyle(item: dict[str, Any], style: str) -> dict[str, Any]:
     baseline = p.pop("s2:processing_baseline")
     p.pop("earthsearch:boa_offset_applied", None)
     if style == "planetary-computer":
-        out["id"] = product.rsplit("_", 4)[0] + "_R000_T" + item["id"].split("_")[1] + "_PC"
+        head, _, orbit, tile, stamp = product.rsplit("_", 4)
+        out["id"] = f"{head}_{orbit}_{tile}_{stamp}"  # S2B_MSIL2A_20240419T095549_R122_T47XML_…
         p["s2:processing_baseline"] = baseline
         p["proj:epsg"] = int(p.pop("proj:code").split(":")[1])
     elif style == "earth-search-v0":
