@@ -22,6 +22,7 @@ from minecube import __version__
 from minecube.errors import MinecubeError
 from minecube.sensors import (
     BANDS,
+    BASELINE_DN_OFFSET,
     MASKED_SCL,
     MASKS,
     Radiometry,
@@ -32,6 +33,7 @@ from minecube.sensors import (
     sensor_for,
 )
 from minecube.sites import check_grid, site_geometry, site_zone
+from minecube.stac import item_order
 
 if TYPE_CHECKING:
     import pystac
@@ -125,18 +127,17 @@ def _inspect_item(item, r: Radiometry, mask: str, retries: int, scl_codes) -> tu
         arrays[band] = small
     refl = [b for b in r.bands if b in BANDS]
     dn = np.stack([arrays[b].astype("float64") for b in refl])
-    nodata = r.bands[refl[0]].nodata
+    nodata = r.bands[refl[0]].nodata  # the same for every band of an item
     clear = np.all(dn != nodata, axis=0) if nodata is not None else np.ones(dn.shape[1:], bool)
     if mask in arrays:  # snow is bright and says nothing about the offset
         codes = (*scl_codes, 11) if mask == "scl" else scl_codes
         clear &= np.asarray(mask_valid(mask, arrays[mask].astype("float64"), scl_codes=codes))
-    a = r.bands[refl[0]]
     figures: dict[str, Any] = {"clear_pixels": int(clear.sum())}
     if clear.any():
-        negative = (dn[:, clear] * a.scale + a.offset) < -0.02
+        negative = (dn[:, clear] * r.scale + r.offset) < -0.02
         figures["negative_fraction"] = round(float(negative.mean(axis=1).max()), 4)
     if r.sensor == "sentinel-2-l2a":
-        carries, evidence = dn_offset_evidence(dn, clear, 1000.0 * (1e-4 / a.scale))
+        carries, evidence = dn_offset_evidence(dn, clear, BASELINE_DN_OFFSET)
         figures.update(evidence, carries_offset=carries)
     return "", figures
 
@@ -169,9 +170,8 @@ def _check_scenes(readable, radiometries, mask: str, retries: int, scl_codes):
 def _decide(r: Radiometry, figures: dict) -> tuple[Radiometry, str]:
     """Correct a Sentinel-2 offset that the scene's pixels contradict; flag what cannot be."""
     carries = figures.get("carries_offset")
-    scale = next(b for k, b in r.bands.items() if k in BANDS).scale
     if carries is not None and (r.offset != 0.0) != carries:
-        offset = round(-1000 * scale, 12) if carries else 0.0
+        offset = r.carried_offset if carries else 0.0
         why = (
             f"declared/inferred offset {r.offset} contradicted by the pixels "
             f"({figures['below_offset_fraction']:.1%} of clear pixels below 1000 DN, darkest "
@@ -221,7 +221,8 @@ def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
     import geopandas as gpd
 
     geom = site_geometry(site)
-    epsg, unwrapped = site_zone(geom, site_id=str(getattr(site, "site_id", "") or "") or None)
+    site_id = str(getattr(site, "site_id", "") or "") or None
+    epsg, unwrapped = site_zone(geom, site_id=site_id)
     projected = gpd.GeoSeries([unwrapped], crs=4326).to_crs(epsg)
     minx, miny, maxx, maxy = projected.total_bounds
     r = resolution
@@ -232,9 +233,7 @@ def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
         float(np.ceil(maxy / r) * r),
     )
     grid = SiteGrid(epsg, bounds, float(resolution))
-    check_grid(
-        grid.shape, float(projected.area.sum()) / r**2, site_id=getattr(site, "site_id", None)
-    )
+    check_grid(grid.shape, float(projected.area.sum()) / r**2, site_id=site_id)
     return grid
 
 
@@ -521,7 +520,7 @@ def plan(
     >>> p.sensor.name, p.grid.resolution, p.keys, p.mask, p.radiometry[0].bands["nir"].scale
     ('landsat-c2-l2', 30.0, ('blue', 'green', 'red', 'nir08', 'qa_pixel'), 'qa_pixel', 2.75e-05)
     """
-    items = sorted(items, key=_item_order)
+    items = sorted(items, key=item_order)
     if not items:
         raise CubeError("no items to build a cube from; search() with wider dates or max_cloud")
     unknown = [b for b in bands if b not in BANDS]
@@ -558,12 +557,6 @@ def plan(
         tuple(keys),
         tuple(declared),
     )
-
-
-def _item_order(item) -> tuple:
-    import datetime as dt
-
-    return (item.datetime or dt.datetime.min.replace(tzinfo=dt.UTC), item.id)
 
 
 def _mask_name(mask, sensor) -> str:

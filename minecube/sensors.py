@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BANDS",
+    "BASELINE_DN_OFFSET",
     "MASKED_SCL",
     "MASKS",
     "SENSORS",
@@ -73,6 +74,8 @@ FMASK_BITS = {"cirrus": 0, "cloud": 1, "adjacent": 2, "shadow": 3, "snow": 4}
 
 BASELINE_CHANGE = dt.datetime(2022, 1, 25, tzinfo=dt.UTC)
 """First day of Sentinel-2 processing baseline 04.00, which added the +1000 DN offset."""
+BASELINE_DN_OFFSET = 1000
+"""The digital numbers that Sentinel-2 baseline ≥ 04.00 adds to every reflectance."""
 
 
 class UnknownSensorError(MinecubeError, ValueError):
@@ -329,12 +332,25 @@ class Radiometry:
     notes: tuple[str, ...] = ()
 
     @property
+    def _first(self) -> BandAsset:
+        return next(b for name, b in self.bands.items() if name in BANDS)
+
+    @property
     def offset(self) -> float:
-        return next(iter(self.bands.values())).offset
+        return self._first.offset
+
+    @property
+    def scale(self) -> float:
+        return self._first.scale
+
+    @property
+    def carried_offset(self) -> float:
+        """The offset that files carrying :data:`BASELINE_DN_OFFSET` need at this scale."""
+        return round(-BASELINE_DN_OFFSET * self.scale, 12)
 
     def record(self) -> dict[str, Any]:
         """Plain JSON for the cube's provenance."""
-        first = next(b for name, b in self.bands.items() if name in BANDS)
+        first = self._first
         return {
             "sensor": self.sensor,
             "scale": first.scale,
@@ -434,8 +450,7 @@ def _sentinel2_offset(item: pystac.Item, r: Radiometry, declared: bool) -> Radio
         "earthsearch:boa_offset_applied", item.properties.get("sentinel:boa_offset_applied")
     )
     r = Radiometry(r.item, r.sensor, r.bands, r.source, baseline, where)
-    scale = next(b for k, b in r.bands.items() if k in BANDS).scale
-    carried = round(-1000 * scale, 12)  # the +1000 DN of baseline ≥ 04.00, in reflectance
+    carried = r.carried_offset
     if applied is True:
         if r.offset == 0.0:
             return r

@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     import pystac
     import pystac_client
 
-__all__ = ["BANDS", "BandAsset", "NoItemsError", "band_assets", "open_catalog", "search"]
+__all__ = [
+    "BANDS",
+    "BandAsset",
+    "NoItemsError",
+    "band_assets",
+    "item_order",
+    "open_catalog",
+    "search",
+]
 
 
 class NoItemsError(MinecubeError, LookupError):
@@ -143,7 +151,7 @@ def search(
     items = list(client.search(**params).items())
     if max_cloud is not None:
         items = [i for i in items if i.properties.get("eo:cloud_cover", 100.0) <= max_cloud]
-    items.sort(key=lambda i: (i.datetime or dt.datetime.min.replace(tzinfo=dt.UTC), i.id))
+    items.sort(key=item_order)
     record = {
         "catalog": client.self_href or str(catalog),
         "collection": collection,
@@ -160,6 +168,18 @@ def search(
             "Widen the dates, raise max_cloud, or check the site's coordinates."
         )
     return pystac.ItemCollection(items, extra_fields={"minecube:search": record})
+
+
+def item_order(item: pystac.Item) -> tuple:
+    """Sort key of items: time, then id (what :func:`search` returns and cubes are built in).
+
+    >>> import datetime, pystac
+    >>> items = [pystac.Item(i, None, None, datetime.datetime(2023, 1, d), {})
+    ...          for i, d in (("b", 2), ("c", 1), ("a", 2))]
+    >>> [i.id for i in sorted(items, key=item_order)]
+    ['c', 'a', 'b']
+    """
+    return (item.datetime or dt.datetime.min.replace(tzinfo=dt.UTC), item.id)
 
 
 def _day(value: str | dt.date, name: str) -> str:
