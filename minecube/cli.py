@@ -207,6 +207,12 @@ def demo_serve(path, host, stac_port, data_port, style) -> None:
         server = serve(path, host=host, stac_port=stac_port, data_port=data_port, style=style)
     except MinecubeError as e:
         raise click.ClickException(str(e)) from e
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops the servers too, not only Ctrl-C
     with server:
         click.echo(f"STAC API:  {server.stac_url}\nCOGs:      {server.data_url}\nCtrl-C stops.")
         try:
@@ -269,7 +275,9 @@ def demo_run(path, out, composite, epochs, **kwargs) -> None:
             model,
             epochs=epochs,
         )
-    _segment_cubes(out / "cubes.zarr", world.site_ids, model, out / "predictions.zarr")
+    _segment_cubes(
+        out / "cubes.zarr", world.site_ids, model, out / "predictions.zarr", overwrite=True
+    )  # the demo's own output: a retrained demo model replaces its predictions
     _report_demo(world, out)
 
 
@@ -321,9 +329,10 @@ def _train_model(
     from minecube.chips import ChipDataset
     from minecube.cube import open_cube
     from minecube.evaluate import evaluate
-    from minecube.models import create, save
+    from minecube.models import check_writable, create, save
     from minecube.train import fit
 
+    check_writable(path)  # before training, not after
     ids = [*split.train, *split.val, *split.test]
     cubes = {s: open_cube(store, s).load() for s in ids}
     truth = _truth(labels, cubes, label_time_column)
@@ -372,7 +381,9 @@ def _train_model(
     return path
 
 
-def _segment_cubes(store, site_ids, model: Path, predictions, **kwargs) -> None:
+def _segment_cubes(
+    store, site_ids, model: Path, predictions, *, overwrite: bool = False, **kwargs
+) -> None:
     """Segment every site's cube into the prediction store (finished sites are reused)."""
     from minecube.cube import open_cube
     from minecube.segment import segment_to_zarr
@@ -382,7 +393,7 @@ def _segment_cubes(store, site_ids, model: Path, predictions, **kwargs) -> None:
     for site in site_ids:
         t0 = time.perf_counter()
         pred = segment_to_zarr(
-            open_cube(store, site), model, predictions, group=site, overwrite=True, **kwargs
+            open_cube(store, site), model, predictions, group=site, overwrite=overwrite, **kwargs
         )
         observed = float((pred != pred.rio.nodata).mean())
         rows.append((site, pred.sizes["time"], 100 * observed, time.perf_counter() - t0))
@@ -436,7 +447,9 @@ def _build_cubes(
     """Build and store a cube per site (appending new periods), quicklook it, print a summary."""
     from minecube.cube import build, open_cube, to_zarr
     from minecube.plot import quicklook
+    from minecube.store import claim_store
 
+    claim_store(store, "cubes")  # a store it may not write is refused before any read
     if quicklooks is not None:
         quicklooks.mkdir(parents=True, exist_ok=True)
     click.echo(f"\nbuilding {composite} cubes in {store}")
@@ -781,7 +794,12 @@ def train(cubes, site_file, labels, out, val_site, test_site, **options) -> None
 @click.option("--overlap", default=32, show_default=True, help="Chip overlap, pixels.")
 @click.option("--tta", type=click.Choice(["d4"]), default=None, help="Test-time augmentation.")
 @click.option("--device", default="auto", show_default=True)
-def segment(cubes, model, out, only, batch_size, overlap, tta, device) -> None:
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace predictions that minecube wrote with another model or settings.",
+)
+def segment(cubes, model, out, only, batch_size, overlap, tta, device, overwrite) -> None:
     """Segment each site's cube with a trained model into a Zarr store, resumably.
 
     Runs on the dask cluster given by --scheduler/--workers, else on local threads.
@@ -804,6 +822,7 @@ def segment(cubes, model, out, only, batch_size, overlap, tta, device) -> None:
             overlap=overlap,
             tta=tta,
             device=device,
+            overwrite=overwrite,
         )
 
 
@@ -892,6 +911,27 @@ def _read_run(path: Path) -> dict:
             f"{path}: give a model: to segment with, or labels: to train one"
         )
     return run
+
+
+@main.command("check")
+@click.argument("store")
+@click.option("--no-read", is_flag=True, help="Only compare the listing with the manifests.")
+def check_command(store, no_read) -> None:
+    """Verify a cube or prediction store end to end: manifests, chunk files and checksums.
+
+    Exits with status 1 and names every missing, truncated or corrupt chunk.
+
+    \b
+    Example:
+      minecube check cubes.zarr
+    """
+    from minecube.store import check
+
+    with _errors():
+        report = check(store, read=not no_read)
+    click.echo(str(report))
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @main.command("run")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from minecube.sensors import (
     sensor_for,
 )
 from minecube.sites import check_grid, site_geometry, site_zone
-from minecube.stac import item_order
+from minecube.stac import item_order, redact
 
 if TYPE_CHECKING:
     import pystac
@@ -44,6 +43,7 @@ __all__ = [
     "ENGINES",
     "MASKED_SCL",
     "BrokenAssetWarning",
+    "DegradedPeriodWarning",
     "EmptyPeriodWarning",
     "LoadPlan",
     "RadiometryWarning",
@@ -72,6 +72,10 @@ class CubeError(MinecubeError, ValueError):
     """A cube cannot be built or stored as asked."""
 
 
+class DegradedPeriodWarning(UserWarning):
+    """A stored period was built without some of its items (see ``attrs["degraded_periods"]``)."""
+
+
 class BrokenAssetWarning(UserWarning):
     """An item was left out because one of its assets could not be read."""
 
@@ -82,7 +86,6 @@ class RadiometryWarning(UserWarning):
 
 _CHECK_SIZE = 128
 """Pixels on the long side of the decimated read of each asset that the scene check uses."""
-_QUERY = re.compile(r"[?][^\s'\"]*")
 
 
 def _read_asset(href: str, retries: int, out_shape: tuple[int, int] | None):
@@ -123,7 +126,7 @@ def _inspect_item(item, r: Radiometry, mask: str, retries: int, scl_codes) -> tu
     for band, asset in r.bands.items():
         error, small, shape = _read_asset(item.assets[asset.key].href, retries, shape)
         if error:
-            return f"{asset.key}: {_QUERY.sub('', error)}", {}  # no tokens kept
+            return f"{asset.key}: {redact(error)}", {}  # no tokens kept
         arrays[band] = small
     refl = [b for b in r.bands if b in BANDS]
     dn = np.stack([arrays[b].astype("float64") for b in refl])
@@ -393,11 +396,20 @@ def build(
             BrokenAssetWarning,
             stacklevel=2,
         )
+        lost = [i for i in items if i.id in broken]
         keep = [i.id not in broken for i in items]
         items = [i for i, k in zip(items, keep, strict=True) if k]
         readable = [i for i, k in zip(readable, keep, strict=True) if k]
         if not items:
             raise CubeError(f"no item could be read: {broken}")
+    degraded: dict[str, dict[str, str]] = {}
+    if broken:
+        import pandas as pd
+
+        for item in lost:
+            when = pd.Timestamp(item.datetime or item.properties.get("start_datetime"))
+            start = when.tz_localize(None).to_period(COMPOSITES[composite]).start_time
+            degraded.setdefault(str(start)[:10], {})[item.id] = broken[item.id]
     guessed = [r.item for r in checked if r.source == "acquisition date"]
     if guessed:
         notes.append(
@@ -466,6 +478,7 @@ def build(
         "masked_scl": list(mask_scl) if mask_name == "scl" else [],
         "item_ids": [i.id for i in items],
         "skipped_items": json.dumps(broken),
+        "degraded_periods": json.dumps(degraded),
         "radiometry": json.dumps({i.id: records[i.id] for i in items}),
         "search": json.dumps(search_record),
     }
@@ -616,15 +629,19 @@ def to_zarr(
     *,
     group: str | None = None,
     items: Sequence[pystac.Item] | None = None,
+    overwrite: bool = False,
     progress: bool = False,
     fail_after: int | None = None,
 ) -> list[str]:
-    """Write a cube to Zarr period by period, resuming and appending.
+    """Write a cube to Zarr period by period, resuming, repairing and appending.
 
-    Each period is marked complete in the group's attributes only after its data are written,
-    so a write that stops part-way is resumed by re-running the same call: complete periods are
-    skipped, a half-written one is written again, and later periods are appended. Periods must
-    come after those already stored.
+    The store and group are claimed first (:mod:`minecube.store`): a folder, Zarr store or group
+    that minecube did not write is refused, never replaced. Each period is recorded in the
+    group's manifest only after its data are written (one atomic replace), with the size of
+    each chunk; so re-running the same call after a crash skips the whole periods, rewrites a
+    half-written, damaged (missing or truncated chunk) or degraded one, and appends later ones.
+    A period built with skipped items is recorded as *degraded* with the items and reasons, and
+    upgraded (its history kept) once a re-run reads them. Periods must come after those stored.
 
     Parameters
     ----------
@@ -633,10 +650,13 @@ def to_zarr(
     store
         Zarr store path or URL.
     group
-        Group name (default: the cube's ``site_id``).
+        Group name (default: the cube's ``site_id``); it follows the site id rule
+        (:func:`minecube.sites.check_site_id`).
     items
         The items the cube was built from; frozen beside the store (:func:`items_path`) so the
-        cube can be rebuilt without the API.
+        cube can be rebuilt without the API (links and query strings removed).
+    overwrite
+        Empty the group first if minecube wrote it (never a group it did not write).
     progress
         Show a progress bar.
     fail_after
@@ -648,36 +668,51 @@ def to_zarr(
         The periods written by this call (ISO dates).
     """
     import dask
-    import xarray as xr
-    import zarr
     from tqdm.auto import tqdm
+
+    from minecube import store as stores
+    from minecube.sites import check_site_id
 
     group = group or cube.attrs.get("site_id") or None
     if not group:
         raise ValueError("give group= (the cube has no site_id to name its Zarr group)")
+    check_site_id(group, what="group")
+    manifest = stores.claim_group(store, group, "cubes")
+    if overwrite and manifest["units"]:
+        manifest = stores.clear_group(store, group, manifest)
+    units = manifest["units"]
     periods = [str(t)[:10] for t in cube.time.values]
-    root = zarr.open_group(store, mode="a")
-    done: list[str] = []
-    existing: list[str] = []
-    if group in root:
-        node = root[group]
-        done = list(node.attrs.get("minecube:complete_periods", []))
-        if "time" in node:
-            stored = xr.open_zarr(store, group=group, consolidated=False)
-            existing = [str(t)[:10] for t in stored.time.values]
-        if existing and periods and periods[0] < existing[0]:
-            raise CubeError(
-                f"the cube starts at {periods[0]}, before the stored {existing[0]}; build "
-                "from the stored start or write to a new group"
-            )
-    cube = cube.chunk({"time": 1}).assign_coords(band=cube.band.values.astype(object))
-    to_write = [p for p in periods if p not in done]
+    existing = _stored_periods(store, group)
+    if existing is None:  # a first write killed before its arrays were whole
+        manifest = stores.clear_group(store, group, manifest)
+        units, existing = manifest["units"], []
+    if existing and periods and periods[0] < existing[0]:
+        raise CubeError(
+            f"the cube starts at {periods[0]}, before the stored {existing[0]}; build "
+            "from the stored start or write to a new group"
+        )
+    damaged = stores.verify(store, group, manifest)
+    whole = {p for p, u in units.items() if u.get("status") == "complete" and p not in damaged}
+    degraded = json.loads(cube.attrs.get("degraded_periods", "{}"))
+    cube = cube.drop_encoding().chunk({"time": 1})
+    cube = cube.assign_coords(band=cube.band.values.astype(object))
+    names = [str(v) for v in cube.data_vars]
+    to_write = [p for p in periods if p not in whole]
     written = []
     batch = max(1, os.cpu_count() or 1)  # periods computed together, written in order
     bar = tqdm(total=len(to_write), desc=f"cube {group}", unit="period", disable=not progress)
     for first in range(0, len(to_write), batch):
         periods_ = to_write[first : first + batch]
-        parts = dask.compute(*[cube.sel(time=[np.datetime64(p)]) for p in periods_])
+        try:
+            parts = dask.compute(*[cube.sel(time=[np.datetime64(p)]) for p in periods_])
+        except Exception as e:
+            if not type(e).__module__.startswith(("rasterio", "odc", "stackstac", "urllib3")):
+                raise
+            raise CubeError(
+                f"reading the scenes of {periods_} for {group!r} failed after retries: "
+                f"{redact(str(e).splitlines()[0])[:300]}. The {len(written)} periods written "
+                "by this call are kept; run the same call again to resume"
+            ) from None
         for period, part in zip(periods_, parts, strict=True):
             if fail_after is not None and len(written) >= fail_after:
                 raise RuntimeError(
@@ -691,14 +726,34 @@ def to_zarr(
                     stacklevel=2,
                 )
             existing = _write_period(part, period, store, group, existing)
-            node = zarr.open_group(store, mode="a")[group]
-            done.append(period)
-            node.attrs["minecube:complete_periods"] = done  # only after its data are written
+            index = existing.index(period)
+            files = stores.listing(store, group)
+            record = {
+                "status": "degraded" if period in degraded else "complete",
+                "chunks": stores.unit_chunks(files, [f"{n}/c/{index}/" for n in names]),
+                "written": stores._now(),
+            }
+            if period in degraded:
+                record["skipped"] = degraded[period]
+            if period in units:  # a rewrite keeps what the period was before
+                old = units[period]
+                past = {k: old[k] for k in ("status", "written", "skipped") if k in old}
+                record["history"] = [*old.get("history", []), past]
+            units[period] = record
+            stores.write_manifest(store, group, manifest)  # only after its data are written
             written.append(period)
             bar.update()
     bar.close()
-    node = zarr.open_group(store, mode="a")[group]
-    node.attrs.update(cube.attrs)
+    attrs = dict(cube.attrs)
+    attrs.pop("degraded_periods", None)
+    skipped = {}
+    for u in units.values():
+        if u.get("status") == "degraded":
+            skipped |= u.get("skipped", {})
+    attrs["skipped_items"] = json.dumps(skipped)
+    import zarr
+
+    zarr.open_group(store, path=group, mode="a").attrs.update(attrs)
     if items is not None:
         import fsspec
         import pystac
@@ -706,20 +761,46 @@ def to_zarr(
         fs, path = fsspec.core.url_to_fs(str(items_path(store, group)))
         fs.makedirs(fs._parent(path), exist_ok=True)
         frozen = pystac.ItemCollection(list(items)).to_dict(transform_hrefs=False)
+        for item in frozen["features"]:
+            item["links"] = [
+                {**link, "href": redact(link["href"])} for link in item.get("links", [])
+            ]
         with fs.open(path, "w") as f:
             f.write(json.dumps(frozen))
     return written
 
 
+def _stored_periods(store, group: str) -> list[str] | None:
+    """Periods on the stored time axis ([] for an empty group; None if its arrays are broken)."""
+    import xarray as xr
+    import zarr
+
+    if "time" not in zarr.open_group(store, path=group, mode="r"):
+        return []
+    try:
+        stored = xr.open_zarr(store, group=group, consolidated=False)
+        return [str(t)[:10] for t in stored.time.values]
+    except (KeyError, ValueError, OSError):
+        return None
+
+
+def _encoding(part) -> dict:
+    """Checksummed chunks (crc32c after zstd) for every variable written."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {str(v): {"compressors": (ZstdCodec(), Crc32cCodec())} for v in part.data_vars}
+
+
 def _write_period(part, period: str, store, group: str, existing: list[str]) -> list[str]:
-    """Write one computed period: create the group, rewrite it in place, or append it."""
+    """Write one computed period: create the arrays, rewrite it in place, or append it."""
+    keep = {"consolidated": False, "write_empty_chunks": True}
     if not existing:
-        part.to_zarr(store, group=group, mode="w", consolidated=False)
+        part.to_zarr(store, group=group, mode="a", encoding=_encoding(part), **keep)
         return [period]
     if period in existing:
         index = existing.index(period)
         part.drop_vars(["spatial_ref", "band", "y", "x"]).to_zarr(
-            store, group=group, region={"time": slice(index, index + 1)}, consolidated=False
+            store, group=group, region={"time": slice(index, index + 1)}, **keep
         )
         return existing
     if period < existing[-1]:
@@ -727,7 +808,7 @@ def _write_period(part, period: str, store, group: str, existing: list[str]) -> 
             f"period {period} falls before the stored {existing[-1]}; only later periods can "
             "be appended"
         )
-    part.drop_vars("spatial_ref").to_zarr(store, group=group, append_dim="time", consolidated=False)
+    part.drop_vars("spatial_ref").to_zarr(store, group=group, append_dim="time", **keep)
     return [*existing, period]
 
 
@@ -763,12 +844,38 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
     import xarray as xr
     import zarr
 
-    root = zarr.open_group(store, mode="r")
-    if group not in root:
+    from minecube import store as stores
+
+    manifest = stores.read_manifest(store, group)
+    if manifest is None or manifest.get("kind") != "cube":
+        root = zarr.open_group(store, mode="r")
+        if group in root:
+            raise stores.StoreError(
+                f"group {group!r} of {os.fspath(store)!r} has no cube manifest "
+                f"({stores.manifest_path(store, group)}): it was not written by minecube's "
+                "to_zarr, or the store was copied without its .minecube folder"
+            )
         raise CubeError(
             f"no cube {group!r} in {os.fspath(store)!r}; it holds {sorted(root.group_keys())}"
         )
+    damaged = stores.verify(store, group, manifest)
+    if damaged:
+        raise stores.integrity_error(
+            store, group, damaged,
+            "Run the same cube build again to rewrite those periods, or `minecube check` "
+            "for the whole store",
+        )  # fmt: skip
+    units = manifest["units"]
     ds = xr.open_zarr(store, group=group, decode_coords="all", consolidated=False)
-    done = set(root[group].attrs.get("minecube:complete_periods", []))
-    keep = [str(t)[:10] in done for t in ds.time.values]
-    return ds.isel(time=np.flatnonzero(keep))
+    keep = [str(t)[:10] in units for t in ds.time.values]
+    ds = ds.isel(time=np.flatnonzero(keep))
+    bad = {p: u.get("skipped", {}) for p, u in units.items() if u.get("status") == "degraded"}
+    ds.attrs["degraded_periods"] = json.dumps(bad)
+    if bad:
+        warnings.warn(
+            f"cube {group!r}: {len(bad)} periods are degraded (built without items that could "
+            f"not be read): {sorted(bad)}; run the same cube build again to retry them",
+            DegradedPeriodWarning,
+            stacklevel=2,
+        )
+    return ds

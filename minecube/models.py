@@ -121,6 +121,19 @@ class ModelCard:
             created=d.get("created", ""),
         )
 
+    def __post_init__(self) -> None:
+        if tuple(self.bands) != tuple(self.normalisation.bands):
+            raise CheckpointError(
+                f"the card's bands {list(self.bands)} differ from its normalisation's "
+                f"{list(self.normalisation.bands)}; the model would read the wrong bands. Edit "
+                "neither by hand: retrain, or restore the card written with the weights"
+            )
+        if len(self.bands) != self.spec.in_channels:
+            raise CheckpointError(
+                f"the card lists {len(self.bands)} bands {list(self.bands)} but the model takes "
+                f"in_channels={self.spec.in_channels}; restore the card written with the weights"
+            )
+
     def check_bands(self, available: list[str]) -> None:
         """Refuse inputs that lack a band the model was trained on (``ndvi`` needs red + NIR)."""
         needed = {b for b in self.bands if b != "ndvi"}
@@ -376,7 +389,25 @@ def card_for(model: Segmenter, **fields: Any) -> ModelCard:
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
     base = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+    # the whole name is kept: run-1.1 and fpn-lr0.002 are two checkpoints, not one
+    return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse early (:class:`CheckpointError`) a checkpoint path whose folder cannot be written,
+    so long training does not end in a failed save."""
+    import tempfile
+
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write the checkpoint {os.fspath(path)!r}: {e.strerror or e}; choose a "
+            "writable --out"
+        ) from None
 
 
 def save(model: Segmenter, path: str | os.PathLike) -> Path:

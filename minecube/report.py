@@ -37,9 +37,12 @@ def open_all_predictions(store: str | os.PathLike) -> dict[str, xr.DataArray]:
     report never shows partial output.
     """
     from minecube.segment import _open_store, open_predictions
+    from minecube.store import read_manifest
 
     root = _open_store(store)
-    groups = sorted(k for k, g in root.groups() if "minecube:segment" in g.attrs)
+    groups = sorted(
+        k for k in root.group_keys() if (read_manifest(store, k) or {}).get("kind") == "predictions"
+    )
     if not groups:
         raise StatsError(f"{os.fspath(store)!r} holds no predictions written by segment_to_zarr")
     return {g: open_predictions(store, g) for g in groups}

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -749,7 +750,8 @@ def _write_block(block: np.ndarray, *, store: str, path: str, bounds, block_id) 
     import zarr
 
     where = tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, block_id, strict=True))
-    zarr.open_array(store, path=path, mode="r+")[where] = block
+    array = zarr.open_array(store, path=path, mode="r+", config={"write_empty_chunks": True})
+    array[where] = block
     return np.ones((1,) * block.ndim, bool)
 
 
@@ -798,9 +800,9 @@ def segment_to_zarr(
 
     The store's metadata is written first; then each block of :func:`segment`'s output is
     computed and written (several at once, on whatever dask scheduler is active) and marked
-    complete in the group's attributes only after its data are in the store. Running the same
+    complete in the group's manifest only after its data are in the store. Running the same
     call again after a crash or a kill skips the regions marked complete and recomputes the
-    rest; the group is marked ``minecube:complete`` only when every region is.
+    rest; the manifest (:mod:`minecube.store`) marks the group complete only when every region is.
 
     Parameters
     ----------
@@ -829,7 +831,6 @@ def segment_to_zarr(
     ``segment_to_zarr(open_cube("cubes.zarr", "hunter-coal"), "models/fpn-rgbn",
     "predictions.zarr")`` writes group ``hunter-coal`` of ``predictions.zarr``.
     """
-    import zarr
     from tqdm.auto import tqdm
 
     group = group or cube.attrs.get("site_id")
@@ -841,31 +842,39 @@ def segment_to_zarr(
     else:  # segment() has checked the checkpoint; its card is enough here
         card = ModelCard.from_dict(json.loads(_paths(model)[1].read_text()))
     fingerprint = _fingerprint(pred, card)
-    root = zarr.open_group(store, mode="a")
-    done: list[str] = []
-    if group in root and "minecube:segment" in root[group].attrs:
-        stored = dict(root[group].attrs["minecube:segment"])
-        if stored == fingerprint:
-            done = list(root[group].attrs.get("minecube:complete_regions", []))
-        elif not overwrite:
-            differ = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
-            raise SegmentError(
-                f"group {group!r} of {os.fspath(store)!r} holds predictions made with other "
-                f"{differ}; write to another group or pass overwrite=True to start again"
-            )
-    if not done:
+    from minecube import store as stores
+    from minecube.sites import check_site_id
+
+    check_site_id(group, what="group")
+    manifest = stores.claim_group(store, group, "predictions")
+    stored = manifest.get("fingerprint")
+    if stored is not None and stored != fingerprint and not overwrite:
+        differ = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
+        raise SegmentError(
+            f"group {group!r} of {os.fspath(store)!r} holds predictions made with other "
+            f"{differ}; write to another group or pass overwrite=True to start again"
+        )
+    if stored != fingerprint:
+        manifest = stores.clear_group(store, group, manifest)
         attrs = dict(pred.attrs)
         encoding = {**pred.encoding, "_FillValue": attrs.pop("_FillValue")}
         encoding["chunks"] = tuple(c[0] for c in pred.chunks)  # one Zarr chunk per region
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
+        encoding["compressors"] = (ZstdCodec(), Crc32cCodec())
         template = pred.copy()
         template.attrs = attrs
         template.to_dataset().to_zarr(
-            store, group=group, mode="w", compute=False, consolidated=False,
+            store, group=group, mode="a", compute=False, consolidated=False,
             encoding={pred.name: encoding},
         )  # fmt: skip
-        node = zarr.open_group(store, mode="a")[group]
-        node.attrs.update({"minecube:segment": fingerprint, "minecube:complete": False})
-        node.attrs["minecube:complete_regions"] = []
+        manifest |= {"fingerprint": fingerprint, "complete": False}
+        stores.write_manifest(store, group, manifest)  # after the template is whole
+    damaged = stores.verify(store, group, manifest)
+    units = manifest["units"]
+    for name in damaged:
+        units.pop(name)
+    done = list(units)
     import dask.array as da
     from dask.base import tokenize
 
@@ -882,21 +891,33 @@ def segment_to_zarr(
         if name not in set(done)
     }
     bar = tqdm(total=len(writes), desc=f"segment {group}", unit="region", disable=not progress)
-    node = zarr.open_group(store, mode="a")[group]
-
-    finished = len(done)
+    fs, root = stores._fs(store)
+    keys = {
+        name: stores.chunk_keys(str(pred.name), index)
+        for (name, _), index in zip(_regions(pred), np.ndindex(blocks.shape), strict=True)
+    }
+    finished, last = len(done), time.monotonic()
 
     def mark(name: str) -> None:
-        nonlocal finished
+        nonlocal last
         if fail_after is not None and len(done) - finished >= fail_after:
+            stores.write_manifest(store, group, manifest)
             raise RuntimeError(f"stopped after {fail_after} regions (fail_after={fail_after})")
+        key = keys[name]
+        units[name] = {"status": "complete", "chunks": {key: fs.size(f"{root}/{group}/{key}")}}
         done.append(name)
-        node.attrs["minecube:complete_regions"] = done  # only after its data are written
+        if time.monotonic() - last > 0.5:  # the record lags the data by at most half a second
+            stores.write_manifest(store, group, manifest)
+            last = time.monotonic()
         bar.update()
 
-    _compute_each(writes, mark)
-    bar.close()
-    zarr.open_group(store, mode="a")[group].attrs["minecube:complete"] = True
+    try:
+        _compute_each(writes, mark)
+    finally:
+        bar.close()
+        stores.write_manifest(store, group, manifest)  # every region marked is written
+    manifest["complete"] = len(units) == len(keys)
+    stores.write_manifest(store, group, manifest)
     return open_predictions(store, group)
 
 
@@ -921,19 +942,31 @@ def open_predictions(store: str | os.PathLike, group: str) -> xr.DataArray:
     import rioxarray  # noqa: F401 - registers .rio on the result
     import xarray as xr
 
+    from minecube import store as stores
+
     root = _open_store(store)
-    if group not in root or "minecube:segment" not in root[group].attrs:
-        written = sorted(k for k, g in root.groups() if "minecube:segment" in g.attrs)
+    manifest = stores.read_manifest(store, group)
+    if manifest is None or manifest.get("kind") != "predictions":
+        written = sorted(
+            k for k in root.group_keys() if (stores.read_manifest(store, k) or {}).get("kind")
+        )
         raise SegmentError(
             f"no predictions {group!r} in {os.fspath(store)!r}; it holds {written or 'none'}"
         )
-    attrs = root[group].attrs
-    if not attrs.get("minecube:complete"):
+    if not manifest.get("complete"):
         raise IncompletePredictionError(
             f"predictions {group!r} in {os.fspath(store)!r} are incomplete "
-            f"({len(attrs.get('minecube:complete_regions', []))} regions written); run the same "
+            f"({len(manifest.get('units', {}))} regions written); run the same "
             "segment_to_zarr call again to resume"
         )
+    damaged = stores.verify(store, group, manifest)
+    if damaged:
+        raise stores.integrity_error(
+            store, group, damaged,
+            "Run the same segment_to_zarr call again to recompute those regions, or "
+            "`minecube check` for the whole store",
+        )  # fmt: skip
+    attrs = {"minecube:segment": manifest["fingerprint"]}
     ds = xr.open_zarr(
         store, group=group, decode_coords="all", mask_and_scale=False, consolidated=False
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,12 +17,15 @@ __all__ = [
     "CLIMATES",
     "MAX_BUFFER_M",
     "MAX_GRID_PIXELS",
+    "SITE_ID",
     "SiteGridWarning",
     "SiteTableError",
     "check_grid",
+    "check_site_id",
     "read_sites",
     "site_geometry",
     "site_zone",
+    "suggest_site_id",
     "utm_epsg",
 ]
 
@@ -159,6 +163,36 @@ class SiteTableError(MinecubeError, ValueError):
     """A site table is missing columns or has a bad row."""
 
 
+SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""The site id rule: letters, digits, ``-``, ``_`` and ``.``, starting with a letter or digit,
+at most 128 characters. Ids name Zarr groups, files and HTML anchors, so nothing else is safe."""
+
+
+def suggest_site_id(value: object) -> str:
+    """A site id that follows :data:`SITE_ID`, made from ``value`` (``"Mt Whaleback #2"`` →
+    ``"Mt-Whaleback-2"``)."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-._")
+    return (text or "site")[:128]
+
+
+def check_site_id(value: object, *, what: str = "site id") -> str:
+    """Return ``value`` if it is a string that follows :data:`SITE_ID`, else raise
+    :class:`SiteTableError` naming it and a suggested id.
+
+    Examples
+    --------
+    >>> check_site_id("hunter-coal")
+    'hunter-coal'
+    """
+    if not isinstance(value, str) or not SITE_ID.fullmatch(value):
+        raise SiteTableError(
+            f"{what} {value!r} is not allowed: ids use letters, digits, '-', '_' and '.', start "
+            f"with a letter or digit, and are at most 128 characters; try "
+            f"{suggest_site_id(value)!r}"
+        )
+    return value
+
+
 def read_sites(
     source: str | os.PathLike | gpd.GeoDataFrame,
     *,
@@ -210,7 +244,7 @@ def read_sites(
         if not path.exists():
             raise FileNotFoundError(f"site table {where!r} does not exist")
         if path.suffix.lower() in (".csv", ".txt"):
-            table = pd.read_csv(path)
+            table = pd.read_csv(path, dtype={"site_id": str})
             missing = [c for c in ("lon", "lat") if c not in table.columns]
             if missing:
                 raise SiteTableError(
@@ -224,6 +258,11 @@ def read_sites(
             )
         else:
             frame = gpd.read_file(path, engine="pyogrio")
+            if "site_id" in frame.columns and frame["site_id"].dtype.kind in "iuf":
+                raise SiteTableError(
+                    f"site table {where} stores site_id as numbers ({frame['site_id'].dtype}), "
+                    "which loses leading zeros (007 → 7); store the column as text"
+                )
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise SiteTableError(
@@ -243,6 +282,11 @@ def read_sites(
 
 
 def _validate_rows(frame, where: str) -> None:
+    for i, sid in frame["site_id"].items():
+        try:
+            check_site_id(sid)
+        except SiteTableError as e:
+            raise SiteTableError(f"row {i} of {where}: {e}") from None
     duplicated = frame["site_id"][frame["site_id"].duplicated(keep=False)]
     if len(duplicated):
         rows = {sid: list(duplicated.index[duplicated == sid]) for sid in duplicated.unique()}

@@ -5,6 +5,7 @@ pgstac and the demo world. Band assets and their radiometry across catalogues li
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING, Any
 
 from minecube.errors import MinecubeError
@@ -22,6 +23,7 @@ __all__ = [
     "band_assets",
     "item_order",
     "open_catalog",
+    "redact",
     "search",
 ]
 
@@ -153,7 +155,7 @@ def search(
         items = [i for i in items if i.properties.get("eo:cloud_cover", 100.0) <= max_cloud]
     items.sort(key=item_order)
     record = {
-        "catalog": client.self_href or str(catalog),
+        "catalog": redact(client.self_href or str(catalog)),
         "collection": collection,
         "intersects": params["intersects"],
         "datetime": params["datetime"],
@@ -168,6 +170,25 @@ def search(
             "Widen the dates, raise max_cloud, or check the site's coordinates."
         )
     return pystac.ItemCollection(items, extra_fields={"minecube:search": record})
+
+
+_URL = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<auth>[^/@\s'\"]*@)?(?P<rest>[^\s'\"?#]*)(?P<query>[?#][^\s'\"]*)?"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials and query strings of every URL in it removed.
+
+    Tokens (``?token=``, ``subscription-key=``, SAS and presigned signatures) travel in query
+    strings and ``user:password@``; minecube stores and prints URLs only through this.
+
+    Examples
+    --------
+    >>> redact("GET https://user:pw@example.com/a.tif?sig=abc&se=2026 failed")
+    'GET https://example.com/a.tif failed'
+    """
+    return _URL.sub(lambda m: m["scheme"] + m["rest"], text)
 
 
 def item_order(item: pystac.Item) -> tuple:

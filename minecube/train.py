@@ -180,9 +180,7 @@ def fit(
     train_loader = _loader(train, batch_size, True, seed, num_workers)
     val_loader = None if val is None else _loader(val, batch_size, False, seed, num_workers)
     total = epochs * len(train_loader)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=lr, total_steps=max(total, 1), pct_start=0.1, anneal_strategy="cos"
-    )
+    schedule = _schedule(torch, optimiser, lr, total)
     use_amp = amp and dev.type == "cuda"
     dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and dtype == torch.float16)
@@ -265,3 +263,15 @@ def fit(
         },
     )
     return model.eval()
+
+
+def _schedule(torch, optimiser, lr: float, total: int):
+    """One-cycle learning rate over ``total`` steps (10 % warm-up, at least one step each way);
+    a constant rate below 4 steps, where one cycle has no room."""
+    if total < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0)
+    # OneCycleLR divides by pct_start × total − 1, zero at exactly 10 steps with 10 %
+    pct = min(0.5, max(0.1, 2.0 / total))
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=lr, total_steps=total, pct_start=pct, anneal_strategy="cos"
+    )

@@ -38,6 +38,8 @@ def _free_port(host: str) -> int:
 
 def _check_port(host: str, port: int, what: str, option: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as the servers bind: a port just closed (TIME_WAIT) is free, one listened on is not
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
