@@ -858,13 +858,11 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
         raise CubeError(
             f"no cube {group!r} in {os.fspath(store)!r}; it holds {sorted(root.group_keys())}"
         )
-    damaged = stores.verify(store, group, manifest)
-    if damaged:
-        raise stores.integrity_error(
-            store, group, damaged,
-            "Run the same cube build again to rewrite those periods, or `minecube check` "
-            "for the whole store",
-        )  # fmt: skip
+    stores.require_intact(
+        store, group, manifest,
+        "Run the same cube build again to rewrite those periods, or `minecube check` "
+        "for the whole store",
+    )  # fmt: skip
     units = manifest["units"]
     ds = xr.open_zarr(store, group=group, decode_coords="all", consolidated=False)
     keep = [str(t)[:10] in units for t in ds.time.values]

@@ -959,13 +959,11 @@ def open_predictions(store: str | os.PathLike, group: str) -> xr.DataArray:
             f"({len(manifest.get('units', {}))} regions written); run the same "
             "segment_to_zarr call again to resume"
         )
-    damaged = stores.verify(store, group, manifest)
-    if damaged:
-        raise stores.integrity_error(
-            store, group, damaged,
-            "Run the same segment_to_zarr call again to recompute those regions, or "
-            "`minecube check` for the whole store",
-        )  # fmt: skip
+    stores.require_intact(
+        store, group, manifest,
+        "Run the same segment_to_zarr call again to recompute those regions, or "
+        "`minecube check` for the whole store",
+    )  # fmt: skip
     attrs = {"minecube:segment": manifest["fingerprint"]}
     ds = xr.open_zarr(
         store, group=group, decode_coords="all", mask_and_scale=False, consolidated=False

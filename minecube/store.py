@@ -263,10 +263,14 @@ def verify(store: str | os.PathLike, group: str, manifest: dict) -> dict[str, li
     return problems
 
 
-def integrity_error(store, group: str, problems: dict[str, list[str]], fix: str):
-    """A :class:`StoreIntegrityError` that names the store, group, units and chunks."""
+def require_intact(store, group: str, manifest: dict, fix: str) -> None:
+    """Raise a :class:`StoreIntegrityError` naming the store, group, units and chunks if
+    :func:`verify` finds any problem; ``fix`` says how to repair it."""
+    problems = verify(store, group, manifest)
+    if not problems:
+        return
     lines = [f"{unit}: {'; '.join(p)}" for unit, p in problems.items()]
-    return StoreIntegrityError(
+    raise StoreIntegrityError(
         f"group {group!r} of {os.fspath(store)!r} is damaged: "
         + " | ".join(lines[:5])
         + (f" | … and {len(lines) - 5} more" if len(lines) > 5 else "")
