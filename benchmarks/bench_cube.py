@@ -43,7 +43,7 @@ def _measure(world_path: str, engine: str, mode: str) -> dict:
             from minecube.cube import _load
 
             keys = [a.key for a in band_assets(items[0]).values()]
-            _load(items, keys, site_grid(site), engine, 512).compute()
+            _load(items, keys, site_grid(site), engine, 512, 3).compute()
         else:
             cube = build(site, items, composite="quarter", engine=engine)
             with tempfile.TemporaryDirectory() as tmp:

@@ -88,6 +88,20 @@ _CHECK_SIZE = 128
 """Pixels on the long side of the decimated read of each asset that the scene check uses."""
 
 
+_RETRY_DELAY = 0.5
+"""Seconds GDAL waits before retrying a failed HTTP read (it doubles the wait each time)."""
+
+
+def _gdal_env(retries: int) -> dict[str, str]:
+    """GDAL settings of every asset read, in the scene check and inside the dask graph: retry
+    transient HTTP failures (429, 500, 502, 503, 504) in place, with backoff."""
+    return {
+        "GDAL_HTTP_MAX_RETRY": str(retries),
+        "GDAL_HTTP_RETRY_DELAY": str(_RETRY_DELAY),
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    }
+
+
 def _read_asset(href: str, retries: int, out_shape: tuple[int, int] | None):
     """Open a COG, read its last block (a truncated file fails there) and, for the scene check,
     a decimated copy (overviews make it cheap). Returns (error or None, array or None, shape)."""
@@ -100,7 +114,7 @@ def _read_asset(href: str, retries: int, out_shape: tuple[int, int] | None):
     error = ""
     for attempt in range(retries):
         try:
-            with rasterio.open(href) as src:
+            with rasterio.Env(**_gdal_env(retries)), rasterio.open(href) as src:
                 h, w = src.block_shapes[0]
                 row, col = (src.height - 1) // h * h, (src.width - 1) // w * w
                 src.read(1, window=Window(col, row, min(w, src.width - col), 1))
@@ -240,8 +254,13 @@ def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
     return grid
 
 
-def _load(items, keys: list[str], grid: SiteGrid, engine: str, chunks: int) -> xr.DataArray:
-    """Raw digital numbers (time, band, y, x) float32 on the site grid; NaN where no scene."""
+def _load(
+    items, keys: list[str], grid: SiteGrid, engine: str, chunks: int, retries: int
+) -> xr.DataArray:
+    """Raw digital numbers (time, band, y, x) float32 on the site grid; NaN where no scene.
+
+    Both engines carry :func:`_gdal_env` into the graph, so each read retries transient HTTP
+    failures where it runs (a thread or a dask worker)."""
 
     if engine == "stackstac":
         import stackstac
@@ -268,6 +287,7 @@ def _load(items, keys: list[str], grid: SiteGrid, engine: str, chunks: int) -> x
             properties=False,
             band_coords=False,
             sortby_date=False,  # keep the caller's (time, id) order: one slice per item
+            gdal_env=stackstac.DEFAULT_GDAL_ENV.updated(always=_gdal_env(retries)),
         )
         if list(da["id"].values) != [i.id for i in items]:
             raise CubeError("stackstac returned the items in another order; report this")
@@ -275,18 +295,20 @@ def _load(items, keys: list[str], grid: SiteGrid, engine: str, chunks: int) -> x
         return da.assign_coords(band=keys)
     if engine == "odc-stac":
         import odc.stac
+        import rasterio
         from odc.geo.geobox import GeoBox
 
         geobox = GeoBox.from_bbox(grid.bounds, crs=f"EPSG:{grid.epsg}", resolution=grid.resolution)
-        ds = odc.stac.load(
-            items,
-            bands=keys,
-            geobox=geobox,
-            chunks={"x": chunks, "y": chunks},
-            resampling="nearest",
-            dtype="float32",
-            groupby="id",
-        )
+        with rasterio.Env(**_gdal_env(retries)):  # odc-stac captures the active env into tasks
+            ds = odc.stac.load(
+                items,
+                bands=keys,
+                geobox=geobox,
+                chunks={"x": chunks, "y": chunks},
+                resampling="nearest",
+                dtype="float32",
+                groupby="id",
+            )
         da = ds[keys].to_dataarray("band").transpose("time", "band", "y", "x")
         return da.drop_vars([c for c in da.coords if c not in ("time", "band", "y", "x")])
     raise ValueError(f"engine={engine!r} is not one of {list(ENGINES)}")
@@ -344,8 +366,9 @@ def build(
         Called on a copy of each item before reading, e.g. ``planetary_computer.sign_inplace``.
         Signed URLs are never stored in the cube.
     retries
-        Attempts to read each asset's header and last block before the item is skipped; skipped
-        items and the reason are recorded in ``attrs["skipped_items"]`` with a warning.
+        Attempts to read each asset's header and last block before the item is skipped (skipped
+        items and the reason are recorded in ``attrs["skipped_items"]`` with a warning), and
+        retries of each HTTP read that fails with 429 or 5xx, inside the dask graph too.
 
     Returns
     -------
@@ -418,7 +441,7 @@ def build(
         )
     if notes:
         warnings.warn("radiometry: " + "; ".join(notes), RadiometryWarning, stacklevel=2)
-    raw = _load(readable, keys, grid, engine, chunks)
+    raw = _load(readable, keys, grid, engine, chunks, retries)
     raw = raw.assign_coords(item_id=("time", [i.id for i in items])).sortby("time")
     # one time chunk per period, so writing a period reads only that period's scenes
     period = raw.time.to_index().tz_localize(None).to_period(COMPOSITES[composite])
@@ -682,7 +705,7 @@ def to_zarr(
         manifest = stores.clear_group(store, group, manifest)
     units = manifest["units"]
     periods = [str(t)[:10] for t in cube.time.values]
-    existing = _stored_periods(store, group)
+    existing = _stored_periods(store, group, [str(v) for v in cube.variables])
     if existing is None:  # a first write killed before its arrays were whole
         manifest = stores.clear_group(store, group, manifest)
         units, existing = manifest["units"], []
@@ -695,6 +718,7 @@ def to_zarr(
     whole = {p for p, u in units.items() if u.get("status") == "complete" and p not in damaged}
     degraded = json.loads(cube.attrs.get("degraded_periods", "{}"))
     cube = cube.drop_encoding().chunk({"time": 1})
+    chunks = {d: c[0] for d, c in cube.chunks.items()}
     cube = cube.assign_coords(band=cube.band.values.astype(object))
     names = [str(v) for v in cube.data_vars]
     to_write = [p for p in periods if p not in whole]
@@ -706,7 +730,7 @@ def to_zarr(
         try:
             parts = dask.compute(*[cube.sel(time=[np.datetime64(p)]) for p in periods_])
         except Exception as e:
-            if not type(e).__module__.startswith(("rasterio", "odc", "stackstac", "urllib3")):
+            if not _is_read_error(e):
                 raise
             raise CubeError(
                 f"reading the scenes of {periods_} for {group!r} failed after retries: "
@@ -725,7 +749,7 @@ def to_zarr(
                     EmptyPeriodWarning,
                     stacklevel=2,
                 )
-            existing = _write_period(part, period, store, group, existing)
+            existing = _write_period(part, period, store, group, existing, chunks)
             index = existing.index(period)
             files = stores.listing(store, group)
             record = {
@@ -761,41 +785,68 @@ def to_zarr(
         fs, path = fsspec.core.url_to_fs(str(items_path(store, group)))
         fs.makedirs(fs._parent(path), exist_ok=True)
         frozen = pystac.ItemCollection(list(items)).to_dict(transform_hrefs=False)
-        for item in frozen["features"]:
+        for item in frozen["features"]:  # no token kept: links and asset hrefs redacted
             item["links"] = [
                 {**link, "href": redact(link["href"])} for link in item.get("links", [])
             ]
+            for asset in item.get("assets", {}).values():
+                asset["href"] = redact(asset["href"])
         with fs.open(path, "w") as f:
             f.write(json.dumps(frozen))
     return written
 
 
-def _stored_periods(store, group: str) -> list[str] | None:
-    """Periods on the stored time axis ([] for an empty group; None if its arrays are broken)."""
-    import xarray as xr
+def _is_read_error(e: BaseException) -> bool:
+    """Whether an error of a compute came from reading the scenes (its text may hold a URL)."""
+    readers = ("rasterio", "odc", "stackstac", "urllib3", "aiohttp", "fsspec")
+    return type(e).__module__.startswith(readers) or "://" in str(e)
+
+
+def _stored_periods(store, group: str, names: list[str]) -> list[str] | None:
+    """Periods on the stored time axis, which every array is trimmed to (an append killed
+    part-way leaves some arrays a period longer): [] for an empty group, None when a first
+    write was killed before all its arrays (``names``) were whole."""
     import zarr
 
-    if "time" not in zarr.open_group(store, path=group, mode="r"):
+    node = zarr.open_group(store, path=group, mode="a")
+    if not list(node.keys()):
         return []
     try:
-        stored = xr.open_zarr(store, group=group, consolidated=False)
-        return [str(t)[:10] for t in stored.time.values]
-    except (KeyError, ValueError, OSError):
+        stored = _open_periods(store, group)
+        periods = [str(t)[:10] for t in stored.time.values]
+    except (KeyError, ValueError, OSError, AttributeError):
         return None
+    if not periods or any(name not in node for name in names):
+        return None
+    for _, array in node.arrays():
+        if (array.metadata.dimension_names or ("",))[0] == "time" and array.shape[0] > len(periods):
+            array.resize((len(periods), *array.shape[1:]))
+    return periods
 
 
-def _encoding(part) -> dict:
-    """Checksummed chunks (crc32c after zstd) for every variable written."""
+def _encoding(part, chunks: dict[str, int]) -> dict:
+    """Checksummed chunks (crc32c after zstd) for every variable written, one period deep and
+    as wide as the cube's dask chunks (so chips read from the store stay aligned)."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
-    return {str(v): {"compressors": (ZstdCodec(), Crc32cCodec())} for v in part.data_vars}
+    return {
+        str(v): {
+            "compressors": (ZstdCodec(), Crc32cCodec()),
+            "chunks": tuple(
+                1 if d == "time" else chunks.get(d, n) for d, n in part[v].sizes.items()
+            ),
+        }
+        for v in part.data_vars
+    }
 
 
-def _write_period(part, period: str, store, group: str, existing: list[str]) -> list[str]:
+def _write_period(
+    part, period: str, store, group: str, existing: list[str], chunks: dict[str, int]
+) -> list[str]:
     """Write one computed period: create the arrays, rewrite it in place, or append it."""
     keep = {"consolidated": False, "write_empty_chunks": True}
     if not existing:
-        part.to_zarr(store, group=group, mode="a", encoding=_encoding(part), **keep)
+        part.to_zarr(store, group=group, mode="a", encoding=_encoding(part, chunks), **keep)
         return [period]
     if period in existing:
         index = existing.index(period)
@@ -823,6 +874,25 @@ def items_path(store: str | os.PathLike, group: str) -> Path | str:
     return store.with_name(store.name + ".items") / f"{group}.json"
 
 
+def _open_periods(store, group: str) -> xr.Dataset:
+    """A stored cube cut to the periods every one of its arrays holds: an append killed
+    part-way leaves some arrays one period longer than others."""
+    import xarray as xr
+    import zarr
+
+    node = zarr.open_group(store, path=group, mode="r")
+    timed = [k for k, a in node.arrays() if (a.metadata.dimension_names or ("",))[0] == "time"]
+    n = min(node[k].shape[0] for k in timed)
+    kw = {"group": group, "decode_coords": "all", "consolidated": False}
+    others = [k for k in timed if k != "time"]
+    times = xr.open_zarr(store, drop_variables=others, **kw).time[:n]
+    parts = []
+    for name in others:  # each alone: arrays of other lengths cannot conflict
+        part = xr.open_zarr(store, drop_variables=[k for k in timed if k != name], **kw)
+        parts.append(part.isel(time=slice(0, n)).assign_coords(time=times))
+    return xr.merge(parts, compat="override", join="override", combine_attrs="override")
+
+
 def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
     """Open a stored cube with its CRS; only periods marked complete are returned.
 
@@ -841,7 +911,6 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
     (32756, ['2022', '2023'])
     """
     import rioxarray  # noqa: F401 - registers .rio on the result
-    import xarray as xr
     import zarr
 
     from minecube import store as stores
@@ -864,7 +933,12 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
         "for the whole store",
     )  # fmt: skip
     units = manifest["units"]
-    ds = xr.open_zarr(store, group=group, decode_coords="all", consolidated=False)
+    if not units:
+        raise CubeError(
+            f"cube {group!r} in {os.fspath(store)!r} has no complete period yet (its first "
+            "write was interrupted); run the same cube build again"
+        )
+    ds = _open_periods(store, group)
     keep = [str(t)[:10] in units for t in ds.time.values]
     ds = ds.isel(time=np.flatnonzero(keep))
     bad = {p: u.get("skipped", {}) for p, u in units.items() if u.get("status") == "degraded"}

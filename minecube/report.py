@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import html
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,17 +16,9 @@ from minecube.stats import StatsError, Units, _table_units, _unit_label
 if TYPE_CHECKING:
     import pandas as pd
     import xarray as xr
+    from markupsafe import Markup
 
 __all__ = ["mining_series", "open_all_predictions", "write_report"]
-
-_CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
-h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
-table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }
-th, td { padding: 2px 8px; text-align: right; border-bottom: 1px solid #eee; }
-th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
-img { max-width: 100%; } .note { color: #555; font-size: 12px; } nav a { margin-right: 1em; }
-"""
 
 
 def open_all_predictions(store: str | os.PathLike) -> dict[str, xr.DataArray]:
@@ -76,13 +67,22 @@ def mining_series(comparison: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _table(frame: pd.DataFrame, digits: int = 2) -> str:
+def _table(frame: pd.DataFrame, digits: int = 2) -> Markup:
+    """A table as HTML: pandas escapes every cell and header, so it is safe to insert."""
+    from markupsafe import Markup
+
     shown = frame.copy()
     for column in shown.columns:
         if np.issubdtype(shown[column].dtype, np.datetime64):
             shown[column] = shown[column].dt.strftime("%Y-%m-%d")
-    return shown.to_html(
-        index=False, border=0, float_format=lambda v: f"{v:,.{digits}f}", na_rep="—"
+    return Markup(
+        shown.to_html(
+            index=False,
+            border=0,
+            float_format=lambda v: f"{v:,.{digits}f}",
+            na_rep="—",
+            escape=True,
+        )
     )
 
 
@@ -146,11 +146,16 @@ def write_report(
 
     from minecube import plot, stats
     from minecube.export import write_table
+    from minecube.sites import check_site_id
 
     out = Path(out)
     preds = (
         dict(predictions) if isinstance(predictions, Mapping) else open_all_predictions(predictions)
     )
+    if not preds:
+        raise StatsError("no predictions to report; give at least one site")
+    for site in preds:  # ids name the report's files and anchors
+        check_site_id(site)
     if isinstance(cubes, str | os.PathLike):
         from minecube.cube import open_cube
 
@@ -176,68 +181,56 @@ def write_report(
         comparison = stats.compare_areas(preds, truth, units=units)
         series = mining_series(comparison)
         tables |= {"truth_comparison": comparison, "mining_vs_truth": series}
-    body = [f"<h1>{html.escape(title)}</h1>", _preamble(preds, units, min_observed)]
-    nav = ['<a href="#overview">overview</a>'] + [f'<a href="#{s}">{s}</a>' for s in preds]
-    body.append("<nav>" + "".join(nav) + "</nav>")
-    body.append('<h2 id="overview">Overview</h2>')
-    body.append(f"<h3>Mining footprint, first and last reliable period ({u})</h3>")
-    body.append(_table(growth.summary))
+    sections = []
+    context = {
+        "title": title,
+        "model": str(next(iter(preds.values())).attrs.get("model_spec", "—")),
+        "unit": u,
+        "min_observed_pct": f"{100 * min_observed:.0f}",
+        "version": __version__,
+        "stamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "summary": _table(growth.summary),
+        "summary_chart": None,
+        "by_group": [],
+        "series": _table(series) if series is not None else None,
+        "sites": sections,
+        "tables": tables,
+    }
     if sites is not None:
         for key in ("commodity", "climate"):
             if key in sites.columns:
                 tables[f"expansion_by_{key}"] = stats.aggregate(growth.table, sites, by=key)
         plot.summary_chart(growth.summary, sites, units=units, path=out / "figures/summary.png")
-        body.append(
-            '<img src="figures/summary.png" alt="mining footprint by commodity and climate">'
-        )
+        context["summary_chart"] = "figures/summary.png"
         for key in ("commodity", "climate"):
             if key in sites.columns:
                 sums = stats.aggregate(growth.summary, sites, by=key)
                 sums["change_pct"] = 100 * (sums[f"last_{units}"] / sums[f"first_{units}"] - 1)
-                body.append(f"<h3>By {key} ({u})</h3>" + _table(sums))
-    if series is not None:
-        body.append(f"<h3>Mining footprint against truth ({u})</h3>")
-        body.append(
-            '<p class="note">Over pixels observed in the prediction and labelled in the truth; '
-            "compared_pct is that share of the site.</p>"
-        )
-        body.append(_table(series))
+                context["by_group"].append((key, _table(sums)))
     plot.area_plot(areas, path=out / "figures/class-areas.png")
-    body.append(f"<h3>Class areas over time ({u})</h3>")
-    body.append('<img src="figures/class-areas.png" alt="stacked class areas per site">')
-
     for site in tqdm(preds, desc="report", unit="site", disable=not progress):
-        body.append(_site_section(site, preds[site], cubes, growth, comparison, units, out))
-
-    body.append("<h2>Files</h2><ul>")
+        sections.append(_site_section(site, preds[site], cubes, growth, comparison, units, out))
     for name, table in tables.items():
         write_table(table, out / "tables" / f"{name}.csv")
         write_table(table, out / "tables" / f"{name}.parquet")
-        body.append(
-            f'<li><a href="tables/{name}.csv">{name}.csv</a> · '
-            f'<a href="tables/{name}.parquet">.parquet</a></li>'
-        )
-    body.append("</ul>")
     page = out / "index.html"
     partial = out / "index.html.partial"
-    partial.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
-    )
+    partial.write_text(_template().render(context), encoding="utf-8")
     os.replace(partial, page)  # the page appears only once everything it links is written
     return page
 
 
-def _preamble(preds, units: str, min_observed: float) -> str:
-    first = next(iter(preds.values()))
-    model = first.attrs.get("model_spec", "—")
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f'<p class="note">{len(preds)} sites · model {html.escape(str(model))} · areas in '
-        f"{_unit_label(units)} from each grid's CRS · a period is <em>reliable</em> when at least "
-        f"{100 * min_observed:.0f} % of the site is observed; changes compare reliable periods "
-        f"only · minecube {__version__} · {stamp}</p>"
+def _template():
+    """The report's Jinja2 template; every value is escaped unless it is :class:`Markup`."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("minecube", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
+    return env.get_template("report.html")
 
 
 def _site_section(site, pred, cubes, growth, comparison, units, out) -> str:
@@ -245,7 +238,6 @@ def _site_section(site, pred, cubes, growth, comparison, units, out) -> str:
     from minecube import plot, stats
     from minecube.export import to_cog, to_polygons
 
-    u = _unit_label(units)
     rows = growth.table[growth.table.site_id == site].reset_index(drop=True)
     reliable = np.flatnonzero(rows.reliable.to_numpy())
     if len(reliable) == 0:
@@ -261,24 +253,20 @@ def _site_section(site, pred, cubes, growth, comparison, units, out) -> str:
     to_polygons(pred, out / "polygons" / f"{site}.gpkg", units=units)
     matrix = stats.transitions(pred, first, last, units=units)
     matrix = matrix.loc[(matrix.sum(axis=1) > 0), (matrix.sum(axis=0) > 0)]
-    parts = [
-        f'<h2 id="{site}">{html.escape(site)}</h2>',
-        f'<img src="figures/{site}-classes.png" alt="classes of {site}">',
-        f"<h3>Mining footprint per period ({u})</h3>",
-        _table(rows.drop(columns="site_id")),
-        f'<img src="figures/{site}-disturbance.png" alt="disturbance date of {site}">',
-        f"<h3>Transitions {matrix.attrs['t0']} → {matrix.attrs['t1']} ({u}; rows: from)</h3>",
-        matrix.reset_index().to_html(index=False, border=0, float_format=lambda v: f"{v:,.2f}"),
-    ]
+    section = {
+        "id": site,
+        "classes": f"figures/{site}-classes.png",
+        "disturbance": f"figures/{site}-disturbance.png",
+        "cog": f"cog/{site}.tif",
+        "polygons": f"polygons/{site}.gpkg",
+        "last": str(rows.time[last])[:10],
+        "periods": _table(rows.drop(columns="site_id")),
+        "t0": matrix.attrs["t0"],
+        "t1": matrix.attrs["t1"],
+        "transitions": _table(matrix.reset_index()),
+        "truth": None,
+    }
     if comparison is not None:
         part = comparison[(comparison.site_id == site) & (comparison.time == rows.time[last])]
-        parts.append(
-            f"<h3>Predicted against true class areas, {str(rows.time[last])[:10]} ({u})</h3>"
-        )
-        parts.append(_table(part.drop(columns=["site_id", "time", "class_id"])))
-    parts.append(
-        f'<p class="note">Exports: <a href="cog/{site}.tif">classes of '
-        f"{str(rows.time[last])[:10]} (COG)</a> · "
-        f'<a href="polygons/{site}.gpkg">class polygons per period (GeoPackage)</a></p>'
-    )
-    return "".join(parts)
+        section["truth"] = _table(part.drop(columns=["site_id", "time", "class_id"]))
+    return section

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import itertools
 import json
 import math
 import os
@@ -734,8 +735,6 @@ def _fingerprint(pred: xr.DataArray, card) -> dict:
 
 def _regions(pred: xr.DataArray) -> list[tuple[str, dict[str, slice]]]:
     """Each output chunk as (name, {dim: slice}), in order."""
-    import itertools
-
     bounds = {d: np.cumsum((0, *c)).tolist() for d, c in zip(pred.dims, pred.chunks, strict=True)}
     out = []
     for index in itertools.product(*(range(len(c)) for c in pred.chunks)):
@@ -833,19 +832,19 @@ def segment_to_zarr(
     """
     from tqdm.auto import tqdm
 
+    from minecube import store as stores
+    from minecube.sites import check_site_id
+
     group = group or cube.attrs.get("site_id")
     if not group:
         raise SegmentError("give group= (the cube has no site_id to name its Zarr group)")
+    check_site_id(group, what="group")  # before any work: it names a folder of the store
     pred = segment(cube, model, **kwargs)
     if isinstance(model, Segmenter):
         card = model.card
     else:  # segment() has checked the checkpoint; its card is enough here
         card = ModelCard.from_dict(json.loads(_paths(model)[1].read_text()))
     fingerprint = _fingerprint(pred, card)
-    from minecube import store as stores
-    from minecube.sites import check_site_id
-
-    check_site_id(group, what="group")
     manifest = stores.claim_group(store, group, "predictions")
     stored = manifest.get("fingerprint")
     if stored is not None and stored != fingerprint and not overwrite:
@@ -892,9 +891,18 @@ def segment_to_zarr(
     }
     bar = tqdm(total=len(writes), desc=f"segment {group}", unit="region", disable=not progress)
     fs, root = stores._fs(store)
+    size = tuple(c[0] for c in pred.chunks)  # the Zarr chunk; a last region may span two
     keys = {
-        name: stores.chunk_keys(str(pred.name), index)
-        for (name, _), index in zip(_regions(pred), np.ndindex(blocks.shape), strict=True)
+        name: [
+            stores.chunk_keys(str(pred.name), index)
+            for index in itertools.product(
+                *(
+                    range(r.start // n, -(-r.stop // n))
+                    for r, n in zip(where.values(), size, strict=True)
+                )
+            )
+        ]
+        for name, where in _regions(pred)
     }
     finished, last = len(done), time.monotonic()
 
@@ -903,8 +911,10 @@ def segment_to_zarr(
         if fail_after is not None and len(done) - finished >= fail_after:
             stores.write_manifest(store, group, manifest)
             raise RuntimeError(f"stopped after {fail_after} regions (fail_after={fail_after})")
-        key = keys[name]
-        units[name] = {"status": "complete", "chunks": {key: fs.size(f"{root}/{group}/{key}")}}
+        units[name] = {
+            "status": "complete",
+            "chunks": {key: fs.size(f"{root}/{group}/{key}") for key in keys[name]},
+        }
         done.append(name)
         if time.monotonic() - last > 0.5:  # the record lags the data by at most half a second
             stores.write_manifest(store, group, manifest)

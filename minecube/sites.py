@@ -244,7 +244,10 @@ def read_sites(
         if not path.exists():
             raise FileNotFoundError(f"site table {where!r} does not exist")
         if path.suffix.lower() in (".csv", ".txt"):
-            table = pd.read_csv(path, dtype={"site_id": str})
+            # ids and names are text as written: "007", "NA" and "nan" stay themselves
+            numbers = {c: ["", "nan", "NaN", "NA"] for c in ("lon", "lat", "buffer_m")}
+            table = pd.read_csv(path, dtype={"site_id": str}, keep_default_na=False,
+                                na_values=numbers)  # fmt: skip
             missing = [c for c in ("lon", "lat") if c not in table.columns]
             if missing:
                 raise SiteTableError(

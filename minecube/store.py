@@ -143,9 +143,18 @@ def claim_store(store: str | os.PathLike, kind: Kind) -> None:
                 "writes only into a new path or its own store: choose a new path (e.g. "
                 f"{os.path.join(name, kind + '.zarr')!r})"
             )
-    zarr.open_group(
-        store, mode="a", zarr_format=3, attributes={"minecube:store": kind, "minecube:format": 1}
-    )
+    attributes = {"minecube:store": kind, "minecube:format": 1}
+    from fsspec.implementations.local import LocalFileSystem
+
+    if not isinstance(fs, LocalFileSystem):  # object storage: zarr.json is one PUT
+        zarr.open_group(store, mode="a", zarr_format=3, attributes=attributes)
+        return
+    # a new local store appears whole or not at all: made beside its path, then renamed
+    staging = f"{root}.{uuid.uuid4().hex}.creating"
+    zarr.open_group(staging, mode="w", zarr_format=3, attributes=attributes)
+    if fs.exists(root):  # an empty folder the user made for it
+        os.rmdir(root)
+    os.rename(staging, root)
 
 
 def manifest_path(store: str | os.PathLike, group: str) -> str:
@@ -192,6 +201,10 @@ def claim_group(store: str | os.PathLike, group: str, kind: Kind) -> dict:
                 f"group {group!r} of {name!r} holds a minecube {manifest.get('kind')}, not "
                 f"{_GROUP_KIND[kind]}; write to another group or store"
             )
+        if exists:  # files a killed write of ours left half-written, never put in place
+            for leftover in fs.find(f"{root}/{group}"):
+                if leftover.endswith(".partial"):
+                    fs.rm(leftover)
         return manifest
     manifest = {
         "format": _FORMAT,
@@ -240,8 +253,13 @@ def chunk_keys(array: str, index: tuple[int, ...]) -> str:
 
 
 def unit_chunks(files: dict[str, int], prefixes: list[str]) -> dict[str, int]:
-    """The chunk files (and their sizes) under each of ``prefixes`` from a :func:`listing`."""
-    return {k: v for k, v in files.items() if any(k.startswith(p) for p in prefixes)}
+    """The chunk files (and their sizes) under each of ``prefixes`` from a :func:`listing`;
+    not the ``.partial`` files a killed Zarr write leaves behind."""
+    return {
+        k: v
+        for k, v in files.items()
+        if any(k.startswith(p) for p in prefixes) and not k.endswith(".partial")
+    }
 
 
 def verify(store: str | os.PathLike, group: str, manifest: dict) -> dict[str, list[str]]:

@@ -274,3 +274,27 @@ def landsat_world(tmp_path_factory):
         tile_size=288,
         site_size=240,
     )
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's `chromium`, installed by .ci/run) driven by Playwright.
+
+    Without it the tests that use this fixture skip locally and fail under CI=true.
+    """
+    import shutil
+
+    program = shutil.which("chromium") or shutil.which("chromium-browser")
+    if program is None:
+        message = "no `chromium` on PATH"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; .ci/run should have installed it")
+        pytest.skip(f"{message}; `apt-get install chromium` to test the HTML report in a browser")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        running = playwright.chromium.launch(executable_path=program, args=["--no-sandbox"])
+        try:
+            yield running
+        finally:
+            running.close()

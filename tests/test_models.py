@@ -154,3 +154,71 @@ def test_building_prithvi_leaves_torch_float32_precision_alone():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "highest"
+
+
+def test_checkpoint_names_keep_their_dots(tmp_path):
+    torch.manual_seed(3)
+    first = _trained(create("segformer", in_channels=4).eval())
+    torch.manual_seed(4)
+    second = _trained(create("segformer", in_channels=4).eval())
+    save(first, tmp_path / "run-1.1")
+    save(second, tmp_path / "run-1.2")  # was run-1.safetensors for both: one overwrote the other
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "run-1.1.json", "run-1.1.safetensors", "run-1.2.json", "run-1.2.safetensors",
+    ]  # fmt: skip
+    x = torch.randn(1, 4, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(load(tmp_path / "run-1.1")(x), first(x))
+        torch.testing.assert_close(load(tmp_path / "run-1.2.safetensors")(x), second(x))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"bands": ["green", "red", "blue", "nir"]}, "differ from its normalisation"),
+        ({"bands": ["red", "green", "blue", "ndvi"]}, "differ from its normalisation"),
+        (
+            {
+                "bands": ["red", "green", "blue"],
+                "normalisation": {
+                    "bands": ["red", "green", "blue"],
+                    "mean": [0.1] * 3,
+                    "std": [0.05] * 3,
+                },
+            },
+            r"lists 3 bands .* takes in_channels=4",
+        ),
+    ],
+)
+def test_a_card_that_does_not_fit_its_model_is_refused_at_load(tmp_path, edit, message):
+    save(_trained(create("segformer", in_channels=4)), tmp_path / "m")
+    card = json.loads((tmp_path / "m.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**card, **edit}))
+    with pytest.raises(CheckpointError, match=message):
+        load(tmp_path / "m")
+
+
+def test_weights_with_other_input_channels_than_the_card_are_refused_at_load(tmp_path):
+    save(_trained(create("segformer", in_channels=4)), tmp_path / "m")
+    card = json.loads((tmp_path / "m.json").read_text())
+    three = {"bands": ["red", "green", "blue"], "mean": [0.1] * 3, "std": [0.05] * 3}
+    card |= {"bands": three["bands"], "normalisation": three}
+    card["spec"]["in_channels"] = 3
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="do not match their card"):
+        load(tmp_path / "m")
+
+
+def test_an_unwritable_checkpoint_path_is_refused_before_training(world, tmp_path):
+    from click.testing import CliRunner
+
+    from minecube.cli import main
+
+    (tmp_path / "a-file").write_text("not a folder")
+    result = CliRunner().invoke(
+        main,
+        ["train", str(tmp_path / "no-cubes.zarr"), "--sites", str(world.path / "sites.geojson"),
+         "--labels", str(tmp_path), "--out", str(tmp_path / "a-file" / "model")],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "cannot write the checkpoint" in result.output  # before any cube is read

@@ -45,7 +45,7 @@ def test_report_links_every_figure_table_and_export(lab, tmp_path):
     for link in links:
         assert (page.parent / link).stat().st_size > 0, link
     for site in SITES:
-        assert f'id="{site}"' in html
+        assert f'id="site-{site}"' in html
         assert f"figures/{site}-classes.png" in links
     assert "figures/summary.png" in links
     # a prediction equal to the truth wherever observed has no area error
@@ -101,3 +101,47 @@ def test_report_command_on_a_segmented_store(lab, world, tmp_path):
     bad = CliRunner().invoke(main, ["report", str(store), "--labels", str(tmp_path)])
     assert bad.exit_code != 0
     assert "no label file for sites" in bad.output
+
+
+HOSTILE = '<img src=x onerror="document.body.dataset.injected=1">'
+
+
+def test_report_escapes_data_and_shows_its_images_in_a_browser(lab, browser, tmp_path):
+    """Values from data (title, model, commodity, climate) are text, never markup or script;
+    checked in headless Chromium, which also shows that every image loads."""
+    preds = {s: _observed_labels(lab, s) for s in SITES[:2]}
+    preds[SITES[0]].attrs["model_spec"] = f"fpn {HOSTILE}"
+    sites = lab["sites"].copy()
+    sites["commodity"] = sites["commodity"].where(sites.site_id != SITES[1], f"coal{HOSTILE}")
+    page = write_report(
+        preds, tmp_path / "report", sites=sites, progress=False,
+        title="<script>document.body.dataset.injected=2</script> mines",
+    )  # fmt: skip
+    tab = browser.new_page()
+    errors = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.on("dialog", lambda d: errors.append(f"dialog {d.message}"))
+    tab.goto(page.as_uri())
+    tab.wait_for_load_state("load")
+    images = tab.evaluate(
+        "[...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+    )
+    assert len(images) == 2 + 2 * len(preds)  # summary, class areas, two maps per site
+    assert all(done and width > 100 for _src, done, width in images), images
+    assert tab.evaluate("document.body.dataset.injected") is None, "script from data ran"
+    assert tab.evaluate("document.querySelectorAll('script, [onerror]').length") == 0
+    text = tab.evaluate("document.body.innerText")
+    assert HOSTILE in text  # shown as the text it is
+    assert tab.title() == "<script>document.body.dataset.injected=2</script> mines"
+    assert errors == []
+    tab.close()
+
+
+@pytest.mark.parametrize("site", ["../../escape", "a/b", "pit#2", HOSTILE, "007 "])
+def test_report_refuses_site_ids_that_are_not_safe_names(lab, site, tmp_path):
+    from minecube.sites import SiteTableError
+
+    pred = _observed_labels(lab, SITES[0])
+    with pytest.raises(SiteTableError, match=r"is not allowed.*try"):
+        write_report({site: pred}, tmp_path / "report", progress=False)
+    assert not any(tmp_path.parent.glob("escape*"))

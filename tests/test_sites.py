@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 import geopandas as gpd
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from shapely.geometry import Polygon
 
-from minecube.sites import SiteGridWarning, SiteTableError, read_sites, utm_epsg
+from minecube.sites import (
+    SITE_ID,
+    SiteGridWarning,
+    SiteTableError,
+    check_site_id,
+    read_sites,
+    suggest_site_id,
+    utm_epsg,
+)
 
 
 @pytest.mark.parametrize(
@@ -182,3 +194,48 @@ def test_point_sites_anywhere_become_valid_squares_of_the_asked_size(lon, lat, t
     h, w = site_grid(site).shape
     assert 295 <= h <= 310
     assert 295 <= w <= 310
+
+
+def _table(ids):
+    return gpd.pd.DataFrame({
+        "site_id": ids, "name": "a mine", "commodity": "coal", "climate": "arid",
+        "lon": [120.0 + i / 10 for i in range(len(ids))], "lat": -22.0, "buffer_m": 500,
+    })  # fmt: skip
+
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00\r"),
+                max_size=12)  # fmt: skip
+
+
+@given(ids=st.lists(st.one_of(_TEXT, st.from_regex(SITE_ID, fullmatch=True)), min_size=1,
+                    max_size=4, unique=True))  # fmt: skip
+@example(ids=["007", "NA", "nan", "1e5", "True", "null"])
+@example(ids=["ok", "../../escape"])
+@example(ids=["a/b"])
+@example(ids=["pit#2", "<img src=x onerror=alert(1)>"])
+@settings(max_examples=80, deadline=None)
+def test_any_site_id_reads_back_as_written_or_is_refused_naming_its_row(ids):
+    """Property: through CSV and GeoJSON an id either comes back as the same string (never a
+    number, never NaN) or is refused with its row and a suggested id that follows the rule."""
+    import tempfile
+    from pathlib import Path
+
+    table = _table(ids)
+    frame = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table.lon, table.lat), crs=4326)
+    bad = [i for i, s in enumerate(ids) if not SITE_ID.fullmatch(s)]
+    with tempfile.TemporaryDirectory() as tmp:
+        table.to_csv(Path(tmp) / "sites.csv", index=False)
+        frame.drop(columns=["lon", "lat"]).to_file(Path(tmp) / "sites.geojson")
+        for path in (Path(tmp) / "sites.csv", Path(tmp) / "sites.geojson"):
+            if not bad:
+                assert list(read_sites(path).site_id) == ids
+                continue
+            with pytest.raises(SiteTableError, match=rf"row {bad[0]} of .* try '([^']*)'") as e:
+                read_sites(path)
+            suggested = re.search(r"try '([^']*)'", str(e.value))[1]
+            assert check_site_id(suggested) == suggested
+
+
+@given(st.text(max_size=200))
+def test_a_suggested_id_always_follows_the_rule(text):
+    assert SITE_ID.fullmatch(suggest_site_id(text))

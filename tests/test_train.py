@@ -106,3 +106,22 @@ def test_prithvi_takes_consecutive_periods_as_frames(lab):
     assert model.card.spec.frames == 2
     result = evaluate(model, *subset(lab, TEST))
     assert result.summary.iloc[0]["labelled_px"] > 0
+
+
+def test_the_learning_rate_schedule_works_for_any_number_of_steps(data):
+    from minecube.train import _schedule
+
+    for total in range(1, 41):  # 10 steps divided by zero in OneCycleLR before
+        optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        schedule = _schedule(torch, optimiser, 0.1, total)
+        rates = []
+        for _ in range(total):
+            optimiser.step()
+            schedule.step()
+            rates.append(optimiser.param_groups[0]["lr"])
+        assert all(np.isfinite(rates)), total
+        assert max(rates) <= 0.1 + 1e-9, total
+    train, _ = data
+    model = fit(_small(train), train.take(range(20)), epochs=1, batch_size=2, device="cpu",
+                progress=False)  # fmt: skip
+    assert len(model.card.metrics["history"]) == 1

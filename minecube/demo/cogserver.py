@@ -6,7 +6,8 @@ so the server must not share a process with its client. Run it as::
     python -m minecube.demo.cogserver ROOT --host 127.0.0.1 --port 0 --log requests.log
 
 It prints ``listening on http://HOST:PORT`` once it is bound, and appends one JSON line per file
-request (method, path, Range header) to the log.
+request (method, path, Range header) to the log. ``--fail-every N`` makes it a flaky server, as
+public buckets are under load: every Nth file request is answered ``503 Service Unavailable``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class _RangeRequestHandler(SimpleHTTPRequestHandler):
             return super().send_head()  # 404 or directory handling
         requested = self.headers.get("Range")
         self.server.record(self.command, self.path, requested)
+        if self.server.should_fail():
+            self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
+            self.send_header("Content-Length", "0")
+            self.send_header("Retry-After", "0")
+            self.end_headers()
+            return None
         with open(path, "rb") as f:
             data = f.read()
         size = len(data)
@@ -93,8 +100,9 @@ class RangeServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address, root: Path, log: Path | None = None):
+    def __init__(self, address, root: Path, log: Path | None = None, fail_every: int = 0):
         self._lock = threading.Lock()
+        self._fail_every, self._served = fail_every, 0
         self._log = open(log, "a", buffering=1) if log else None  # noqa: SIM115
         handler = lambda *a, **kw: _RangeRequestHandler(*a, directory=str(root), **kw)  # noqa: E731
         super().__init__(address, handler)
@@ -103,6 +111,12 @@ class RangeServer(ThreadingHTTPServer):
         if self._log is not None:
             with self._lock:
                 self._log.write(json.dumps([method, path, requested]) + "\n")
+
+    def should_fail(self) -> bool:
+        """Whether this file request is one of the every-Nth that a flaky server refuses."""
+        with self._lock:
+            self._served += 1
+            return self._fail_every > 0 and self._served % self._fail_every == 0
 
     def server_close(self) -> None:
         super().server_close()
@@ -116,9 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", type=Path, default=None)
+    parser.add_argument("--fail-every", type=int, default=0, help="answer every Nth request 503")
     args = parser.parse_args(argv)
     try:
-        server = RangeServer((args.host, args.port), args.root.resolve(), args.log)
+        server = RangeServer((args.host, args.port), args.root.resolve(), args.log, args.fail_every)
     except OSError as e:
         sys.exit(f"cannot listen on {args.host}:{args.port}: {e}")
     host, port = server.server_address[:2]

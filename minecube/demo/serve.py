@@ -87,8 +87,10 @@ class DemoServer:
         data_port: int | None,
         rustac: str | os.PathLike | None,
         style: str = "earth-search",
+        fail_every: int = 0,
     ):
         self.world = world
+        self.fail_every = fail_every
         self.host = host
         self.style = style
         program = _find_rustac(rustac)
@@ -140,6 +142,8 @@ class DemoServer:
                 str(port or 0),
                 "--log",
                 str(self._tmp / "requests.jsonl"),
+                "--fail-every",
+                str(self.fail_every),
             ],
             "cogserver",
         )
@@ -236,6 +240,7 @@ def serve(
     data_port: int | None = None,
     rustac: str | os.PathLike | None = None,
     style: str = "earth-search",
+    fail_every: int = 0,
 ) -> DemoServer:
     """Serve a demo world on loopback: a STAC API and its COGs over HTTP range requests.
 
@@ -254,6 +259,9 @@ def serve(
         Catalogue style of a Sentinel-2 world's items: ``"earth-search"`` (v1, as generated),
         ``"planetary-computer"``, ``"earth-search-v0"`` or ``"cdse"``
         (:func:`minecube.demo.stacitems.restyle`); the files are the same.
+    fail_every
+        Make the COG server flaky, as a public bucket under load is: every ``fail_every``-th
+        file request is answered ``503 Service Unavailable`` (0: never). For testing retries.
 
     Returns
     -------
@@ -273,4 +281,4 @@ def serve(
     """
     if not isinstance(world, World):
         world = open_world(world)
-    return DemoServer(world, host, stac_port, data_port, rustac, style)
+    return DemoServer(world, host, stac_port, data_port, rustac, style, fail_every)

@@ -128,3 +128,47 @@ def test_servers_stop_cleanly(world):
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(url, timeout=2)
     running.close()  # a second close is harmless
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+def test_demo_serve_stops_both_servers_when_signalled(world, how):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).with_name("minecube")), "demo", "serve", str(world.path)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    lines = [child.stdout.readline() for _ in range(2)]
+    urls = [line.split()[-1] for line in lines]
+    assert lines[0].startswith("STAC API:"), lines
+    assert lines[1].startswith("COGs:"), lines
+    assert all(_get(u)[0] == 200 for u in (urls[0], f"{urls[1]}/world.json"))
+    servers = _children(child.pid)
+    assert len(servers) == 2  # rustac and the COG server
+    child.send_signal(getattr(signal, how))
+    assert child.wait(15) == 0
+    assert "stopped" in child.stdout.read()
+    for pid in servers:  # no server is left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    for url in urls:
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url, timeout=2)
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(p) for p in found]
+
+
+def test_a_just_closed_port_can_be_served_again(world):
+    with serve(world) as first:
+        ports = [int(u.rsplit(":", 1)[1]) for u in (first.stac_url, first.data_url)]
+        assert _get(f"{first.data_url}/world.json")[0] == 200  # a connection: TIME_WAIT after
+    with serve(world, stac_port=ports[0], data_port=ports[1]) as again:
+        assert _get(f"{again.data_url}/world.json")[0] == 200
+        assert again.stac_url.endswith(f":{ports[0]}")

@@ -1,0 +1,449 @@
+"""Faults and abuse: what minecube promises when a write is killed, a server fails, a chunk is
+damaged, an id is hostile or a URL carries a secret.
+
+Each test name is a promise; together they are the list in docs/cubes.md "Guarantees":
+
+- kills: a write killed at any point leaves a store that opens with exactly the whole periods
+  or regions, and the same call finishes the job;
+- ownership: nothing minecube did not write is replaced, deleted or mixed into;
+- outages: flaky reads are retried inside the graph; a dead server ends in a clear error that
+  keeps what was written; a period built without some items is degraded, not complete;
+- damage: a missing, truncated or changed chunk is found and named, and a re-run repairs it;
+- ids: hostile site ids are refused before anything is written;
+- secrets: no token from a catalogue URL, a signed href or a signing hook reaches the disk or
+  a message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rioxarray  # noqa: F401
+import xarray as xr
+import zarr
+from click.testing import CliRunner
+
+from minecube.cli import main
+from minecube.cube import CubeError, DegradedPeriodWarning, build, open_cube, to_zarr
+from minecube.segment import IncompletePredictionError, open_predictions, segment_to_zarr
+from minecube.stac import search
+from minecube.store import StoreError, StoreIntegrityError, check, read_manifest
+
+PERIODS = ["2022-01-01", "2022-04-01", "2022-07-01", "2022-10-01", "2023-01-01"]
+
+
+def _cube(site: str = "tiny-pit", periods=PERIODS, size: int = 64) -> xr.Dataset:
+    """A small synthetic cube as build() makes them: 4 bands, 2 × 2 chunks a period, a CRS."""
+    rng = np.random.default_rng(7)
+    shape = (len(periods), 4, size, size)
+    refl = rng.uniform(0.01, 0.4, shape).astype("float32")
+    refl[1, :, :8, :8] = np.nan  # some cloud
+    ds = xr.Dataset(
+        {
+            "reflectance": (("time", "band", "y", "x"), refl),
+            "valid_count": (("time", "y", "x"), np.full(shape[:1] + shape[2:], 3, "int16")),
+        },
+        coords={
+            "time": pd.to_datetime(periods),
+            "band": ["red", "green", "blue", "nir"],
+            "y": 6_400_000.0 - 10 * np.arange(size),
+            "x": 300_000.0 + 10 * np.arange(size),
+        },
+        attrs={"site_id": site, "sensor": "sentinel-2-l2a", "skipped_items": "{}"},
+    )
+    return ds.rio.write_crs("EPSG:32756").chunk({"y": size // 2, "x": size // 2})
+
+
+def _periods(store, group="tiny-pit") -> list[str]:
+    return [str(t)[:10] for t in open_cube(store, group).time.values]
+
+
+# ---------------------------------------------------------------------------------- kills
+
+_KILLER = """
+import os, sys
+from minecube.cube import to_zarr
+from tests.test_faults import _cube
+at, replaced = int(sys.argv[2]), 0
+real = os.replace
+def replace(*args, **kwargs):  # every file zarr or minecube writes lands with one os.replace
+    global replaced
+    replaced += 1
+    if replaced == at:
+        os._exit(137)  # as kill -9: the file is written but not in place, nothing after runs
+    return real(*args, **kwargs)
+os.replace = replace
+to_zarr(_cube(), sys.argv[1])
+"""
+
+
+def test_a_cube_write_killed_at_random_points_opens_whole_periods_and_resumes(
+    tmp_path, monkeypatch
+):
+    reference = tmp_path / "reference.zarr"
+    writes = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda *a, **k: (writes.append(a[1]), real(*a, **k)))
+    to_zarr(_cube(), reference)
+    monkeypatch.undo()
+    expected = open_cube(reference, "tiny-pit").load()
+    seed = int(os.environ.get("MINECUBE_KILL_SEED", "14"))
+    points = sorted(random.Random(seed).sample(range(1, len(writes) + 1), 6))
+    children = {
+        at: subprocess.Popen(
+            [sys.executable, "-c", _KILLER, str(tmp_path / f"killed-{at}.zarr"), str(at)],
+            cwd=Path(__file__).parent.parent,
+        )
+        for at in points
+    }
+    for at, child in children.items():
+        assert child.wait(120) == 137, f"the write meant to die at file {at} did not"
+        store = tmp_path / f"killed-{at}.zarr"
+        try:
+            whole = _periods(store)
+        except (CubeError, FileNotFoundError):
+            whole = []  # killed before the group held anything
+        assert whole == PERIODS[: len(whole)], (seed, at, whole)
+        if whole:  # what opens is exactly the reference, and intact
+            xr.testing.assert_identical(
+                open_cube(store, "tiny-pit").load(), expected.isel(time=slice(len(whole)))
+            )
+            assert check(store).ok
+        assert to_zarr(_cube(), store) == PERIODS[len(whole) :], (seed, at)
+        xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
+        assert check(store).ok, str(check(store))
+
+
+def test_a_prediction_write_killed_part_way_is_refused_until_resumed(tmp_path):
+    from tests.test_segment import _model
+
+    model, cube, store = _model(), _cube(size=128), tmp_path / "predictions.zarr"
+    kwargs = {"input_dims": {"y": 64, "x": 64}, "overlap": 16, "chunks": 64, "progress": False}
+    with pytest.raises(RuntimeError, match="fail_after"):
+        segment_to_zarr(cube, model, store, fail_after=3, **kwargs)
+    with pytest.raises(IncompletePredictionError, match="3 regions written"):
+        open_predictions(store, "tiny-pit")
+    full = segment_to_zarr(cube, model, store, **kwargs)
+    assert full.sizes == {"time": 5, "y": 128, "x": 128}
+    assert check(store).ok
+
+
+# ------------------------------------------------------------------------------ ownership
+
+
+def test_a_folder_with_a_subfolder_named_like_the_site_is_never_written_into(tmp_path):
+    folder = tmp_path / "work"
+    (folder / "tiny-pit").mkdir(parents=True)
+    (folder / "tiny-pit" / "notes.txt").write_text("field notes")
+    for overwrite in (False, True):
+        with pytest.raises(StoreError, match="holds other files and is not a Zarr store"):
+            to_zarr(_cube(), folder, overwrite=overwrite)
+    assert (folder / "tiny-pit" / "notes.txt").read_text() == "field notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+def test_someone_elses_zarr_stores_are_refused_v2_and_v3(tmp_path):
+    v3 = zarr.open_group(tmp_path / "theirs.zarr", mode="w", zarr_format=3)
+    v3.create_array("tiny-pit", shape=(3,), dtype="int8")[:] = [1, 2, 3]
+    v2 = zarr.open_group(tmp_path / "old.zarr", mode="w", zarr_format=2)
+    v2.create_array("tiny-pit", shape=(3,), dtype="int8")[:] = [4, 5, 6]
+    with pytest.raises(StoreError, match="Zarr store that minecube did not write"):
+        to_zarr(_cube(), tmp_path / "theirs.zarr", overwrite=True)
+    with pytest.raises(StoreError, match="Zarr v2 store; minecube writes Zarr v3"):
+        to_zarr(_cube(), tmp_path / "old.zarr", overwrite=True)
+    assert list(zarr.open_group(tmp_path / "theirs.zarr")["tiny-pit"][:]) == [1, 2, 3]
+    assert list(zarr.open_group(tmp_path / "old.zarr")["tiny-pit"][:]) == [4, 5, 6]
+    assert not (tmp_path / "old.zarr" / "zarr.json").exists()  # no mixed v2/v3 metadata
+
+
+def test_a_group_minecube_did_not_write_is_never_replaced(tmp_path):
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube("other-site"), store)
+    zarr.open_group(store, path="tiny-pit", mode="a").create_array("x", shape=(2,), dtype="i1")
+    for overwrite in (False, True):
+        with pytest.raises(StoreError, match=r"'tiny-pit' .* was not written by minecube"):
+            to_zarr(_cube(), store, overwrite=overwrite)
+    assert "x" in zarr.open_group(store, path="tiny-pit", mode="r")
+
+
+def test_predictions_never_go_into_a_cube_store(tmp_path):
+    from tests.test_segment import _model
+
+    store, model = tmp_path / "cubes.zarr", _model()
+    to_zarr(_cube(), store)
+    before = open_cube(store, "tiny-pit").load()
+    with pytest.raises(StoreError, match="is a minecube cubes store; predictions go into a"):
+        segment_to_zarr(before, model, store, progress=False)
+    model_dir = tmp_path / "model"
+    from minecube.models import save
+
+    save(model, model_dir / "fpn")
+    result = CliRunner().invoke(
+        main, ["segment", str(store), str(model_dir / "fpn"), "--out", str(store)]
+    )
+    assert result.exit_code != 0
+    assert "never into a cube store" in result.output
+    xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), before)
+    segment_to_zarr(before, model, tmp_path / "p.zarr", progress=False)
+    with pytest.raises(StoreError, match="is a minecube predictions store; cubes go into"):
+        to_zarr(before, tmp_path / "p.zarr")
+
+
+def test_the_segment_command_keeps_another_models_predictions_unless_told(tmp_path):
+    from minecube.models import save
+    from tests.test_segment import _model
+
+    cubes, out = tmp_path / "cubes.zarr", tmp_path / "predictions.zarr"
+    to_zarr(_cube(size=64), cubes)
+    first, second = save(_model(0), tmp_path / "m" / "a"), save(_model(1), tmp_path / "m" / "b")
+    run = CliRunner().invoke
+    assert run(main, ["segment", str(cubes), str(first), "--out", str(out)]).exit_code == 0
+    kept = open_predictions(out, "tiny-pit").load()
+    refused = run(main, ["segment", str(cubes), str(second), "--out", str(out)])
+    assert refused.exit_code != 0
+    assert "pass overwrite=True" in refused.output or "--overwrite" in refused.output
+    xr.testing.assert_identical(open_predictions(out, "tiny-pit").load(), kept)
+    fingerprint = read_manifest(out, "tiny-pit")["fingerprint"]
+    replaced = run(main, ["segment", str(cubes), str(second), "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert read_manifest(out, "tiny-pit")["fingerprint"] != fingerprint
+
+
+# --------------------------------------------------------------------------------- damage
+
+
+def _chunk(store, period_index: int, group="tiny-pit") -> Path:
+    return Path(store) / group / "reflectance" / "c" / str(period_index) / "0" / "1" / "0"
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_truncated_chunk_is_named_and_a_rerun_repairs_it(tmp_path, damage):
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(), store)
+    expected = open_cube(store, "tiny-pit").load()
+    chunk = _chunk(store, 2)
+    if damage == "missing":
+        chunk.unlink()
+    else:
+        chunk.write_bytes(chunk.read_bytes()[:20])
+    with pytest.raises(StoreIntegrityError, match=r"2022-07-01: chunk 'reflectance/c/2/0/1/0'"):
+        open_cube(store, "tiny-pit")
+    report = check(store)
+    assert not report.ok
+    assert "reflectance/c/2/0/1/0" in str(report)
+    result = CliRunner().invoke(main, ["check", str(store)])
+    assert result.exit_code == 1
+    assert "reflectance/c/2/0/1/0" in result.output
+    assert to_zarr(_cube(), store) == ["2022-07-01"]  # only the damaged period
+    xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
+    assert check(store).ok
+
+
+def test_a_changed_chunk_fails_its_checksum_and_check_names_it(tmp_path):
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(), store)
+    chunk = _chunk(store, 3)
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksum can tell
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="checksum"):
+        open_cube(store, "tiny-pit").reflectance.isel(time=3).load()
+    report = check(store)
+    assert not report.ok
+    assert "2022-10-01: chunk 'reflectance/c/3/0/1/0' cannot be read" in str(report)
+
+
+def test_a_missing_prediction_region_is_named_and_recomputed_alone(tmp_path):
+    from tests.test_segment import _model
+
+    store, model = tmp_path / "predictions.zarr", _model()
+    kwargs = {"input_dims": {"y": 64, "x": 64}, "overlap": 16, "chunks": 64, "progress": False}
+    expected = segment_to_zarr(_cube(size=128), model, store, **kwargs).load()
+    lost = Path(store) / "tiny-pit" / "prediction" / "c" / "0" / "0" / "0"
+    lost.unlink()
+    with pytest.raises(StoreIntegrityError, match=r"time0:y0:x0: chunk 'prediction/c/0/0/0'"):
+        open_predictions(store, "tiny-pit")
+    others = {p: p.stat().st_mtime_ns for p in lost.parent.parent.rglob("*") if p.is_file()}
+    again = segment_to_zarr(_cube(size=128), model, store, **kwargs).load()
+    xr.testing.assert_identical(again, expected)
+    assert all(p.stat().st_mtime_ns == t for p, t in others.items())  # nothing else rewritten
+    # the last region spans two Zarr chunks (its block absorbs the remainder): both recorded
+    last = read_manifest(store, "tiny-pit")["units"]["time0:y1:x1"]["chunks"]
+    assert sorted(last) == [f"prediction/c/0/{y}/{x}" for y in (1, 2) for x in (1, 2)]
+
+
+# -------------------------------------------------------------------------------- outages
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from minecube import demo
+    from tests.conftest import TINY
+
+    return demo.generate(tmp_path_factory.mktemp("faults") / "world", **TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_site(tiny_world):
+    return tiny_world.sites.iloc[0]
+
+
+@pytest.fixture
+def workers(cluster):
+    """Reads on the LocalCluster's workers: processes whose GDAL has cached nothing yet (this
+    process has, in the scene check), so every read in the graph goes to the server."""
+    from distributed import Client
+
+    with Client(cluster) as client:
+        yield client
+
+
+@pytest.mark.parametrize("engine", ["stackstac", "odc-stac"])
+def test_flaky_reads_are_retried_inside_the_graph(tiny_world, tiny_site, engine, workers):
+    from minecube import demo
+
+    with demo.serve(tiny_world) as steady:
+        items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=steady.stac_url)
+        expected = build(tiny_site, items, composite="year", engine=engine).compute()
+    with demo.serve(tiny_world, fail_every=3) as flaky:
+        items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=flaky.stac_url)
+        cube = build(tiny_site, items, composite="year", engine=engine)
+        checked = len(flaky.requests)
+        cube = cube.compute()  # on the workers, every 3rd request answered 503
+        assert len(flaky.requests) - checked >= 6
+    xr.testing.assert_identical(cube.drop_attrs(), expected.drop_attrs())
+    assert json.loads(cube.attrs["skipped_items"]) == {}
+
+
+def test_a_cog_server_dying_mid_build_is_a_clear_error_that_keeps_what_was_written(
+    tiny_world, tiny_site, tmp_path, workers
+):
+    from minecube import demo
+
+    store = tmp_path / "cubes.zarr"
+    with demo.serve(tiny_world) as server:
+        items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+        cube = build(tiny_site, items, composite="quarter")
+        to_zarr(cube.isel(time=[0]), store)  # one period written before the outage
+        server._processes[0][0].kill()  # the COG server dies; the API lives on
+        server._processes[0][0].wait()
+        with pytest.raises(
+            CubeError,
+            match=r"failed after retries.*periods written by this "
+            r"call are kept; run the same call again",
+        ) as error:
+            to_zarr(cube, store, progress=False)
+    assert error.value.__cause__ is None  # no chained traceback that shows a URL
+    assert error.value.__suppress_context__
+    assert _periods(store, tiny_site.site_id) == [str(cube.time.values[0])[:10]]
+
+
+def test_a_period_built_without_some_items_is_degraded_until_a_rerun_reads_them(
+    tiny_world, tiny_site, tmp_path
+):
+    from minecube import demo
+    from minecube.cube import BrokenAssetWarning
+
+    store, site = tmp_path / "cubes.zarr", tiny_site.site_id
+    local = [i for i in tiny_world.items() if i["id"].split("_")[1] in tiny_site.tiles.split(",")]
+    victim = local[0]
+    cog = Path(victim["assets"]["nir"]["href"].removeprefix("file://"))
+    saved = cog.read_bytes()
+    cog.unlink()
+    try:
+        with demo.serve(tiny_world) as server:
+            items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+            with pytest.warns(BrokenAssetWarning, match="skipping 1 of"):
+                to_zarr(build(tiny_site, items, composite="year", retries=1), store)
+    finally:
+        cog.write_bytes(saved)
+    with pytest.warns(DegradedPeriodWarning, match="1 periods are degraded.*'2022-01-01'"):
+        cube = open_cube(store, site)
+    assert cube.sizes["time"] == 2  # degraded periods are shown, and said to be degraded
+    assert victim["id"] in json.loads(cube.attrs["skipped_items"])
+    unit = read_manifest(store, site)["units"]["2022-01-01"]
+    assert unit["status"] == "degraded"
+    assert victim["id"] in unit["skipped"]
+    assert read_manifest(store, site)["units"]["2023-01-01"]["status"] == "complete"
+    with demo.serve(tiny_world) as server:  # the file is back: the re-run repairs the period
+        items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+        again = build(tiny_site, items, composite="year")
+        assert to_zarr(again, store) == ["2022-01-01"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegradedPeriodWarning)
+        cube = open_cube(store, site)
+    assert json.loads(cube.attrs["skipped_items"]) == {}
+    unit = read_manifest(store, site)["units"]["2022-01-01"]
+    assert unit["status"] == "complete"
+    assert unit["history"][0]["status"] == "degraded"  # what it was is kept
+    assert victim["id"] in unit["history"][0]["skipped"]
+
+
+# ------------------------------------------------------------------------------------ ids
+
+
+@pytest.mark.parametrize(
+    "site_id", ["../../escape", "a/b", "pit#2", "<img src=x onerror=alert(1)>", "", "  "]
+)
+def test_hostile_group_names_are_refused_before_anything_is_written(tmp_path, site_id):
+    store = tmp_path / "inside" / "cubes.zarr"
+    refused = "is not allowed.*try|give group="  # "" names no group at all
+    with pytest.raises(ValueError, match=refused):
+        to_zarr(_cube(site_id), store)
+    with pytest.raises(ValueError, match=refused):
+        segment_to_zarr(_cube(site_id), "no-model", tmp_path / "p.zarr")
+    assert list(tmp_path.rglob("*")) == []
+
+
+# -------------------------------------------------------------------------------- secrets
+
+SECRET = "s3cr3t-T0KEN"
+
+
+def _files_text(root: Path) -> str:
+    return "".join(p.read_bytes().decode("latin-1") for p in root.rglob("*") if p.is_file())
+
+
+def test_no_token_from_the_catalogue_url_or_a_signing_hook_reaches_disk_or_messages(
+    tiny_world, tiny_site, tmp_path, workers
+):
+    from minecube import demo
+    from minecube.cube import BrokenAssetWarning
+
+    def sign(item):  # like planetary_computer.sign_inplace: a SAS token on every href
+        for asset in item.assets.values():
+            asset.href = f"{asset.href}?se=2030-01-01&sig={SECRET}"
+
+    out = tmp_path / "out"
+    with demo.serve(tiny_world) as server:
+        items = search(
+            tiny_site, "2022-01-01", "2023-12-31", catalog=f"{server.stac_url}/?token={SECRET}"
+        )
+        presigned = [i.clone() for i in items]  # items a user signed before handing them over
+        for item in presigned:
+            sign(item)
+        presigned[0].assets["red"].href = (
+            presigned[0].assets["red"].href.replace(".tif?", "-gone.tif?")
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cube = build(tiny_site, presigned, composite="year", sign=sign, retries=1)
+            to_zarr(cube, out / "cubes.zarr", items=presigned)
+        server._processes[0][0].kill()  # an outage: the read error names an href
+        server._processes[0][0].wait()
+        with pytest.raises(CubeError) as error:  # the lazy cube reads signed hrefs again
+            to_zarr(cube, out / "other.zarr")
+    messages = [str(w.message) for w in caught] + [str(error.value)]
+    assert any(isinstance(w.message, BrokenAssetWarning) for w in caught)
+    assert all(SECRET not in m for m in messages), messages
+    assert SECRET not in _files_text(out)
+    assert "?" not in json.dumps(json.loads(cube.attrs["search"]))
