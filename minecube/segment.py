@@ -784,6 +784,11 @@ def _compute_each(tasks: Mapping[str, Any], done: Callable[[str], None]) -> None
         dask.compute(*tasks.values())
 
 
+_RECORD_EVERY = 0.5
+"""Seconds between two writes of a prediction group's manifest while regions complete (the
+record lags the data by at most this; regions written but not yet recorded are redone)."""
+
+
 def segment_to_zarr(
     cube: xr.Dataset | xr.DataArray,
     model: str | os.PathLike | Segmenter,
@@ -916,7 +921,7 @@ def segment_to_zarr(
             "chunks": {key: fs.size(f"{root}/{group}/{key}") for key in keys[name]},
         }
         done.append(name)
-        if time.monotonic() - last > 0.5:  # the record lags the data by at most half a second
+        if time.monotonic() - last >= _RECORD_EVERY:  # the record lags the data a little
             stores.write_manifest(store, group, manifest)
             last = time.monotonic()
         bar.update()

@@ -86,6 +86,7 @@ to_zarr(_cube(), sys.argv[1])
 """
 
 
+@pytest.mark.filterwarnings("ignore:Object at .* is not recognized:UserWarning")
 def test_a_cube_write_killed_at_random_points_opens_whole_periods_and_resumes(
     tmp_path, monkeypatch
 ):
@@ -97,7 +98,7 @@ def test_a_cube_write_killed_at_random_points_opens_whole_periods_and_resumes(
     monkeypatch.undo()
     expected = open_cube(reference, "tiny-pit").load()
     seed = int(os.environ.get("MINECUBE_KILL_SEED", "14"))
-    points = sorted(random.Random(seed).sample(range(1, len(writes) + 1), 6))
+    points = sorted(random.Random(seed).sample(range(1, len(writes) + 1), 5))
     children = {
         at: subprocess.Popen(
             [sys.executable, "-c", _KILLER, str(tmp_path / f"killed-{at}.zarr"), str(at)],
@@ -127,7 +128,7 @@ def test_a_prediction_write_killed_part_way_is_refused_until_resumed(tmp_path):
     from tests.test_segment import _model
 
     model, cube, store = _model(), _cube(size=128), tmp_path / "predictions.zarr"
-    kwargs = {"input_dims": {"y": 64, "x": 64}, "overlap": 16, "chunks": 64, "progress": False}
+    kwargs = {"input_dims": {"y": 64, "x": 64}, "overlap": 16, "chunks": 48, "progress": False}
     with pytest.raises(RuntimeError, match="fail_after"):
         segment_to_zarr(cube, model, store, fail_after=3, **kwargs)
     with pytest.raises(IncompletePredictionError, match="3 regions written"):
@@ -266,7 +267,7 @@ def test_a_missing_prediction_region_is_named_and_recomputed_alone(tmp_path):
     from tests.test_segment import _model
 
     store, model = tmp_path / "predictions.zarr", _model()
-    kwargs = {"input_dims": {"y": 64, "x": 64}, "overlap": 16, "chunks": 64, "progress": False}
+    kwargs = {"input_dims": {"y": 64, "x": 64}, "overlap": 16, "chunks": 48, "progress": False}
     expected = segment_to_zarr(_cube(size=128), model, store, **kwargs).load()
     lost = Path(store) / "tiny-pit" / "prediction" / "c" / "0" / "0" / "0"
     lost.unlink()
@@ -308,18 +309,23 @@ def workers(cluster):
 
 
 @pytest.mark.parametrize("engine", ["stackstac", "odc-stac"])
-def test_flaky_reads_are_retried_inside_the_graph(tiny_world, tiny_site, engine, workers):
+def test_flaky_reads_are_retried_inside_the_graph(
+    tiny_world, tiny_site, engine, workers, monkeypatch
+):
+    from minecube import cube as cubes
     from minecube import demo
+
+    monkeypatch.setattr(cubes, "_RETRY_DELAY", 0.05)  # GDAL's wait, carried into the graph
 
     with demo.serve(tiny_world) as steady:
         items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=steady.stac_url)
         expected = build(tiny_site, items, composite="year", engine=engine).compute()
-    with demo.serve(tiny_world, fail_every=3) as flaky:
+    with demo.serve(tiny_world, fail_every=2) as flaky:
         items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=flaky.stac_url)
         cube = build(tiny_site, items, composite="year", engine=engine)
-        checked = len(flaky.requests)
-        cube = cube.compute()  # on the workers, every 3rd request answered 503
-        assert len(flaky.requests) - checked >= 6
+        checked = len(flaky.refused)
+        cube = cube.compute()  # on the workers: each read is refused once (503), then served
+        assert len(flaky.refused) - checked >= 10  # failures met inside the graph
     xr.testing.assert_identical(cube.drop_attrs(), expected.drop_attrs())
     assert json.loads(cube.attrs["skipped_items"]) == {}
 

@@ -6,8 +6,9 @@ so the server must not share a process with its client. Run it as::
     python -m minecube.demo.cogserver ROOT --host 127.0.0.1 --port 0 --log requests.log
 
 It prints ``listening on http://HOST:PORT`` once it is bound, and appends one JSON line per file
-request (method, path, Range header) to the log. ``--fail-every N`` makes it a flaky server, as
-public buckets are under load: every Nth file request is answered ``503 Service Unavailable``.
+request (method, path, Range header, 503 or null) to the log. ``--fail-every N`` makes it a
+flaky server, as public buckets are under load: the 1st, (N+1)th, … request for each file range
+is answered ``503 Service Unavailable``, so every read fails once and succeeds on a retry.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class _RangeRequestHandler(SimpleHTTPRequestHandler):
         if not os.path.isfile(path):
             return super().send_head()  # 404 or directory handling
         requested = self.headers.get("Range")
-        self.server.record(self.command, self.path, requested)
-        if self.server.should_fail():
+        refuse = self.server.should_fail(self.path, requested)
+        self.server.record(self.command, self.path, requested, 503 if refuse else None)
+        if refuse:
             self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
             self.send_header("Content-Length", "0")
             self.send_header("Retry-After", "0")
@@ -102,21 +104,24 @@ class RangeServer(ThreadingHTTPServer):
 
     def __init__(self, address, root: Path, log: Path | None = None, fail_every: int = 0):
         self._lock = threading.Lock()
-        self._fail_every, self._served = fail_every, 0
+        self._fail_every = fail_every
+        self._asked: dict[tuple[str, str | None], int] = {}
         self._log = open(log, "a", buffering=1) if log else None  # noqa: SIM115
         handler = lambda *a, **kw: _RangeRequestHandler(*a, directory=str(root), **kw)  # noqa: E731
         super().__init__(address, handler)
 
-    def record(self, method: str, path: str, requested: str | None) -> None:
+    def record(self, method: str, path: str, requested: str | None, refused: int | None) -> None:
         if self._log is not None:
             with self._lock:
-                self._log.write(json.dumps([method, path, requested]) + "\n")
+                self._log.write(json.dumps([method, path, requested, refused]) + "\n")
 
-    def should_fail(self) -> bool:
-        """Whether this file request is one of the every-Nth that a flaky server refuses."""
+    def should_fail(self, path: str, requested: str | None) -> bool:
+        """Whether a flaky server refuses this request: the 1st, (N+1)th, … request for each
+        file range, so every read fails once and succeeds when it is retried."""
         with self._lock:
-            self._served += 1
-            return self._fail_every > 0 and self._served % self._fail_every == 0
+            count = self._asked.get((path, requested), 0)
+            self._asked[(path, requested)] = count + 1
+            return self._fail_every > 0 and count % self._fail_every == 0
 
     def server_close(self) -> None:
         super().server_close()
@@ -130,7 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", type=Path, default=None)
-    parser.add_argument("--fail-every", type=int, default=0, help="answer every Nth request 503")
+    parser.add_argument(
+        "--fail-every",
+        type=int,
+        default=0,
+        help="answer the 1st, (N+1)th, … request for each file range 503",
+    )
     args = parser.parse_args(argv)
     try:
         server = RangeServer((args.host, args.port), args.root.resolve(), args.log, args.fail_every)

@@ -76,7 +76,8 @@ class DemoServer:
     """A served demo world: ``stac_url`` (STAC API) and ``data_url`` (COGs over HTTP).
 
     Use :func:`serve` to make one; it stops both servers when its ``with`` block ends or on
-    :meth:`close`. ``requests`` lists the (method, path, Range header) of the COG requests.
+    :meth:`close`. ``requests`` lists the (method, path, Range header) of the COG requests,
+    ``refused`` those a flaky server answered 503.
     """
 
     def __init__(
@@ -183,12 +184,20 @@ class DemoServer:
             )
         raise AssertionError("unreachable")
 
-    @property
-    def requests(self) -> list[tuple[str, str, str | None]]:
+    def _log(self) -> list[list]:
         path = self._tmp / "requests.jsonl"
         if not path.exists():
             return []
-        return [tuple(json.loads(line)) for line in path.read_text().splitlines() if line]
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    @property
+    def requests(self) -> list[tuple[str, str, str | None]]:
+        return [tuple(entry[:3]) for entry in self._log()]
+
+    @property
+    def refused(self) -> list[tuple[str, str, str | None]]:
+        """The requests a flaky server (``fail_every``) answered 503."""
+        return [tuple(entry[:3]) for entry in self._log() if entry[3]]
 
     def close(self) -> None:
         """Stop both servers and remove their temporary files (safe to call twice)."""
@@ -260,8 +269,10 @@ def serve(
         ``"planetary-computer"``, ``"earth-search-v0"`` or ``"cdse"``
         (:func:`minecube.demo.stacitems.restyle`); the files are the same.
     fail_every
-        Make the COG server flaky, as a public bucket under load is: every ``fail_every``-th
-        file request is answered ``503 Service Unavailable`` (0: never). For testing retries.
+        Make the COG server flaky, as a public bucket under load is: the 1st,
+        (``fail_every`` + 1)th, … request for each file range is answered
+        ``503 Service Unavailable`` (0: never), so every read fails once and succeeds when
+        retried. For testing retries.
 
     Returns
     -------
