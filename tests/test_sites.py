@@ -239,3 +239,14 @@ def test_any_site_id_reads_back_as_written_or_is_refused_naming_its_row(ids):
 @given(st.text(max_size=200))
 def test_a_suggested_id_always_follows_the_rule(text):
     assert SITE_ID.fullmatch(suggest_site_id(text))
+
+
+def test_numeric_site_ids_in_a_geojson_are_refused_not_turned_into_numbers(tmp_path):
+    frame = gpd.GeoDataFrame(
+        {"site_id": [7, 12], "name": "m", "commodity": "coal", "climate": "arid"},
+        geometry=gpd.points_from_xy([120.0, 121.0], [-22.0, -22.0]),
+        crs=4326,
+    )
+    frame.to_file(tmp_path / "sites.geojson")
+    with pytest.raises(SiteTableError, match=r"loses leading zeros \(007 → 7\); store the column"):
+        read_sites(tmp_path / "sites.geojson", buffer_m=500)

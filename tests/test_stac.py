@@ -205,3 +205,27 @@ def test_search_retries_server_errors(world, server):
     assert failures["seen"] == 4
     assert [i.id for i in again] == [i.id for i in items]
     assert sorted(i.id for i in items) == _truth(world, site, "2022-01-01", "2022-12-31")
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("https://example.com/v1/?token=s3cr3t", "https://example.com/v1/"),
+        (
+            "https://api.example.com/stac?subscription-key=s3cr3t&x=1",
+            "https://api.example.com/stac",
+        ),
+        ("https://user:s3cr3t@example.com/a.tif", "https://example.com/a.tif"),
+        (
+            "read failed: '/vsicurl/https://acct.blob.core.windows.net/c/B04.tif?st=1&sig=s3cr3t'"
+            " and s3://bucket/key.tif?X-Amz-Signature=s3cr3t#frag",
+            "read failed: '/vsicurl/https://acct.blob.core.windows.net/c/B04.tif'"
+            " and s3://bucket/key.tif",
+        ),
+    ],
+)
+def test_redact_strips_every_credential_and_query_string(text, kept):
+    from minecube.stac import redact
+
+    assert redact(text) == kept
+    assert "s3cr3t" not in redact(text)
