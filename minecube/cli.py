@@ -8,11 +8,27 @@ from pathlib import Path
 import click
 
 from minecube import __version__
+from minecube.pipeline import (
+    _build_cubes,
+    _report,
+    _segment_cubes,
+    _train_model,
+    _truth,
+)
+from minecube.stac import redact
 
 _DEFAULT_WORLD = "demo-world"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group: an error in any command becomes one line and its fix (_errors)."""
+
+    def invoke(self, ctx: click.Context):
+        with _errors(debug=bool(ctx.params.get("debug"))):
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="minecube")
 @click.option(
     "--config",
@@ -20,9 +36,21 @@ _DEFAULT_WORLD = "demo-world"
     help="YAML file of option defaults per command, e.g. {segment: {batch_size: 16}}.",
 )
 @click.option("--scheduler", default=None, help="Address of a dask scheduler to run on.")
-@click.option("--workers", type=int, default=None, help="Run on a LocalCluster of N processes.")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run on a LocalCluster of N processes (N ≥ 1); its dashboard link is printed.",
+)
 @click.pass_context
-def main(ctx: click.Context, config: Path | None, scheduler: str | None, workers: int | None):
+def main(
+    ctx: click.Context,
+    config: Path | None,
+    scheduler: str | None,
+    debug: bool,
+    workers: int | None,
+):
     """Map the footprint of mines in multispectral satellite image cubes.
 
     \b
@@ -38,12 +66,38 @@ def main(ctx: click.Context, config: Path | None, scheduler: str | None, workers
       minecube report predictions.zarr --cubes cubes.zarr --out report
       minecube experiment grid.yaml     # compare models and band presets
     """
+    ctx.with_resource(_echo_logs())  # the library's step summaries, as this command's output
     if config is not None:
         ctx.default_map = _read_config(config)
+        _check_defaults(ctx.command, ctx.default_map, str(config))
     if scheduler and workers:
         raise click.UsageError("give --scheduler or --workers, not both")
     if scheduler or workers:
         ctx.with_resource(_dask_client(scheduler, workers))
+
+
+def _echo_logs():
+    """Print the ``minecube`` logger's INFO lines (the library's step summaries) with click."""
+    import contextlib
+    import logging
+
+    class Echo(logging.Handler):
+        def emit(self, record):
+            click.echo(record.getMessage(), err=record.levelno >= logging.WARNING)
+
+    @contextlib.contextmanager
+    def attached():
+        log = logging.getLogger("minecube")
+        handler, level = Echo(), log.level
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            log.removeHandler(handler)
+            log.setLevel(level)
+
+    return attached()
 
 
 def _yaml_mapping(path: Path, what: str, error=click.ClickException) -> dict:
@@ -69,6 +123,32 @@ def _read_config(path: Path) -> dict:
     return options(data)
 
 
+def _check_defaults(command: click.Command, defaults: dict, where: str, path: str = "") -> None:
+    """Refuse a --config key that names no command or option, suggesting the closest one."""
+    import difflib
+
+    if isinstance(command, click.Group):
+        allowed = list(command.commands)
+        what = "a command"
+    else:
+        allowed = [p.name for p in command.params if p.name]
+        what = f"an option of `{path.strip()}`"
+    for key, value in defaults.items():
+        if key not in allowed:
+            near = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"choose from {sorted(allowed)}"
+            raise click.BadParameter(
+                f"{where}: {key!r} is not {what}; {hint}", param_hint="--config"
+            )
+        if isinstance(command, click.Group):
+            if not isinstance(value, dict):
+                raise click.BadParameter(
+                    f"{where}: {key!r} must hold a mapping of its options, not {value!r}",
+                    param_hint="--config",
+                )
+            _check_defaults(command.commands[key], value, where, f"{path} {key}")
+
+
 def _dask_client(scheduler: str | None, workers: int | None):
     """A dask.distributed client for the command's duration (a LocalCluster for --workers)."""
     import contextlib
@@ -78,12 +158,14 @@ def _dask_client(scheduler: str | None, workers: int | None):
     stack = contextlib.ExitStack()
     if workers:
         cluster = stack.enter_context(
-            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address="127.0.0.1:0")
         )
         client = stack.enter_context(Client(cluster))
     else:
         client = stack.enter_context(Client(scheduler))
     click.echo(f"dask: {client.scheduler.address}", err=True)
+    if client.dashboard_link:
+        click.echo(f"dask dashboard: {client.dashboard_link}", err=True)
     return stack
 
 
@@ -292,197 +374,15 @@ def _demo_split(world):
     return split_sites(world.sites, test=1 if len(ids) > 2 else 0, val=1 if len(ids) > 1 else 0)
 
 
-def _truth(labels: Path, grids: dict, time_column: str = "year") -> dict:
-    """Each site's ``<labels>/<site_id>.gpkg`` burnt onto its grid (a cube or a prediction)."""
-    import warnings
-
-    from minecube.labels import MissingLabelsWarning, rasterize
-
-    missing = [s for s in grids if not (labels / f"{s}.gpkg").is_file()]
-    if missing:
-        raise click.ClickException(
-            f"no label file for sites {missing} in {labels} (expected <site_id>.gpkg)"
-        )
-    with warnings.catch_warnings():  # periods after the last labelled year stay unlabelled
-        warnings.simplefilter("ignore", MissingLabelsWarning)
-        return {
-            s: rasterize(labels / f"{s}.gpkg", g, time_column=time_column) for s, g in grids.items()
-        }
-
-
-def _train_model(
-    store,
-    sites,
-    labels: Path,
-    split,
-    path: Path,
-    *,
-    architecture: str = "fpn",
-    encoder_name: str = "resnet18",
-    bands: str = "rgbn",
-    epochs: int = 8,
-    batch_size: int = 8,
-    lr: float = 2e-3,
-    label_time_column: str = "year",
-) -> Path:
-    """Train a model on chips of the split's training sites, score it on its test sites, save it."""
-    from minecube.chips import ChipDataset
-    from minecube.cube import open_cube
-    from minecube.evaluate import evaluate
-    from minecube.models import check_writable, create, save
-    from minecube.train import fit
-
-    check_writable(path)  # before training, not after
-    ids = [*split.train, *split.val, *split.test]
-    cubes = {s: open_cube(store, s).load() for s in ids}
-    truth = _truth(labels, cubes, label_time_column)
-
-    def part(keys):
-        return {s: cubes[s] for s in keys}, {s: truth[s] for s in keys}
-
-    click.echo(
-        f"\ntraining {architecture}-{encoder_name} on {bands}, {epochs} epochs: train "
-        f"{', '.join(split.train)}; validate {', '.join(split.val) or '—'}; test "
-        f"{', '.join(split.test) or '—'}"
-    )
-    chips = {"input_dims": {"y": 128, "x": 128}, "input_overlap": {"y": 64, "x": 64}}
-    train = ChipDataset(*part(split.train), bands=bands, augment=True, **chips)
-    val = None
-    if split.val:
-        val = ChipDataset(*part(split.val), bands=bands, norm=train.norm, **chips)
-    model = create(
-        architecture,
-        encoder_name=encoder_name,
-        in_channels=len(train.bands),
-        classes=len(train.schema),
-    )
-    model = fit(
-        model,
-        train,
-        val,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        loss="ce+dice",
-        class_weights="balanced",
-        patience=epochs,
-    )
-    if split.test:
-        result = evaluate(model, *part(split.test), sites)
-        model.card.metrics["test"] = result.summary.to_dict("records")
-        for row in result.summary.itertuples():
-            if row.level in ("all", "site_id"):
-                click.echo(
-                    f"  held out {row.group:18s} mIoU {row.miou:.3f}, overall accuracy "
-                    f"{row.overall_accuracy:.3f}"
-                )
-    save(model, path)
-    click.echo(f"model: {path}.safetensors + .json (card)")
-    return path
-
-
-def _segment_cubes(
-    store, site_ids, model: Path, predictions, *, overwrite: bool = False, **kwargs
-) -> None:
-    """Segment every site's cube into the prediction store (finished sites are reused)."""
-    from minecube.cube import open_cube
-    from minecube.segment import segment_to_zarr
-
-    click.echo(f"\nsegmenting {len(site_ids)} cubes into {predictions}")
-    rows = []
-    for site in site_ids:
-        t0 = time.perf_counter()
-        pred = segment_to_zarr(
-            open_cube(store, site), model, predictions, group=site, overwrite=overwrite, **kwargs
-        )
-        observed = float((pred != pred.rio.nodata).mean())
-        rows.append((site, pred.sizes["time"], 100 * observed, time.perf_counter() - t0))
-    click.echo(f"\n{'site':20s} {'periods':>8s} {'observed':>9s} {'time':>7s}")
-    for site, periods, observed, seconds in rows:
-        click.echo(f"{site:20s} {periods:8d} {observed:8.1f}% {seconds:6.1f} s")
-
-
 def _report_demo(world, out: Path, units: str = "ha") -> Path:
     """The HTML report of the demo run, with the demo's truth; print mining area vs truth."""
-    from minecube.report import open_all_predictions, write_report
-    from minecube.stats import _unit_label
+    from minecube.report import open_all_predictions
 
     preds = open_all_predictions(out / "predictions.zarr")
     truth = _truth(world.path / "labels", preds)
-    click.echo(f"\nwriting the report to {out / 'report'}")
-    page = write_report(
-        preds,
-        out / "report",
-        cubes=out / "cubes.zarr",
-        sites=world.sites,
-        truth=truth,
-        units=units,
-        title="minecube demo world",
-    )
-    import pandas as pd
-
-    series = pd.read_csv(out / "report/tables/mining_vs_truth.csv", dtype={"time": str})
-    click.echo(
-        f"\nmining footprint against truth, {_unit_label(units)} (over pixels observed "
-        "and labelled)"
-    )
-    click.echo(
-        f"{'site':20s} {'period':>10s} {'compared':>9s} {'predicted':>10s} "
-        f"{'truth':>9s} {'error':>8s}"
-    )
-    for row in series.itertuples():
-        error = "—" if row.error_pct != row.error_pct else f"{row.error_pct:.1f}%"  # NaN: no truth
-        click.echo(
-            f"{row.site_id:20s} {row.time:>10s} {row.compared_pct:8.1f}% "
-            f"{getattr(row, f'predicted_{units}'):10.1f} {getattr(row, f'truth_{units}'):9.1f} "
-            f"{error:>8s}"
-        )
-    click.echo(f"\nreport: {page.resolve()}")
+    page, _ = _report(preds, out / "report", out / "cubes.zarr", world.sites, truth,
+                      units=units, title="minecube demo world")  # fmt: skip
     return page
-
-
-def _build_cubes(
-    sites, found: dict, store, composite: str, quicklooks: Path | None = None, **kwargs
-) -> None:
-    """Build and store a cube per site (appending new periods), quicklook it, print a summary."""
-    from minecube.cube import build, open_cube, to_zarr
-    from minecube.plot import quicklook
-    from minecube.store import claim_store
-
-    claim_store(store, "cubes")  # a store it may not write is refused before any read
-    if quicklooks is not None:
-        quicklooks.mkdir(parents=True, exist_ok=True)
-    click.echo(f"\nbuilding {composite} cubes in {store}")
-    rows = []
-    for site in sites.itertuples():
-        t0 = time.perf_counter()
-        cube = build(site, found[site.site_id], composite=composite, **kwargs)
-        written = to_zarr(cube, store, items=found[site.site_id], progress=True)
-        stored = open_cube(store, site.site_id)
-        valid = float((stored.valid_count > 0).mean())
-        local = Path(store) / site.site_id if "://" not in str(store) else None
-        size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local else 0
-        if quicklooks is not None:
-            quicklook(stored, quicklooks / f"{site.site_id}.png")
-        rows.append(
-            (
-                site.site_id,
-                stored.sizes["time"],
-                len(written),
-                valid,
-                size,
-                time.perf_counter() - t0,
-            )
-        )
-    click.echo(
-        f"\n{'site':20s} {'periods':>8s} {'new':>4s} {'valid':>7s} {'on disk':>9s} {'time':>7s}"
-    )
-    for sid, n, new, valid, size, seconds in rows:
-        click.echo(
-            f"{sid:20s} {n:8d} {new:4d} {100 * valid:6.1f}% {size / 1e6:7.1f} MB {seconds:6.1f} s"
-        )
-    if quicklooks is not None:
-        click.echo(f"\nquicklooks: {quicklooks}/<site>.png")
 
 
 def _search_sites(world, stac_url: str) -> dict:
@@ -518,18 +418,34 @@ def _search_sites(world, stac_url: str) -> dict:
     return found
 
 
-def _errors():
-    """Turn minecube's errors and bad input into a one-line message instead of a traceback."""
+def _errors(debug: bool | None = None):
+    """Turn minecube's errors, bad input and network, scheduler or filesystem failures into
+    one line and the fix, instead of a traceback (``minecube --debug`` shows it)."""
     import contextlib
 
+    from pystac_client.exceptions import APIError
+
     from minecube.errors import MinecubeError
+
+    if debug is None:
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
 
     @contextlib.contextmanager
     def reported():
         try:
             yield
-        except (MinecubeError, ValueError, FileNotFoundError, KeyError) as e:
+        except (MinecubeError, ValueError, KeyError, FileNotFoundError) as e:
+            if debug:
+                raise
             raise click.ClickException(str(e)) from e
+        except (OSError, TimeoutError, APIError) as e:  # network, filesystem, scheduler
+            if debug:
+                raise
+            raise click.ClickException(
+                f"{type(e).__name__}: {redact(str(e)).splitlines()[0] if str(e) else e!r}. "
+                "Check the path, the URL or the scheduler address and that it is reachable; "
+                "run again with `minecube --debug ...` for the traceback"
+            ) from e
 
     return reported()
 
@@ -877,42 +793,6 @@ def stats(predictions, out, site_file, units, min_observed) -> None:
     click.echo(f"\ntables: {out}/ ({', '.join(tables)}; .csv and .parquet)")
 
 
-_RUN_KEYS = {
-    "sites": "site table (GeoJSON, GeoPackage or CSV)",
-    "catalog": "STAC API URL",
-    "start": "first day, YYYY-MM-DD",
-    "end": "last day, YYYY-MM-DD",
-    "out": "output folder (default: run-output)",
-    "collection": "STAC collection (default: sentinel-2-l2a)",
-    "max_cloud": "most scene cloud cover, %",
-    "cube": "cube build options: composite, resolution, engine, mask",
-    "model": "checkpoint to segment with (else one is trained)",
-    "labels": "folder of <site_id>.gpkg labels: training and truth in the report",
-    "label_time_column": "label column with the year (default: year)",
-    "train": "training options: architecture, encoder_name, bands, epochs, batch_size, lr, "
-    "val_site, test_site",
-    "segment": "segment options: batch_size, overlap, tta, device",
-    "report": "report options: units, min_observed",
-}
-
-
-def _read_run(path: Path) -> dict:
-    run = _yaml_mapping(path, "settings")
-    run = {k.replace("-", "_"): v for k, v in run.items()}
-    keys = "\n".join(f"  {k}: {v}" for k, v in _RUN_KEYS.items())
-    unknown = sorted(set(run) - set(_RUN_KEYS))
-    missing = [k for k in ("sites", "catalog", "start", "end") if k not in run]
-    if unknown or missing:
-        raise click.ClickException(
-            f"{path}: unknown settings {unknown}, missing {missing}; a run takes\n{keys}"
-        )
-    if "model" not in run and "labels" not in run:
-        raise click.ClickException(
-            f"{path}: give a model: to segment with, or labels: to train one"
-        )
-    return run
-
-
 @main.command("check")
 @click.argument("store")
 @click.option("--no-read", is_flag=True, help="Only compare the listing with the manifests.")
@@ -938,7 +818,8 @@ def check_command(store, no_read) -> None:
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def run_command(config: Path) -> None:
     """Run a whole job from one YAML file: search, cubes, a model (given or trained),
-    segmentation and the report. Re-running reuses what is built.
+    segmentation and the report (``minecube.run``). The whole file is checked before any
+    search; re-running reuses what is built. Settings: docs/run.md.
 
     \b
     Example (run.yaml):
@@ -953,63 +834,10 @@ def run_command(config: Path) -> None:
     \b
       minecube --workers 2 run run.yaml
     """
-    from minecube.chips import SiteSplit, split_sites
-    from minecube.report import open_all_predictions, write_report
-    from minecube.stac import search as stac_search
+    from minecube.pipeline import run
 
-    settings = _read_run(config)
-    out = Path(settings.get("out", "run-output"))
-    labels = Path(settings["labels"]) if settings.get("labels") else None
-    time_column = settings.get("label_time_column", "year")
     with _errors():
-        sites = _site_table(Path(settings["sites"]))
-        found = {}
-        for site in sites.itertuples():
-            items = stac_search(
-                site,
-                str(settings["start"]),
-                str(settings["end"]),
-                catalog=settings["catalog"],
-                max_cloud=settings.get("max_cloud"),
-                collection=settings.get("collection", "sentinel-2-l2a"),
-            )
-            (out / "items").mkdir(parents=True, exist_ok=True)
-            items.save_object(str(out / "items" / f"{site.site_id}.json"))  # as `search` does
-            found[site.site_id] = list(items)
-            click.echo(f"{site.site_id:20s} {len(found[site.site_id]):4d} items")
-        cube_options = dict(settings.get("cube") or {})
-        composite = cube_options.pop("composite", "month")
-        store = out / "cubes.zarr"
-        _build_cubes(sites, found, store, composite, out / "quicklook", **cube_options)
-        model = Path(settings["model"]) if settings.get("model") else out / "model" / "model"
-        if not settings.get("model") and not model.with_suffix(".json").is_file():
-            options = dict(settings.get("train") or {})
-            val, test = tuple(options.pop("val_site", ())), tuple(options.pop("test_site", ()))
-            if val or test:
-                rest = tuple(s for s in sites.site_id if s not in {*val, *test})
-                split = SiteSplit(rest, val, test)
-            else:
-                split = split_sites(
-                    sites, test=1 if len(sites) > 2 else 0, val=1 if len(sites) > 1 else 0
-                )
-            _train_model(
-                store, sites, labels, split, model, label_time_column=time_column, **options
-            )
-        predictions = out / "predictions.zarr"
-        _segment_cubes(
-            store, list(sites.site_id), model, predictions, **(settings.get("segment") or {})
-        )
-        preds = open_all_predictions(predictions)
-        truth = _truth(labels, preds, time_column) if labels is not None else None
-        page = write_report(
-            preds,
-            out / "report",
-            cubes=store,
-            sites=sites,
-            truth=truth,
-            **(settings.get("report") or {}),
-        )
-    click.echo(f"\nreport: {page.resolve()}")
+        run(config, verbose=False)
 
 
 @main.command()

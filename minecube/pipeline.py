@@ -1,0 +1,579 @@
+"""The whole job as one call: a validated configuration and :func:`run`.
+
+A run searches a STAC API for every site, builds and stores a cube per site, takes a model (a
+checkpoint, or one trained on the sites' labels), segments every cube into a prediction store
+and writes the HTML report with class areas and mine expansion. The configuration is checked
+as a whole before anything is searched, read or written (:func:`load_config`): every error
+names the key (``segment.batch_size``), the value and what is allowed, and a misspelt key
+suggests the right one. Re-running the same configuration reuses what is built: cubes append
+only new periods, a trained model is kept, finished predictions are skipped.
+
+Why pydantic: it is the ecosystem's validation library (STAC's own ``stac-pydantic``, FastAPI,
+stac-fastapi), gives typed, documented models and their JSON Schema
+(``RunConfig.model_json_schema()``, published in the docs) from one definition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from minecube.errors import MinecubeError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "ConfigError",
+    "CubeSettings",
+    "ReportSettings",
+    "RunConfig",
+    "RunResult",
+    "SearchSettings",
+    "SegmentSettings",
+    "TrainSettings",
+    "load_config",
+    "run",
+]
+
+log = logging.getLogger("minecube")
+
+
+class ConfigError(MinecubeError, ValueError):
+    """A run configuration is not valid; the message names each key, its value and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchSettings(_Section):
+    """Which scenes to search for (:func:`minecube.stac.search`)."""
+
+    catalog: str = Field(description="STAC API URL, e.g. https://earth-search.aws.element84.com/v1")
+    start: dt.date = Field(description="First day, YYYY-MM-DD.")
+    end: dt.date = Field(description="Last day, YYYY-MM-DD (inclusive).")
+    collection: str = Field("sentinel-2-l2a", description="STAC collection id.")
+    max_cloud: float | None = Field(
+        None, ge=0, le=100, description="Most scene cloud cover, percent."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchSettings:
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}; swap them")
+        return self
+
+
+class CubeSettings(_Section):
+    """How each site's cube is built (:func:`minecube.cube.build`)."""
+
+    composite: Literal["day", "month", "quarter", "year"] = Field(
+        "month", description="Period of the median composites."
+    )
+    resolution: float | None = Field(
+        None, gt=0, description="Pixel size, metres (default: the sensor's)."
+    )
+    engine: Literal["stackstac", "odc-stac"] = Field("stackstac", description="Read engine.")
+    mask: Literal["scl", "qa_pixel", "fmask", "none"] | None = Field(
+        None, description="Cloud mask (default: the sensor's)."
+    )
+    chunks: int = Field(512, ge=16, description="Spatial chunk size, pixels.")
+
+
+class TrainSettings(_Section):
+    """The model trained when no ``model`` is given (:func:`minecube.train.fit`)."""
+
+    architecture: str = Field("fpn", description="unet, deeplabv3plus, fpn, segformer, prithvi.")
+    encoder_name: str = Field("resnet18", description="Encoder of the architecture.")
+    bands: str = Field("rgbn", description="Band preset: rgb, rgbn, ndvi, rgb+ndvi, rgbn+ndvi.")
+    epochs: int = Field(8, ge=1, description="Training epochs.")
+    batch_size: int = Field(8, ge=1, description="Chips per step.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
+    val_site: list[str] = Field([], description="Validation sites (default: one, chosen).")
+    test_site: list[str] = Field([], description="Held-out test sites (default: one, chosen).")
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        from minecube.models import ARCHITECTURES
+
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture; choose one of {list(ARCHITECTURES)}")
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, value: str) -> str:
+        from minecube.chips import PRESETS
+
+        if value not in PRESETS:
+            raise ValueError(f"unknown band preset; choose one of {list(PRESETS)}")
+        return value
+
+
+class SegmentSettings(_Section):
+    """How cubes are segmented (:func:`minecube.segment.segment`)."""
+
+    batch_size: int = Field(8, ge=1, description="Chips per forward pass.")
+    overlap: int = Field(32, ge=0, description="Chip overlap, pixels.")
+    tta: Literal["d4"] | None = Field(None, description="Test-time augmentation.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    chunks: int | None = Field(
+        None, ge=16, description="Output block size, pixels (default: auto)."
+    )
+
+
+class ReportSettings(_Section):
+    """The HTML report (:func:`minecube.report.write_report`)."""
+
+    units: Literal["ha", "km2", "m2"] = Field("ha", description="Area unit of tables and figures.")
+    min_observed: float = Field(
+        0.8, ge=0, le=1, description="Share of a site observed for a period to count in changes."
+    )
+
+
+_FLAT_SEARCH = ("catalog", "start", "end", "collection", "max_cloud")
+
+
+class RunConfig(_Section):
+    """A whole job: sites, search, cubes, a model (given or trained), segmentation, report.
+
+    Paths are relative to the working folder. The search settings may also be written at the
+    top level (``catalog:``, ``start:``…), as ``minecube run`` files have been so far.
+    """
+
+    sites: Path = Field(description="Site table: GeoJSON, GeoPackage or CSV.")
+    search: SearchSettings
+    out: Path = Field(Path("run-output"), description="Folder for every output of the run.")
+    model: Path | None = Field(None, description="Checkpoint to segment with (else trained).")
+    labels: Path | None = Field(
+        None, description="Folder of <site_id>.gpkg labels: training, and truth in the report."
+    )
+    label_time_column: str = Field("year", description="Label column holding the year.")
+    cube: CubeSettings = CubeSettings()
+    train: TrainSettings = TrainSettings()
+    segment: SegmentSettings = SegmentSettings()
+    report: ReportSettings = ReportSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_search(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and any(k in data for k in _FLAT_SEARCH):
+            data = dict(data)
+            search = dict(data.get("search") or {})
+            for key in _FLAT_SEARCH:
+                if key in data:
+                    search[key] = data.pop(key)
+            data["search"] = search
+        return data
+
+    @model_validator(mode="after")
+    def _model_or_labels(self) -> RunConfig:
+        if self.model is None and self.labels is None:
+            raise ValueError("give model: (a checkpoint to segment with) or labels: (to train one)")
+        return self
+
+
+def load_config(source: RunConfig | Mapping | str | os.PathLike) -> RunConfig:
+    """Read and validate a run configuration, before any work.
+
+    Parameters
+    ----------
+    source
+        A YAML file, a mapping of the same keys, or a :class:`RunConfig`.
+
+    Raises
+    ------
+    ConfigError
+        Every problem at once, one line each: the key's path, the value and what is allowed;
+        an unknown key with the closest allowed one.
+
+    Examples
+    --------
+    >>> config = load_config({"sites": "sites.geojson", "catalog": "https://stac.example/v1",
+    ...                       "start": "2022-01-01", "end": "2023-12-31", "model": "m/fpn",
+    ...                       "segment": {"batch_size": 16}})
+    >>> config.search.start, config.segment.batch_size, config.cube.composite
+    (datetime.date(2022, 1, 1), 16, 'month')
+    >>> load_config({"sites": "s.geojson", "catalog": "x", "start": "2022-01-01",
+    ...              "end": "2023-12-31", "model": "m", "segment": {"batch_sise": 16}})
+    Traceback (most recent call last):
+    ...
+    minecube.pipeline.ConfigError: the run configuration has 1 problem:
+      segment.batch_sise: unknown key (value 16); did you mean 'batch_size'?
+    """
+    if isinstance(source, RunConfig):
+        return source
+    where = "the run configuration"
+    if not isinstance(source, Mapping):
+        import yaml
+
+        path = Path(source)
+        where = str(path)
+        try:
+            source = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"run configuration {where!r} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where} is not valid YAML: {e}") from None
+        if not isinstance(source, Mapping):
+            raise ConfigError(f"{where} must hold a mapping of settings, not {source!r}")
+    source = {str(k).replace("-", "_"): v for k, v in source.items()}
+    try:
+        return RunConfig.model_validate(source)
+    except ValidationError as e:
+        lines = [_describe(error) for error in e.errors()]
+        raise ConfigError(
+            f"{where} has {len(lines)} problem{'s' if len(lines) > 1 else ''}:\n  "
+            + "\n  ".join(lines)
+        ) from None
+
+
+def _describe(error: dict) -> str:
+    """One line for one pydantic error: ``path: what is wrong (value …); the fix``."""
+    loc = [str(p) for p in error["loc"]]
+    if loc[:1] in (["catalog"], ["start"], ["end"], ["collection"], ["max_cloud"]):
+        loc = ["search", *loc]
+    key = ".".join(loc) or "(top level)"
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        allowed = sorted(_fields(loc[:-1]))
+        near = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"allowed: {allowed}"
+        return f"{key}: unknown key (value {value!r}); {hint}"
+    if error["type"] == "missing":
+        inner = sorted(_fields(loc)) if loc else []
+        return f"{key}: missing; it is required" + (f" (with keys {inner})" if inner else "")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message} (value {value!r})"
+
+
+def _fields(loc: list[str]) -> set[str]:
+    """The keys allowed at ``loc`` of a :class:`RunConfig`."""
+    model: type[BaseModel] = RunConfig
+    for name in loc:
+        field = model.model_fields.get(name)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return set()
+        model = annotation
+    names = set(model.model_fields)
+    return names | set(_FLAT_SEARCH) if model is RunConfig else names
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` made: where everything is, and the tables a notebook shows."""
+
+    config: RunConfig
+    cubes: Path
+    model: Path
+    predictions: Path
+    report: Path
+    areas: pd.DataFrame
+    """Class areas per site, period and class (:func:`minecube.stats.class_areas`)."""
+    expansion: pd.DataFrame
+    """Mining footprint per site, first and last reliable period, growth per year."""
+
+    def __repr__(self) -> str:
+        return (
+            f"RunResult({len(self.expansion)} sites; cubes {self.cubes}, predictions "
+            f"{self.predictions}, report {self.report})"
+        )
+
+
+def run(
+    config: RunConfig | Mapping | str | os.PathLike, *, client=None, verbose: bool = True
+) -> RunResult:
+    """Run a whole job: search, cubes, a model (given or trained), segmentation, report.
+
+    The configuration is validated first (:func:`load_config`), so a bad key fails before any
+    search. Re-running reuses what is built.
+
+    Parameters
+    ----------
+    config
+        A YAML file, a mapping, or a :class:`RunConfig`.
+    client
+        A ``dask.distributed.Client`` to compute on (default: the active scheduler, else
+        threads).
+    verbose
+        Log each step's summary to standard output (the ``minecube`` logger, INFO).
+
+    Returns
+    -------
+    RunResult
+        Paths of the stores, the model and the report, and the area tables.
+
+    Examples
+    --------
+    ``result = minecube.run("run.yaml"); result.areas`` — class areas per site, period and
+    class; ``result.report`` is the HTML report.
+    """
+    import contextlib
+
+    from minecube.report import open_all_predictions
+    from minecube.sites import read_sites
+
+    config = load_config(config)
+    with contextlib.ExitStack() as stack:
+        if verbose and not log.handlers:
+            stack.enter_context(_logging_to_stdout())
+        if client is not None:
+            stack.enter_context(client.as_current())
+        out = Path(config.out)
+        sites = read_sites(config.sites)
+        found = _search(sites, config.search, out / "items")
+        store = out / "cubes.zarr"
+        cube = config.cube.model_dump(exclude_none=True)
+        composite = cube.pop("composite")
+        _build_cubes(sites, found, store, composite, out / "quicklook", **cube)
+        model = Path(config.model) if config.model else out / "model" / "model"
+        if config.model is None and not model.with_name(model.name + ".json").is_file():
+            _train_model(store, sites, config.labels, _split(sites, config.train), model,
+                         label_time_column=config.label_time_column,
+                         **config.train.model_dump(exclude={"val_site", "test_site"}))  # fmt: skip
+        predictions = out / "predictions.zarr"
+        _segment_cubes(store, list(sites.site_id), model, predictions,
+                       **config.segment.model_dump(exclude_none=True))  # fmt: skip
+        preds = open_all_predictions(predictions)
+        truth = None
+        if config.labels is not None:
+            truth = _truth(config.labels, preds, config.label_time_column)
+        page, tables = _report(preds, out / "report", store, sites, truth,
+                               **config.report.model_dump())  # fmt: skip
+    return RunResult(config, store, model, predictions, page, tables["class_areas"],
+                     tables["expansion_summary"])  # fmt: skip
+
+
+def _logging_to_stdout():
+    """Show the ``minecube`` logger's INFO lines on standard output for a ``with`` block."""
+    import contextlib
+    import sys
+
+    @contextlib.contextmanager
+    def attached():
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        level = log.level
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            log.removeHandler(handler)
+            log.setLevel(level)
+
+    return attached()
+
+
+def _search(sites, settings: SearchSettings, folder: Path) -> dict[str, list]:
+    """Search every site's scenes; keep each site's items as an ItemCollection file."""
+    from minecube.stac import search
+
+    found = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for site in sites.itertuples():
+        items = search(site, settings.start, settings.end, catalog=settings.catalog,
+                       max_cloud=settings.max_cloud, collection=settings.collection)  # fmt: skip
+        items.save_object(str(folder / f"{site.site_id}.json"))
+        found[site.site_id] = list(items)
+        log.info(f"{site.site_id:20s} {len(items):4d} items")
+    return found
+
+
+def _split(sites, settings: TrainSettings):
+    """The training split: the configured validation and test sites, else one of each."""
+    from minecube.chips import SiteSplit, split_sites
+
+    val, test = tuple(settings.val_site), tuple(settings.test_site)
+    if val or test:
+        unknown = sorted({*val, *test} - set(sites.site_id))
+        if unknown:
+            raise ConfigError(f"train.val_site/test_site name sites {unknown} not in the table")
+        return SiteSplit(tuple(s for s in sites.site_id if s not in {*val, *test}), val, test)
+    return split_sites(sites, test=1 if len(sites) > 2 else 0, val=1 if len(sites) > 1 else 0)
+
+
+def _truth(labels: Path, grids: Mapping, time_column: str = "year") -> dict:
+    """Each site's ``<labels>/<site_id>.gpkg`` burnt onto its grid (a cube or a prediction)."""
+    import warnings
+
+    from minecube.labels import MissingLabelsWarning, rasterize
+
+    labels = Path(labels)
+    missing = [s for s in grids if not (labels / f"{s}.gpkg").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"no label file for sites {missing} in {labels} (expected <site_id>.gpkg)"
+        )
+    with warnings.catch_warnings():  # periods after the last labelled year stay unlabelled
+        warnings.simplefilter("ignore", MissingLabelsWarning)
+        return {
+            s: rasterize(labels / f"{s}.gpkg", g, time_column=time_column) for s, g in grids.items()
+        }
+
+
+def _build_cubes(
+    sites, found: Mapping, store, composite: str, quicklooks: Path | None = None, **kwargs
+) -> None:
+    """Build and store a cube per site (appending new periods), quicklook it, log a summary."""
+    from minecube.cube import build, open_cube, to_zarr
+    from minecube.plot import quicklook
+    from minecube.store import claim_store
+
+    claim_store(store, "cubes")  # a store it may not write is refused before any read
+    if quicklooks is not None:
+        quicklooks.mkdir(parents=True, exist_ok=True)
+    log.info(f"\nbuilding {composite} cubes in {store}")
+    rows = []
+    for site in sites.itertuples():
+        t0 = time.perf_counter()
+        cube = build(site, found[site.site_id], composite=composite, **kwargs)
+        written = to_zarr(cube, store, items=found[site.site_id], progress=True)
+        stored = open_cube(store, site.site_id)
+        valid = float((stored.valid_count > 0).mean())
+        local = Path(store) / site.site_id if "://" not in str(store) else None
+        size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local else 0
+        if quicklooks is not None:
+            quicklook(stored, quicklooks / f"{site.site_id}.png")
+        seconds = time.perf_counter() - t0
+        rows.append((site.site_id, stored.sizes["time"], len(written), valid, size, seconds))
+    log.info(
+        f"\n{'site':20s} {'periods':>8s} {'new':>4s} {'valid':>7s} {'on disk':>9s} {'time':>7s}"
+    )
+    for sid, n, new, valid, size, seconds in rows:
+        log.info(
+            f"{sid:20s} {n:8d} {new:4d} {100 * valid:6.1f}% {size / 1e6:7.1f} MB {seconds:6.1f} s"
+        )
+    if quicklooks is not None:
+        log.info(f"\nquicklooks: {quicklooks}/<site>.png")
+
+
+def _train_model(
+    store,
+    sites,
+    labels: Path | None,
+    split,
+    path: Path,
+    *,
+    architecture: str = "fpn",
+    encoder_name: str = "resnet18",
+    bands: str = "rgbn",
+    epochs: int = 8,
+    batch_size: int = 8,
+    lr: float = 2e-3,
+    label_time_column: str = "year",
+) -> Path:
+    """Train a model on chips of the split's training sites, score it on its test sites, save it."""
+    from minecube.chips import ChipDataset
+    from minecube.cube import open_cube
+    from minecube.evaluate import evaluate
+    from minecube.models import check_writable, create, save
+    from minecube.train import fit
+
+    if labels is None:
+        raise ConfigError("training needs labels: a folder of <site_id>.gpkg label polygons")
+    check_writable(path)  # before training, not after
+    ids = [*split.train, *split.val, *split.test]
+    cubes = {s: open_cube(store, s).load() for s in ids}
+    truth = _truth(labels, cubes, label_time_column)
+
+    def part(keys):
+        return {s: cubes[s] for s in keys}, {s: truth[s] for s in keys}
+
+    log.info(
+        f"\ntraining {architecture}-{encoder_name} on {bands}, {epochs} epochs: train "
+        f"{', '.join(split.train)}; validate {', '.join(split.val) or '—'}; test "
+        f"{', '.join(split.test) or '—'}"
+    )
+    chips = {"input_dims": {"y": 128, "x": 128}, "input_overlap": {"y": 64, "x": 64}}
+    train = ChipDataset(*part(split.train), bands=bands, augment=True, **chips)
+    val = None
+    if split.val:
+        val = ChipDataset(*part(split.val), bands=bands, norm=train.norm, **chips)
+    model = create(
+        architecture, encoder_name=encoder_name, in_channels=len(train.bands),
+        classes=len(train.schema),
+    )  # fmt: skip
+    model = fit(model, train, val, epochs=epochs, batch_size=batch_size, lr=lr,
+                loss="ce+dice", class_weights="balanced", patience=epochs)  # fmt: skip
+    if split.test:
+        result = evaluate(model, *part(split.test), sites)
+        model.card.metrics["test"] = result.summary.to_dict("records")
+        for row in result.summary.itertuples():
+            if row.level in ("all", "site_id"):
+                log.info(
+                    f"  held out {row.group:18s} mIoU {row.miou:.3f}, overall accuracy "
+                    f"{row.overall_accuracy:.3f}"
+                )
+    save(model, path)
+    log.info(f"model: {path}.safetensors + .json (card)")
+    return path
+
+
+def _segment_cubes(
+    store, site_ids, model: Path, predictions, *, overwrite: bool = False, **kwargs
+) -> None:
+    """Segment every site's cube into the prediction store (finished sites are reused)."""
+    from minecube.cube import open_cube
+    from minecube.segment import segment_to_zarr
+
+    log.info(f"\nsegmenting {len(site_ids)} cubes into {predictions}")
+    rows = []
+    for site in site_ids:
+        t0 = time.perf_counter()
+        pred = segment_to_zarr(
+            open_cube(store, site), model, predictions, group=site, overwrite=overwrite, **kwargs
+        )
+        observed = float((pred != pred.rio.nodata).mean())
+        rows.append((site, pred.sizes["time"], 100 * observed, time.perf_counter() - t0))
+    log.info(f"\n{'site':20s} {'periods':>8s} {'observed':>9s} {'time':>7s}")
+    for site, periods, observed, seconds in rows:
+        log.info(f"{site:20s} {periods:8d} {observed:8.1f}% {seconds:6.1f} s")
+
+
+def _report(preds, folder: Path, cubes, sites, truth, *, title="minecube report", **options):
+    """Write the HTML report; log the mining area against truth; (page, its tables)."""
+    import pandas as pd
+
+    from minecube.report import write_report
+    from minecube.stats import _unit_label
+
+    log.info(f"\nwriting the report to {folder}")
+    page = write_report(preds, folder, cubes=cubes, sites=sites, truth=truth, title=title,
+                        **options)  # fmt: skip
+    units = options.get("units", "ha")
+    tables = {
+        name: pd.read_parquet(folder / "tables" / f"{name}.parquet")
+        for name in ("class_areas", "expansion_summary")
+    }
+    if truth is not None:
+        series = pd.read_csv(folder / "tables/mining_vs_truth.csv", dtype={"time": str})
+        log.info(
+            f"\nmining footprint against truth, {_unit_label(units)} (over pixels observed "
+            "and labelled)"
+        )
+        log.info(
+            f"{'site':20s} {'period':>10s} {'compared':>9s} {'predicted':>10s} "
+            f"{'truth':>9s} {'error':>8s}"
+        )
+        for row in series.itertuples():
+            error = "—" if row.error_pct != row.error_pct else f"{row.error_pct:.1f}%"
+            log.info(
+                f"{row.site_id:20s} {row.time:>10s} {row.compared_pct:8.1f}% "
+                f"{getattr(row, f'predicted_{units}'):10.1f} "
+                f"{getattr(row, f'truth_{units}'):9.1f} {error:>8s}"
+            )
+    log.info(f"\nreport: {page.resolve()}")
+    return page, tables
