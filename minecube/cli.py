@@ -793,6 +793,30 @@ def stats(predictions, out, site_file, units, min_observed) -> None:
     click.echo(f"\ntables: {out}/ ({', '.join(tables)}; .csv and .parquet)")
 
 
+@main.command("lineage")
+@click.argument("table", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--row", default=0, show_default=True, help="Row of the table (0-based).")
+def lineage_command(table: Path, row: int) -> None:
+    """Show where one row of a run's table came from: run, model, cube period, STAC items.
+
+    \b
+    Example:
+      minecube lineage run-output/report/tables/class_areas.csv --row 3
+    """
+    from minecube.pipeline import lineage
+
+    found = lineage(table, row=row)
+    period = " to ".join(found.get("period", [])) or "every period"
+    click.echo(f"run {found['run_id']} ({found['record']})")
+    click.echo(f"site {found['site_id']}, {period}")
+    if found.get("cube_period"):
+        click.echo(f"cube period: {found['cube_period']['status']}")
+    click.echo(f"model: {found['model']['file']} sha256 {found['model']['sha256']}")
+    click.echo(f"{len(found['items'])} items:")
+    for item in found["items"]:
+        click.echo(f"  {item['id']}  {item['datetime']}")
+
+
 @main.command("check")
 @click.argument("store")
 @click.option("--no-read", is_flag=True, help="Only compare the listing with the manifests.")

@@ -41,6 +41,7 @@ __all__ = [
     "SearchSettings",
     "SegmentSettings",
     "TrainSettings",
+    "lineage",
     "load_config",
     "run",
 ]
@@ -284,6 +285,8 @@ class RunResult:
     """Class areas per site, period and class (:func:`minecube.stats.class_areas`)."""
     expansion: pd.DataFrame
     """Mining footprint per site, first and last reliable period, growth per year."""
+    run_id: str = ""
+    """Stamped on every table row; ``<out>/runs/<run_id>.json`` is the run's record."""
 
     def __repr__(self) -> str:
         return (
@@ -326,6 +329,7 @@ def run(
     from minecube.sites import read_sites
 
     config = load_config(config)
+    run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{os.urandom(4).hex()}"
     with contextlib.ExitStack() as stack:
         if verbose and not log.handlers:
             stack.enter_context(_logging_to_stdout())
@@ -350,10 +354,12 @@ def run(
         truth = None
         if config.labels is not None:
             truth = _truth(config.labels, preds, config.label_time_column)
-        page, tables = _report(preds, out / "report", store, sites, truth,
+        page, tables = _report(preds, out / "report", store, sites, truth, run_id=run_id,
                                **config.report.model_dump())  # fmt: skip
+        record = _record(run_id, config, sites, found, store, model, predictions, page)
+        log.info(f"run record: {record}")
     return RunResult(config, store, model, predictions, page, tables["class_areas"],
-                     tables["expansion_summary"])  # fmt: skip
+                     tables["expansion_summary"], run_id)  # fmt: skip
 
 
 def _logging_to_stdout():
@@ -577,3 +583,183 @@ def _report(preds, folder: Path, cubes, sites, truth, *, title="minecube report"
             )
     log.info(f"\nreport: {page.resolve()}")
     return page, tables
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record(run_id, config: RunConfig, sites, found, store, model, predictions, page) -> Path:
+    """Write the run's record, ``<out>/runs/<run_id>.json``: what every number came from —
+    the configuration, versions, the exact site table, the items, each cube period's chunk
+    record, the model's checksums and each prediction's fingerprint. Paths are relative to
+    the run folder, so the record stays true when the folder moves."""
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    from minecube import __version__
+    from minecube.store import read_manifest
+
+    out = Path(config.out)
+    folder = out / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def rel(path) -> str:
+        return os.path.relpath(Path(path).absolute(), out.absolute())
+
+    table = out / "runs" / f"{run_id}-sites.geojson"
+    sites.to_file(table, driver="GeoJSON")  # the exact table of this run
+    versions = {}
+    for name in ("xarray", "dask", "zarr", "stackstac", "odc-stac", "pystac-client", "torch",
+                 "segmentation-models-pytorch"):  # fmt: skip
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    settings = config.model_dump(mode="json")
+    for key in ("sites", "out", "model", "labels"):
+        if settings.get(key) is not None:
+            settings[key] = rel(settings[key]) if key != "out" else "."
+    cubes, preds = {}, {}
+    for site in sites.site_id:
+        units = (read_manifest(store, site) or {}).get("units", {})
+        cubes[site] = {
+            period: {
+                "status": unit.get("status"),
+                "chunks_sha256": hashlib.sha256(
+                    json.dumps(unit.get("chunks", {}), sort_keys=True).encode()
+                ).hexdigest(),
+                **({"skipped": unit["skipped"]} if "skipped" in unit else {}),
+            }
+            for period, unit in sorted(units.items())
+        }
+        preds[site] = (read_manifest(predictions, site) or {}).get("fingerprint")
+    weights = Path(f"{model}.safetensors")
+    record = {
+        "run_id": run_id,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "minecube": __version__,
+        "versions": versions,
+        "config": settings,
+        "sites": {"file": rel(table), "sha256": _sha256(table)},
+        "items": {
+            s: {"file": rel(out / "items" / f"{s}.json"), "ids": [i.id for i in found[s]]}
+            for s in sites.site_id
+        },
+        "cubes": {"store": rel(store), "periods": cubes},
+        "model": {
+            "file": rel(weights),
+            "sha256": _sha256(weights),
+            "card_sha256": _sha256(Path(f"{model}.json")),
+        },
+        "predictions": {"store": rel(predictions), "fingerprints": preds},
+        "report": rel(page),
+    }
+    path = folder / f"{run_id}.json"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(partial, path)  # whole or absent
+    return path
+
+
+def lineage(table: pd.DataFrame | str | os.PathLike, *, row: int = 0,
+            run: str | os.PathLike | None = None) -> dict:  # fmt: skip
+    """Walk one row of a run's table back to the STAC items, cube period, model and
+    prediction behind it.
+
+    Parameters
+    ----------
+    table
+        A table written by :func:`run` (``report/tables/*.csv`` or ``.parquet``), or one read
+        into a DataFrame (then give ``run``).
+    row
+        Which row (0-based).
+    run
+        The run folder (``out``) or the run's record (``runs/<run_id>.json``); default: found
+        above the table's file.
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``site_id``, ``period`` (first and last day), ``items`` (id, time and
+        asset hrefs of each item in the period), ``cube_period`` (its status and chunk
+        record), ``model`` (file and sha256), ``prediction`` (fingerprint) and ``record``
+        (path of the run's record).
+
+    Examples
+    --------
+    ``lineage("run-output/report/tables/class_areas.csv", row=3)["items"]`` — the scenes
+    behind the fourth row.
+    """
+    import json
+
+    import pandas as pd
+    import pystac
+
+    from minecube.cube import COMPOSITES
+    from minecube.stac import redact
+
+    path = None
+    if not isinstance(table, pd.DataFrame):
+        path = Path(table)
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if "run_id" not in table.columns:
+        raise ConfigError("the table has no run_id column: it was not written by minecube.run")
+    if not 0 <= row < len(table):
+        raise ConfigError(f"row {row} is outside the table's {len(table)} rows")
+    entry = table.iloc[row]
+    run_id = str(entry["run_id"])
+    record_path = _find_record(run_id, path, run)
+    record = json.loads(record_path.read_text())
+    out = record_path.parent.parent
+    site = str(entry["site_id"])
+    found = {"run_id": run_id, "site_id": site, "record": str(record_path), "row": entry.to_dict()}
+    found["model"] = record["model"]
+    found["prediction"] = record["predictions"]["fingerprints"].get(site)
+    items = pystac.ItemCollection.from_file(str(out / record["items"][site]["file"]))
+    when = None
+    for column in ("time", "last", "first"):
+        if column in entry and pd.notna(entry[column]):
+            when = pd.Timestamp(entry[column])
+            break
+    chosen = list(items)
+    if when is not None:
+        period = when.to_period(COMPOSITES[record["config"]["cube"]["composite"]])
+        start, end = period.start_time, period.end_time
+        found["period"] = [str(start.date()), str(end.date())]
+        found["cube_period"] = record["cubes"]["periods"][site].get(str(start.date()))
+        chosen = [i for i in items if start <= pd.Timestamp(i.datetime).tz_localize(None) <= end]
+    found["items"] = [
+        {
+            "id": i.id,
+            "datetime": i.datetime.isoformat() if i.datetime else None,
+            "assets": {k: redact(a.href) for k, a in i.assets.items()},
+        }
+        for i in chosen
+    ]
+    return found
+
+
+def _find_record(run_id: str, table: Path | None, run: str | os.PathLike | None) -> Path:
+    """The record of ``run_id``: from ``run`` (a record or a run folder), else above ``table``."""
+    if run is not None:
+        run = Path(run)
+        candidates = [run] if run.suffix == ".json" else [run / "runs" / f"{run_id}.json"]
+    elif table is not None:
+        candidates = [p / "runs" / f"{run_id}.json" for p in table.absolute().parents]
+    else:
+        raise ConfigError("give run= (the run folder) for a table read into a DataFrame")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no record of run {run_id!r} (looked for {[str(c) for c in candidates][:3]}); "
+        "pass run= the run's folder"
+    )

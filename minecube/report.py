@@ -97,6 +97,7 @@ def write_report(
     min_observed: float = 0.8,
     title: str = "minecube report",
     progress: bool = True,
+    run_id: str | None = None,
 ) -> Path:
     """Write a static HTML report: class areas, expansion, transitions, maps and exports.
 
@@ -125,6 +126,9 @@ def write_report(
         Title of the page.
     progress
         Show a progress bar over sites.
+    run_id
+        Stamped on every table row (a ``run_id`` column), so each number can be traced back
+        to its run's record (:func:`minecube.pipeline.lineage`).
 
     Returns
     -------
@@ -211,6 +215,8 @@ def write_report(
     for site in tqdm(preds, desc="report", unit="site", disable=not progress):
         sections.append(_site_section(site, preds[site], cubes, growth, comparison, units, out))
     for name, table in tables.items():
+        if run_id is not None:
+            table = table.assign(run_id=run_id)
         write_table(table, out / "tables" / f"{name}.csv")
         write_table(table, out / "tables" / f"{name}.parquet")
     page = out / "index.html"

@@ -719,7 +719,7 @@ def _check_sensor(cube, card, any_sensor: bool) -> None:
 def _fingerprint(pred: xr.DataArray, card) -> dict:
     """What must match for a stored prediction to be resumed rather than started again."""
     return {
-        "model": pred.attrs["model"],
+        "model": Path(pred.attrs["model"]).name,  # stored: never a machine's absolute path
         "model_created": card.created,
         "model_spec": pred.attrs["model_spec"],
         "bands": list(card.bands),
@@ -860,7 +860,7 @@ def segment_to_zarr(
         )
     if stored != fingerprint:
         manifest = stores.clear_group(store, group, manifest)
-        attrs = dict(pred.attrs)
+        attrs = {**pred.attrs, "model": fingerprint["model"]}
         encoding = {**pred.encoding, "_FillValue": attrs.pop("_FillValue")}
         encoding["chunks"] = tuple(c[0] for c in pred.chunks)  # one Zarr chunk per region
         from zarr.codecs import Crc32cCodec, ZstdCodec

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from minecube.cli import main
-from minecube.pipeline import ConfigError, RunConfig, load_config, run
+from minecube.pipeline import ConfigError, RunConfig, lineage, load_config, run
 
 # nothing listens there and the site table does not exist: an error about either would mean
 # that work started before the configuration was checked
@@ -106,6 +108,24 @@ def test_run_from_python_on_a_local_cluster(world, server, cluster, tmp_path):
     assert len(result.expansion) == 1
     assert result.predictions == tmp_path / "run" / "predictions.zarr"
     assert "1 sites" in repr(result)
+    # lineage: every row carries the run id; one walks back to the items of its period
+    areas = pd.read_csv(result.report.parent / "tables" / "class_areas.csv")
+    assert set(areas.run_id) == {result.run_id}
+    record = tmp_path / "run" / "runs" / f"{result.run_id}.json"
+    assert str(tmp_path) not in record.read_text()  # only paths relative to the run folder
+    found = lineage(result.report.parent / "tables" / "class_areas.csv", row=len(areas) - 1)
+    assert found["period"] == ["2023-01-01", "2023-12-31"]
+    assert found["items"]
+    assert all(i["datetime"].startswith("2023") for i in found["items"])
+    assert found["cube_period"]["status"] == "complete"
+    assert (
+        found["model"]["sha256"]
+        == hashlib.sha256((tmp_path / "model" / "fpn.safetensors").read_bytes()).hexdigest()
+    )
+    shown = CliRunner().invoke(main, ["lineage", str(result.report.parent / "tables" /
+                                                     "class_areas.csv"), "--row", "0"])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert "site bodaibo-gold, 2022-01-01 to 2022-12-31" in shown.output
 
 
 @pytest.mark.parametrize(
