@@ -325,7 +325,7 @@ def run(
     """
     import contextlib
 
-    from minecube.report import open_all_predictions
+    from minecube.segment import open_predictions
     from minecube.sites import read_sites
 
     config = load_config(config)
@@ -350,7 +350,7 @@ def run(
         predictions = out / "predictions.zarr"
         _segment_cubes(store, list(sites.site_id), model, predictions,
                        **config.segment.model_dump(exclude_none=True))  # fmt: skip
-        preds = open_all_predictions(predictions)
+        preds = {s: open_predictions(predictions, s) for s in sites.site_id}  # this run's sites
         truth = None
         if config.labels is not None:
             truth = _truth(config.labels, preds, config.label_time_column)

@@ -44,7 +44,10 @@ def workdir(tmp_path_factory):
 def test_quickstart(world, workdir):
     env = {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"}
     _run("01-quickstart.ipynb", workdir, env, figures=4)
-    assert (workdir / "quickstart-output" / "model" / "fpn-rgbn.safetensors").is_file()
+    out = workdir / "quickstart-output"
+    assert (out / "model" / "fpn-rgbn.safetensors").is_file()
+    assert (out / "report" / "index.html").is_file()  # minecube.run, in one cell
+    assert len(list((out / "runs").glob("*.json"))) == 1
 
 
 def test_training_lab(world, workdir):
