@@ -10,6 +10,7 @@ import click
 from minecube import __version__
 from minecube.pipeline import (
     _build_cubes,
+    _logged,
     _report,
     _segment_cubes,
     _train_model,
@@ -78,26 +79,13 @@ def main(
 
 def _echo_logs():
     """Print the ``minecube`` logger's INFO lines (the library's step summaries) with click."""
-    import contextlib
     import logging
 
     class Echo(logging.Handler):
         def emit(self, record):
             click.echo(record.getMessage(), err=record.levelno >= logging.WARNING)
 
-    @contextlib.contextmanager
-    def attached():
-        log = logging.getLogger("minecube")
-        handler, level = Echo(), log.level
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        try:
-            yield
-        finally:
-            log.removeHandler(handler)
-            log.setLevel(level)
-
-    return attached()
+    return _logged(Echo())
 
 
 def _yaml_mapping(path: Path, what: str, error=click.ClickException) -> dict:

@@ -15,10 +15,12 @@ stac-fastapi), gives typed, documented models and their JSON Schema
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -323,8 +325,6 @@ def run(
     ``result = minecube.run("run.yaml"); result.areas`` — class areas per site, period and
     class; ``result.report`` is the HTML report.
     """
-    import contextlib
-
     from minecube.segment import open_predictions
     from minecube.sites import read_sites
 
@@ -332,7 +332,9 @@ def run(
     run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{os.urandom(4).hex()}"
     with contextlib.ExitStack() as stack:
         if verbose and not log.handlers:
-            stack.enter_context(_logging_to_stdout())
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            stack.enter_context(_logged(handler))
         if client is not None:
             stack.enter_context(client.as_current())
         out = Path(config.out)
@@ -362,25 +364,18 @@ def run(
                      tables["expansion_summary"], run_id)  # fmt: skip
 
 
-def _logging_to_stdout():
-    """Show the ``minecube`` logger's INFO lines on standard output for a ``with`` block."""
-    import contextlib
-    import sys
-
-    @contextlib.contextmanager
-    def attached():
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        level = log.level
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        try:
-            yield
-        finally:
-            log.removeHandler(handler)
-            log.setLevel(level)
-
-    return attached()
+@contextlib.contextmanager
+def _logged(handler: logging.Handler):
+    """Send the ``minecube`` logger's INFO lines (each step's summary) to ``handler`` for the
+    duration of a ``with`` block."""
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def _search(sites, settings: SearchSettings, folder: Path) -> dict[str, list]:
