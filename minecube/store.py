@@ -152,9 +152,16 @@ def claim_store(store: str | os.PathLike, kind: Kind) -> None:
     # a new local store appears whole or not at all: made beside its path, then renamed
     staging = f"{root}.{uuid.uuid4().hex}.creating"
     zarr.open_group(staging, mode="w", zarr_format=3, attributes=attributes)
-    if fs.exists(root):  # an empty folder the user made for it
-        os.rmdir(root)
-    os.rename(staging, root)
+    try:
+        if fs.exists(root):  # an empty folder the user made for it
+            os.rmdir(root)
+        os.rename(staging, root)
+    except OSError:  # another process made it first: use it if it is ours, else refuse
+        fs.rm(staging, recursive=True)
+        if (_read_json(fs, f"{root}/zarr.json") or {}).get("attributes", {}).get(
+            "minecube:store"
+        ) != kind:
+            raise
 
 
 def manifest_path(store: str | os.PathLike, group: str) -> str:
