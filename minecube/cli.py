@@ -13,6 +13,7 @@ from minecube.pipeline import (
     _logged,
     _report,
     _segment_cubes,
+    _split,
     _train_model,
     _truth,
 )
@@ -353,13 +354,10 @@ def demo_run(path, out, composite, epochs, **kwargs) -> None:
 
 def _demo_split(world):
     """The demo's site split: the docs' held-out sites when the world has them."""
-    from minecube.chips import SiteSplit, split_sites
-
     test, val = ("hunter-coal", "ashanti-gold"), ("atacama-copper",)
-    ids = list(world.site_ids)
-    if set(test + val) <= set(ids) and len(ids) > 3:
-        return SiteSplit(tuple(s for s in ids if s not in test + val), val, test)
-    return split_sites(world.sites, test=1 if len(ids) > 2 else 0, val=1 if len(ids) > 1 else 0)
+    if set(test + val) <= set(world.site_ids) and len(world.site_ids) > 3:
+        return _split(world.sites, val, test)
+    return _split(world.sites)
 
 
 def _report_demo(world, out: Path, units: str = "ha") -> Path:
@@ -406,7 +404,7 @@ def _search_sites(world, stac_url: str) -> dict:
     return found
 
 
-def _errors(debug: bool | None = None):
+def _errors(debug: bool):
     """Turn minecube's errors, bad input and network, scheduler or filesystem failures into
     one line and the fix, instead of a traceback (``minecube --debug`` shows it)."""
     import contextlib
@@ -414,9 +412,6 @@ def _errors(debug: bool | None = None):
     from pystac_client.exceptions import APIError
 
     from minecube.errors import MinecubeError
-
-    if debug is None:
-        debug = bool(click.get_current_context().find_root().params.get("debug"))
 
     @contextlib.contextmanager
     def reported():
@@ -465,8 +460,7 @@ def sites_command(sites: Path) -> None:
     """
     from minecube.sites import utm_epsg
 
-    with _errors():
-        table = _site_table(sites)
+    table = _site_table(sites)
     click.echo(f"{'site':20s} {'commodity':12s} {'climate':12s} {'UTM':>6s} {'area':>9s}")
     for row in table.itertuples():
         c = row.geometry.centroid
@@ -503,15 +497,14 @@ def search(sites, catalog, start, end, collection, max_cloud, out, only) -> None
     """
     from minecube.stac import search as stac_search
 
-    with _errors():
-        table = _site_table(sites, only)
-        out.mkdir(parents=True, exist_ok=True)
-        for site in table.itertuples():
-            items = stac_search(
-                site, start, end, catalog=catalog, collection=collection, max_cloud=max_cloud
-            )
-            items.save_object(str(out / f"{site.site_id}.json"))
-            click.echo(f"{site.site_id:20s} {len(items):4d} items")
+    table = _site_table(sites, only)
+    out.mkdir(parents=True, exist_ok=True)
+    for site in table.itertuples():
+        items = stac_search(
+            site, start, end, catalog=catalog, collection=collection, max_cloud=max_cloud
+        )
+        items.save_object(str(out / f"{site.site_id}.json"))
+        click.echo(f"{site.site_id:20s} {len(items):4d} items")
     click.echo(f"items: {out}/<site>.json")
 
 
@@ -614,25 +607,24 @@ def cube_build(
 
     if (items_dir is None) == (catalog is None) or (catalog and not (start and end)):
         raise click.UsageError("give --items, or --catalog with --start and --end")
-    with _errors():
-        table = _site_table(sites, only)
-        if items_dir is not None:
-            found = _items(items_dir, table.site_id)
-        else:
-            found = {
-                s.site_id: list(stac_search(s, start, end, catalog=catalog, collection=collection))
-                for s in table.itertuples()
-            }
-        _build_cubes(
-            table,
-            found,
-            out,
-            composite,
-            quicklooks,
-            resolution=resolution,
-            engine=engine,
-            mask=mask,
-        )
+    table = _site_table(sites, only)
+    if items_dir is not None:
+        found = _items(items_dir, table.site_id)
+    else:
+        found = {
+            s.site_id: list(stac_search(s, start, end, catalog=catalog, collection=collection))
+            for s in table.itertuples()
+        }
+    _build_cubes(
+        table,
+        found,
+        out,
+        composite,
+        quicklooks,
+        resolution=resolution,
+        engine=engine,
+        mask=mask,
+    )
 
 
 @main.command()
@@ -674,19 +666,9 @@ def train(cubes, site_file, labels, out, val_site, test_site, **options) -> None
       minecube train cubes.zarr --sites sites.geojson --labels labels --out model/fpn \\
           --test-site hunter-coal --val-site atacama-copper --epochs 20
     """
-    from minecube.chips import SiteSplit, split_sites
-
-    with _errors():
-        table = _site_table(site_file)
-        if val_site or test_site:
-            held = set(val_site) | set(test_site)
-            rest = tuple(s for s in table.site_id if s not in held)
-            split = SiteSplit(rest, tuple(val_site), tuple(test_site))
-        else:
-            split = split_sites(
-                table, test=1 if len(table) > 2 else 0, val=1 if len(table) > 1 else 0
-            )
-        _train_model(cubes, table, labels, split, out, **options)
+    table = _site_table(site_file)
+    split = _split(table, tuple(val_site), tuple(test_site))
+    _train_model(cubes, table, labels, split, out, **options)
 
 
 @main.command()
@@ -714,20 +696,19 @@ def segment(cubes, model, out, only, batch_size, overlap, tta, device, overwrite
     """
     import zarr
 
-    with _errors():
-        root = zarr.open_group(cubes, mode="r")
-        site_ids = list(only) or sorted(k for k, _ in root.groups())
-        _segment_cubes(
-            cubes,
-            site_ids,
-            model,
-            out,
-            batch_size=batch_size,
-            overlap=overlap,
-            tta=tta,
-            device=device,
-            overwrite=overwrite,
-        )
+    root = zarr.open_group(cubes, mode="r")
+    site_ids = list(only) or sorted(k for k, _ in root.groups())
+    _segment_cubes(
+        cubes,
+        site_ids,
+        model,
+        out,
+        batch_size=batch_size,
+        overlap=overlap,
+        tta=tta,
+        device=device,
+        overwrite=overwrite,
+    )
 
 
 @main.command()
@@ -753,18 +734,17 @@ def stats(predictions, out, site_file, units, min_observed) -> None:
     from minecube.export import write_table
     from minecube.report import open_all_predictions
 
-    with _errors():
-        preds = open_all_predictions(predictions)
-        tables = {"class_areas": st.class_areas(preds, units=units)}
-        growth = st.expansion(preds, units=units, min_observed=min_observed)
-        tables |= {"expansion": growth.table, "expansion_summary": growth.summary}
-        if site_file is not None:
-            sites = _site_table(site_file)
-            for key in ("commodity", "climate"):
-                tables[f"expansion_by_{key}"] = st.aggregate(growth.table, sites, by=key)
-        for name, table in tables.items():
-            for suffix in (".csv", ".parquet"):
-                write_table(table, out / f"{name}{suffix}")
+    preds = open_all_predictions(predictions)
+    tables = {"class_areas": st.class_areas(preds, units=units)}
+    growth = st.expansion(preds, units=units, min_observed=min_observed)
+    tables |= {"expansion": growth.table, "expansion_summary": growth.summary}
+    if site_file is not None:
+        sites = _site_table(site_file)
+        for key in ("commodity", "climate"):
+            tables[f"expansion_by_{key}"] = st.aggregate(growth.table, sites, by=key)
+    for name, table in tables.items():
+        for suffix in (".csv", ".parquet"):
+            write_table(table, out / f"{name}{suffix}")
     u = st._unit_label(units)
     click.echo(
         f"{'site':20s} {'first':>10s} {'last':>10s} {'footprint (' + u + ')':>22s} {'growth':>9s}"
@@ -819,8 +799,7 @@ def check_command(store, no_read) -> None:
     """
     from minecube.store import check
 
-    with _errors():
-        report = check(store, read=not no_read)
+    report = check(store, read=not no_read)
     click.echo(str(report))
     if not report.ok:
         raise SystemExit(1)
@@ -848,8 +827,7 @@ def run_command(config: Path) -> None:
     """
     from minecube.pipeline import run
 
-    with _errors():
-        run(config, verbose=False)
+    run(config, verbose=False)
 
 
 @main.command()
@@ -871,11 +849,10 @@ def experiment(grid, out) -> None:
 
     from minecube.experiment import read_grid, run
 
-    with _errors():
-        config = read_grid(grid)
-        if out:
-            config = dataclasses.replace(config, out=out)
-        results = run(config)
+    config = read_grid(grid)
+    if out:
+        config = dataclasses.replace(config, out=out)
+    results = run(config)
     columns = ["run", "val_miou", "test_miou", "test_overall_accuracy", "train_s"]
     click.echo("\n" + results[columns].round(3).to_string(index=False))
     click.echo(f"\nresults: {Path(config.out) / 'results.md'} (and results.csv, groups.csv)")
@@ -931,18 +908,17 @@ def report(predictions, out, cubes, sites, labels, label_time_column, units, min
     """
     from minecube.report import open_all_predictions, write_report
 
-    with _errors():
-        preds = open_all_predictions(predictions)
-        truth = _truth(labels, preds, label_time_column) if labels is not None else None
-        page = write_report(
-            preds,
-            out,
-            cubes=cubes,
-            sites=sites,
-            truth=truth,
-            units=units,
-            min_observed=min_observed,
-        )
+    preds = open_all_predictions(predictions)
+    truth = _truth(labels, preds, label_time_column) if labels is not None else None
+    page = write_report(
+        preds,
+        out,
+        cubes=cubes,
+        sites=sites,
+        truth=truth,
+        units=units,
+        min_observed=min_observed,
+    )
     click.echo(f"report: {page.resolve()}")
 
 

@@ -105,22 +105,18 @@ class TrainSettings(_Section):
     val_site: list[str] = Field([], description="Validation sites (default: one, chosen).")
     test_site: list[str] = Field([], description="Held-out test sites (default: one, chosen).")
 
-    @field_validator("architecture")
+    @field_validator("architecture", "bands")
     @classmethod
-    def _known_architecture(cls, value: str) -> str:
+    def _known(cls, value: str, info) -> str:
+        from minecube.chips import PRESETS
         from minecube.models import ARCHITECTURES
 
-        if value not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture; choose one of {list(ARCHITECTURES)}")
-        return value
-
-    @field_validator("bands")
-    @classmethod
-    def _known_bands(cls, value: str) -> str:
-        from minecube.chips import PRESETS
-
-        if value not in PRESETS:
-            raise ValueError(f"unknown band preset; choose one of {list(PRESETS)}")
+        what, known = {
+            "architecture": ("architecture", ARCHITECTURES),
+            "bands": ("band preset", PRESETS),
+        }[info.field_name]
+        if value not in known:
+            raise ValueError(f"unknown {what}; choose one of {list(known)}")
         return value
 
 
@@ -244,9 +240,7 @@ def load_config(source: RunConfig | Mapping | str | os.PathLike) -> RunConfig:
 
 def _describe(error: dict) -> str:
     """One line for one pydantic error: ``path: what is wrong (value …); the fix``."""
-    loc = [str(p) for p in error["loc"]]
-    if loc[:1] in (["catalog"], ["start"], ["end"], ["collection"], ["max_cloud"]):
-        loc = ["search", *loc]
+    loc = [str(p) for p in error["loc"]]  # flat search keys are already under "search"
     key = ".".join(loc) or "(top level)"
     value = error.get("input")
     if error["type"] == "extra_forbidden":
@@ -346,9 +340,11 @@ def run(
         _build_cubes(sites, found, store, composite, out / "quicklook", **cube)
         model = Path(config.model) if config.model else out / "model" / "model"
         if config.model is None and not model.with_name(model.name + ".json").is_file():
-            _train_model(store, sites, config.labels, _split(sites, config.train), model,
+            train = config.train
+            split = _split(sites, tuple(train.val_site), tuple(train.test_site))
+            _train_model(store, sites, config.labels, split, model,
                          label_time_column=config.label_time_column,
-                         **config.train.model_dump(exclude={"val_site", "test_site"}))  # fmt: skip
+                         **train.model_dump(exclude={"val_site", "test_site"}))  # fmt: skip
         predictions = out / "predictions.zarr"
         _segment_cubes(store, list(sites.site_id), model, predictions,
                        **config.segment.model_dump(exclude_none=True))  # fmt: skip
@@ -393,15 +389,15 @@ def _search(sites, settings: SearchSettings, folder: Path) -> dict[str, list]:
     return found
 
 
-def _split(sites, settings: TrainSettings):
-    """The training split: the configured validation and test sites, else one of each."""
+def _split(sites, val: tuple[str, ...] = (), test: tuple[str, ...] = ()):
+    """The training split: the given validation and test sites (the rest train), else one of
+    each chosen from the table."""
     from minecube.chips import SiteSplit, split_sites
 
-    val, test = tuple(settings.val_site), tuple(settings.test_site)
     if val or test:
         unknown = sorted({*val, *test} - set(sites.site_id))
         if unknown:
-            raise ConfigError(f"train.val_site/test_site name sites {unknown} not in the table")
+            raise ConfigError(f"validation or test sites {unknown} are not in the site table")
         return SiteSplit(tuple(s for s in sites.site_id if s not in {*val, *test}), val, test)
     return split_sites(sites, test=1 if len(sites) > 2 else 0, val=1 if len(sites) > 1 else 0)
 
