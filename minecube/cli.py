@@ -7,16 +7,7 @@ from pathlib import Path
 
 import click
 
-from minecube import __version__
-from minecube.pipeline import (
-    _build_cubes,
-    _logged,
-    _report,
-    _segment_cubes,
-    _split,
-    _train_model,
-    _truth,
-)
+from minecube import __version__, pipeline
 from minecube.stac import redact
 
 _DEFAULT_WORLD = "demo-world"
@@ -86,7 +77,7 @@ def _echo_logs():
         def emit(self, record):
             click.echo(record.getMessage(), err=record.levelno >= logging.WARNING)
 
-    return _logged(Echo())
+    return pipeline._logged(Echo())
 
 
 def _yaml_mapping(path: Path, what: str, error=click.ClickException) -> dict:
@@ -332,76 +323,8 @@ def demo_run(path, out, composite, epochs, **kwargs) -> None:
     world = _generate(path, **kwargs)
     with serve(world) as server:
         click.echo(f"serving: STAC API {server.stac_url}, COGs {server.data_url}\n")
-        found = _search_sites(world, server.stac_url)
-        _build_cubes(world.sites, found, out / "cubes.zarr", composite, out / "quicklook")
-    model = out / "model" / "fpn-resnet18-rgbn"
-    if model.with_suffix(".json").is_file():
-        click.echo(f"\nmodel: reusing {model}.safetensors (delete it to train again)")
-    else:
-        _train_model(
-            out / "cubes.zarr",
-            world.sites,
-            world.path / "labels",
-            _demo_split(world),
-            model,
-            epochs=epochs,
-        )
-    _segment_cubes(
-        out / "cubes.zarr", world.site_ids, model, out / "predictions.zarr", overwrite=True
-    )  # the demo's own output: a retrained demo model replaces its predictions
-    _report_demo(world, out)
-
-
-def _demo_split(world):
-    """The demo's site split: the docs' held-out sites when the world has them."""
-    test, val = ("hunter-coal", "ashanti-gold"), ("atacama-copper",)
-    if set(test + val) <= set(world.site_ids) and len(world.site_ids) > 3:
-        return _split(world.sites, val, test)
-    return _split(world.sites)
-
-
-def _report_demo(world, out: Path, units: str = "ha") -> Path:
-    """The HTML report of the demo run, with the demo's truth; print mining area vs truth."""
-    from minecube.report import open_all_predictions
-
-    preds = open_all_predictions(out / "predictions.zarr")
-    truth = _truth(world.path / "labels", preds)
-    page, _ = _report(preds, out / "report", out / "cubes.zarr", world.sites, truth,
-                      units=units, title="minecube demo world")  # fmt: skip
-    return page
-
-
-def _search_sites(world, stac_url: str) -> dict:
-    """Search the served catalogue for each site and print what was found."""
-    import pystac_client
-
-    client = pystac_client.Client.open(stac_url)
-    years = world.spec.years
-    span = f"{years[0]}-01-01/{years[-1]}-12-31"
-    total = 0
-    found = {}
-    for site in world.sites.itertuples():
-        search = client.search(
-            collections=["sentinel-2-l2a"], bbox=site.geometry.bounds, datetime=span, limit=100
-        )
-        items = sorted(search.items(), key=lambda i: (i.datetime, i.id))
-        found[site.site_id] = items
-        total += len(items)
-        clouds = [i.properties["eo:cloud_cover"] for i in items]
-        click.echo(
-            f"{site.site_id} ({site.commodity}, {site.climate}, EPSG:{site.epsg}): "
-            f"{len(items)} items on tiles {site.tiles}, median cloud cover "
-            f"{sorted(clouds)[len(clouds) // 2] if clouds else float('nan'):.1f} %"
-        )
-        for item in items:
-            cloud = item.properties["eo:cloud_cover"]
-            nodata = item.properties.get("s2:nodata_pixel_percentage", 0)
-            click.echo(
-                f"    {item.id}  {item.datetime:%Y-%m-%d}  cloud {cloud:5.1f} %  "
-                f"nodata {nodata:5.1f} %"
-            )
-    click.echo(f"\n{total} items found for {len(world.site_ids)} sites in {span}.")
-    return found
+        pipeline.run(world.run_config(server.stac_url, out=out, composite=composite,
+                                      epochs=epochs), verbose=False)  # fmt: skip
 
 
 def _errors(debug: bool):
@@ -495,29 +418,8 @@ def search(sites, catalog, start, end, collection, max_cloud, out, only) -> None
       minecube search sites.geojson --catalog https://earth-search.aws.element84.com/v1 \\
           --start 2023-01-01 --end 2023-12-31 --max-cloud 40 --out items
     """
-    from minecube.stac import search as stac_search
-
-    table = _site_table(sites, only)
-    out.mkdir(parents=True, exist_ok=True)
-    for site in table.itertuples():
-        items = stac_search(
-            site, start, end, catalog=catalog, collection=collection, max_cloud=max_cloud
-        )
-        items.save_object(str(out / f"{site.site_id}.json"))
-        click.echo(f"{site.site_id:20s} {len(items):4d} items")
-    click.echo(f"items: {out}/<site>.json")
-
-
-def _items(folder: Path, site_ids) -> dict:
-    import pystac
-
-    found = {}
-    for site in site_ids:
-        path = folder / f"{site}.json"
-        if not path.is_file():
-            raise click.ClickException(f"no items for {site!r} at {path}; run `minecube search`")
-        found[site] = list(pystac.ItemCollection.from_file(str(path)))
-    return found
+    pipeline.search_sites(_site_table(sites, only), catalog=catalog, start=start, end=end,
+                          collection=collection, max_cloud=max_cloud, out=out)  # fmt: skip
 
 
 @main.group()
@@ -603,28 +505,15 @@ def cube_build(
       minecube cube build sites.geojson --catalog URL --collection landsat-c2-l2 \\
         --start 1990-01-01 --end 2023-12-31 --composite year
     """
-    from minecube.stac import search as stac_search
-
     if (items_dir is None) == (catalog is None) or (catalog and not (start and end)):
         raise click.UsageError("give --items, or --catalog with --start and --end")
     table = _site_table(sites, only)
-    if items_dir is not None:
-        found = _items(items_dir, table.site_id)
-    else:
-        found = {
-            s.site_id: list(stac_search(s, start, end, catalog=catalog, collection=collection))
-            for s in table.itertuples()
-        }
-    _build_cubes(
-        table,
-        found,
-        out,
-        composite,
-        quicklooks,
-        resolution=resolution,
-        engine=engine,
-        mask=mask,
-    )
+    if items_dir is None:  # search first, keeping nothing
+        items_dir = pipeline.search_sites(
+            table, catalog=catalog, start=start, end=end, collection=collection
+        )
+    pipeline.build_cubes(table, items_dir, out, composite=composite, quicklooks=quicklooks,
+                         resolution=resolution, engine=engine, mask=mask)  # fmt: skip
 
 
 @main.command()
@@ -666,9 +555,8 @@ def train(cubes, site_file, labels, out, val_site, test_site, **options) -> None
       minecube train cubes.zarr --sites sites.geojson --labels labels --out model/fpn \\
           --test-site hunter-coal --val-site atacama-copper --epochs 20
     """
-    table = _site_table(site_file)
-    split = _split(table, tuple(val_site), tuple(test_site))
-    _train_model(cubes, table, labels, split, out, **options)
+    pipeline.train_model(cubes, _site_table(site_file), labels, out, val_site=val_site,
+                         test_site=test_site, **options)  # fmt: skip
 
 
 @main.command()
@@ -694,21 +582,9 @@ def segment(cubes, model, out, only, batch_size, overlap, tta, device, overwrite
     Example:
       minecube --workers 2 segment cubes.zarr model/fpn --out predictions.zarr
     """
-    import zarr
-
-    root = zarr.open_group(cubes, mode="r")
-    site_ids = list(only) or sorted(k for k, _ in root.groups())
-    _segment_cubes(
-        cubes,
-        site_ids,
-        model,
-        out,
-        batch_size=batch_size,
-        overlap=overlap,
-        tta=tta,
-        device=device,
-        overwrite=overwrite,
-    )
+    pipeline.segment_cubes(cubes, model, out, sites=list(only) or None, batch_size=batch_size,
+                           overlap=overlap, tta=tta, device=device,
+                           overwrite=overwrite)  # fmt: skip
 
 
 @main.command()
@@ -730,35 +606,8 @@ def stats(predictions, out, site_file, units, min_observed) -> None:
     Example:
       minecube stats predictions.zarr --sites sites.geojson --units km2 --out tables
     """
-    from minecube import stats as st
-    from minecube.export import write_table
-    from minecube.report import open_all_predictions
-
-    preds = open_all_predictions(predictions)
-    tables = {"class_areas": st.class_areas(preds, units=units)}
-    growth = st.expansion(preds, units=units, min_observed=min_observed)
-    tables |= {"expansion": growth.table, "expansion_summary": growth.summary}
-    if site_file is not None:
-        sites = _site_table(site_file)
-        for key in ("commodity", "climate"):
-            tables[f"expansion_by_{key}"] = st.aggregate(growth.table, sites, by=key)
-    for name, table in tables.items():
-        for suffix in (".csv", ".parquet"):
-            write_table(table, out / f"{name}{suffix}")
-    u = st._unit_label(units)
-    click.echo(
-        f"{'site':20s} {'first':>10s} {'last':>10s} {'footprint (' + u + ')':>22s} {'growth':>9s}"
-    )
-    for row in growth.summary.itertuples():
-        if row.reliable_periods < 2:
-            click.echo(f"{row.site_id:20s} fewer than two reliable periods")
-            continue
-        a0, a1 = getattr(row, f"first_{units}"), getattr(row, f"last_{units}")
-        click.echo(
-            f"{row.site_id:20s} {row.first:%Y-%m-%d} {row.last:%Y-%m-%d} "
-            f"{a0:10.1f} → {a1:9.1f} {row.growth_pct_per_year:6.1f} %/yr"
-        )
-    click.echo(f"\ntables: {out}/ ({', '.join(tables)}; .csv and .parquet)")
+    pipeline.write_area_tables(predictions, out, units=units, min_observed=min_observed,
+                               sites=_site_table(site_file) if site_file else None)  # fmt: skip
 
 
 @main.command("lineage")
@@ -771,9 +620,7 @@ def lineage_command(table: Path, row: int) -> None:
     Example:
       minecube lineage run-output/report/tables/class_areas.csv --row 3
     """
-    from minecube.pipeline import lineage
-
-    found = lineage(table, row=row)
+    found = pipeline.lineage(table, row=row)
     period = " to ".join(found.get("period", [])) or "every period"
     click.echo(f"run {found['run_id']} ({found['record']})")
     click.echo(f"site {found['site_id']}, {period}")
@@ -825,9 +672,7 @@ def run_command(config: Path) -> None:
     \b
       minecube --workers 2 run run.yaml
     """
-    from minecube.pipeline import run
-
-    run(config, verbose=False)
+    pipeline.run(config, verbose=False)
 
 
 @main.command()
@@ -906,20 +751,9 @@ def report(predictions, out, cubes, sites, labels, label_time_column, units, min
       minecube report demo-output/predictions.zarr --cubes demo-output/cubes.zarr \\
           --sites demo-world/sites.geojson --labels demo-world/labels --out my-report
     """
-    from minecube.report import open_all_predictions, write_report
-
-    preds = open_all_predictions(predictions)
-    truth = _truth(labels, preds, label_time_column) if labels is not None else None
-    page = write_report(
-        preds,
-        out,
-        cubes=cubes,
-        sites=sites,
-        truth=truth,
-        units=units,
-        min_observed=min_observed,
-    )
-    click.echo(f"report: {page.resolve()}")
+    pipeline.report_predictions(predictions, out, cubes=cubes, sites=sites, labels=labels,
+                                label_time_column=label_time_column, units=units,
+                                min_observed=min_observed)  # fmt: skip
 
 
 if __name__ == "__main__":

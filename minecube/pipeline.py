@@ -8,6 +8,11 @@ names the key (``segment.batch_size``), the value and what is allowed, and a mis
 suggests the right one. Re-running the same configuration reuses what is built: cubes append
 only new periods, a trained model is kept, finished predictions are skipped.
 
+Each step is also a function of its own — :func:`search_sites`, :func:`build_cubes`,
+:func:`train_model`, :func:`segment_cubes`, :func:`write_area_tables`,
+:func:`report_predictions` — which the ``minecube`` commands call; each logs its summary to
+the ``minecube`` logger (INFO), which the commands print.
+
 Why pydantic: it is the ecosystem's validation library (STAC's own ``stac-pydantic``, FastAPI,
 stac-fastapi), gives typed, documented models and their JSON Schema
 (``RunConfig.model_json_schema()``, published in the docs) from one definition.
@@ -22,7 +27,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,9 +48,15 @@ __all__ = [
     "SearchSettings",
     "SegmentSettings",
     "TrainSettings",
+    "build_cubes",
     "lineage",
     "load_config",
+    "report_predictions",
     "run",
+    "search_sites",
+    "segment_cubes",
+    "train_model",
+    "write_area_tables",
 ]
 
 log = logging.getLogger("minecube")
@@ -105,6 +116,11 @@ class TrainSettings(_Section):
     val_site: list[str] = Field([], description="Validation sites (default: one, chosen).")
     test_site: list[str] = Field([], description="Held-out test sites (default: one, chosen).")
 
+    @property
+    def name(self) -> str:
+        """The checkpoint's name in the run folder: ``<architecture>-<encoder_name>-<bands>``."""
+        return f"{self.architecture}-{self.encoder_name}-{self.bands.replace('+', '-')}"
+
     @field_validator("architecture", "bands")
     @classmethod
     def _known(cls, value: str, info) -> str:
@@ -130,6 +146,9 @@ class SegmentSettings(_Section):
     chunks: int | None = Field(
         None, ge=16, description="Output block size, pixels (default: auto)."
     )
+    overwrite: bool = Field(
+        False, description="Replace this run's predictions made with another model or settings."
+    )
 
 
 class ReportSettings(_Section):
@@ -139,6 +158,7 @@ class ReportSettings(_Section):
     min_observed: float = Field(
         0.8, ge=0, le=1, description="Share of a site observed for a period to count in changes."
     )
+    title: str = Field("minecube report", description="Title of the report page.")
 
 
 _FLAT_SEARCH = ("catalog", "start", "end", "collection", "max_cloud")
@@ -319,6 +339,8 @@ def run(
     ``result = minecube.run("run.yaml"); result.areas`` — class areas per site, period and
     class; ``result.report`` is the HTML report.
     """
+    import pandas as pd
+
     from minecube.segment import open_predictions
     from minecube.sites import read_sites
 
@@ -333,27 +355,36 @@ def run(
             stack.enter_context(client.as_current())
         out = Path(config.out)
         sites = read_sites(config.sites)
-        found = _search(sites, config.search, out / "items")
+        search = config.search
+        found = search_sites(sites, catalog=search.catalog, start=search.start, end=search.end,
+                             collection=search.collection, max_cloud=search.max_cloud,
+                             out=out / "items")  # fmt: skip
         store = out / "cubes.zarr"
-        cube = config.cube.model_dump(exclude_none=True)
-        composite = cube.pop("composite")
-        _build_cubes(sites, found, store, composite, out / "quicklook", **cube)
-        model = Path(config.model) if config.model else out / "model" / "model"
+        build_cubes(sites, found, store, quicklooks=out / "quicklook",
+                    **config.cube.model_dump(exclude_none=True))  # fmt: skip
+        train = config.train
+        model = Path(config.model) if config.model else out / "model" / train.name
+        trained = False
         if config.model is None and not model.with_name(model.name + ".json").is_file():
-            train = config.train
-            split = _split(sites, tuple(train.val_site), tuple(train.test_site))
-            _train_model(store, sites, config.labels, split, model,
-                         label_time_column=config.label_time_column,
-                         **train.model_dump(exclude={"val_site", "test_site"}))  # fmt: skip
+            train_model(store, sites, config.labels, model,
+                        label_time_column=config.label_time_column,
+                        **train.model_dump())  # fmt: skip
+            trained = True
+        elif config.model is None:
+            log.info(f"\nmodel: reusing {model}.safetensors (delete it to train again)")
         predictions = out / "predictions.zarr"
-        _segment_cubes(store, list(sites.site_id), model, predictions,
-                       **config.segment.model_dump(exclude_none=True))  # fmt: skip
+        segment = config.segment.model_dump(exclude_none=True)
+        segment["overwrite"] |= trained  # a model trained anew replaces this run's predictions
+        segment_cubes(store, model, predictions, sites=list(sites.site_id), **segment)
         preds = {s: open_predictions(predictions, s) for s in sites.site_id}  # this run's sites
-        truth = None
-        if config.labels is not None:
-            truth = _truth(config.labels, preds, config.label_time_column)
-        page, tables = _report(preds, out / "report", store, sites, truth, run_id=run_id,
-                               **config.report.model_dump())  # fmt: skip
+        page = report_predictions(preds, out / "report", cubes=store, sites=sites,
+                                  labels=config.labels, run_id=run_id,
+                                  label_time_column=config.label_time_column,
+                                  **config.report.model_dump())  # fmt: skip
+        tables = {
+            name: pd.read_parquet(page.parent / "tables" / f"{name}.parquet").drop(columns="run_id")
+            for name in ("class_areas", "expansion_summary")
+        }
         record = _record(run_id, config, sites, found, store, model, predictions, page)
         log.info(f"run record: {record}")
     return RunResult(config, store, model, predictions, page, tables["class_areas"],
@@ -374,26 +405,91 @@ def _logged(handler: logging.Handler):
         log.setLevel(level)
 
 
-def _search(sites, settings: SearchSettings, folder: Path) -> dict[str, list]:
-    """Search every site's scenes; keep each site's items as an ItemCollection file."""
+def _sites(sites):
+    """A site table: read and validated from a file, or given."""
+    from minecube.sites import read_sites
+
+    return read_sites(sites) if isinstance(sites, str | os.PathLike) else sites
+
+
+def search_sites(
+    sites: pd.DataFrame | str | os.PathLike,
+    *,
+    catalog: str,
+    start: str | dt.date,
+    end: str | dt.date,
+    collection: str = "sentinel-2-l2a",
+    max_cloud: float | None = None,
+    out: str | os.PathLike | None = None,
+) -> dict[str, list]:
+    """Search a STAC API for every site's scenes (:func:`minecube.stac.search`).
+
+    Parameters
+    ----------
+    sites
+        The site table, or its file.
+    catalog, start, end, collection, max_cloud
+        As for :func:`minecube.stac.search`.
+    out
+        Folder to keep each site's items in, as ``<site_id>.json`` (an ItemCollection that
+        ``build_cubes`` and ``minecube cube build --items`` read back).
+
+    Returns
+    -------
+    dict of str to list of pystac.Item
+        Each site's items, sorted by time.
+
+    Examples
+    --------
+    ``search_sites("sites.geojson", catalog="https://earth-search.aws.element84.com/v1",
+    start="2023-01-01", end="2023-12-31", max_cloud=40, out="items")``
+    """
+    import statistics
+
     from minecube.stac import search
 
+    sites = _sites(sites)
     found = {}
-    folder.mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
     for site in sites.itertuples():
-        items = search(site, settings.start, settings.end, catalog=settings.catalog,
-                       max_cloud=settings.max_cloud, collection=settings.collection)  # fmt: skip
-        items.save_object(str(folder / f"{site.site_id}.json"))
+        items = search(site, start, end, catalog=catalog, max_cloud=max_cloud,
+                       collection=collection)  # fmt: skip
+        if out is not None:
+            items.save_object(str(Path(out) / f"{site.site_id}.json"))
         found[site.site_id] = list(items)
-        log.info(f"{site.site_id:20s} {len(items):4d} items")
+        clouds = [i.properties.get("eo:cloud_cover", float("nan")) for i in items]
+        log.info(
+            f"{site.site_id} ({site.commodity}, {site.climate}): {len(items)} items, median "
+            f"cloud cover {statistics.median(clouds) if clouds else float('nan'):.1f} %"
+        )
+    log.info(
+        f"\n{sum(map(len, found.values()))} items found for {len(found)} sites in {start}/{end}"
+        + (f"; items: {out}/<site_id>.json" if out is not None else "")
+    )
     return found
 
 
-def _split(sites, val: tuple[str, ...] = (), test: tuple[str, ...] = ()):
+def _read_items(folder: Path, site_ids) -> dict[str, list]:
+    import pystac
+
+    found = {}
+    for site in site_ids:
+        path = Path(folder) / f"{site}.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no items for {site!r} at {path}; search first (`minecube search`)"
+            )
+        found[site] = list(pystac.ItemCollection.from_file(str(path)))
+    return found
+
+
+def _split(sites, val: Sequence[str] = (), test: Sequence[str] = ()):
     """The training split: the given validation and test sites (the rest train), else one of
     each chosen from the table."""
     from minecube.chips import SiteSplit, split_sites
 
+    val, test = tuple(val), tuple(test)
     if val or test:
         unknown = sorted({*val, *test} - set(sites.site_id))
         if unknown:
@@ -421,49 +517,96 @@ def _truth(labels: Path, grids: Mapping, time_column: str = "year") -> dict:
         }
 
 
-def _build_cubes(
-    sites, found: Mapping, store, composite: str, quicklooks: Path | None = None, **kwargs
-) -> None:
-    """Build and store a cube per site (appending new periods), quicklook it, log a summary."""
+def build_cubes(
+    sites: pd.DataFrame | str | os.PathLike,
+    items: Mapping[str, Sequence] | str | os.PathLike,
+    store: str | os.PathLike,
+    *,
+    composite: str = "month",
+    quicklooks: str | os.PathLike | None = None,
+    **kwargs,
+) -> pd.DataFrame:
+    """Build and store every site's cube, appending only periods not yet stored.
+
+    Parameters
+    ----------
+    sites
+        The site table, or its file.
+    items
+        Each site's items by site id, or the folder :func:`search_sites` kept them in.
+    store
+        The cube Zarr store (path or URL); a store minecube may not write is refused first.
+    composite
+        Period of the median composites: ``day``, ``month``, ``quarter`` or ``year``.
+    quicklooks
+        Folder for a PNG quicklook per site.
+    **kwargs
+        Passed to :func:`minecube.cube.build` (``resolution``, ``engine``, ``mask``,
+        ``chunks``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per site: ``periods`` stored, ``new`` periods written, ``valid_pct``, ``bytes`` on
+        disk (local stores) and ``seconds``.
+
+    Examples
+    --------
+    ``build_cubes("sites.geojson", "items", "cubes.zarr", composite="quarter")``
+    """
+    import pandas as pd
+
     from minecube.cube import build, open_cube, to_zarr
     from minecube.plot import quicklook
     from minecube.store import claim_store
 
+    sites = _sites(sites)
+    if not isinstance(items, Mapping):
+        items = _read_items(Path(items), sites.site_id)
     claim_store(store, "cubes")  # a store it may not write is refused before any read
     if quicklooks is not None:
+        quicklooks = Path(quicklooks)
         quicklooks.mkdir(parents=True, exist_ok=True)
     log.info(f"\nbuilding {composite} cubes in {store}")
     rows = []
     for site in sites.itertuples():
         t0 = time.perf_counter()
-        cube = build(site, found[site.site_id], composite=composite, **kwargs)
-        written = to_zarr(cube, store, items=found[site.site_id], progress=True)
+        cube = build(site, items[site.site_id], composite=composite, **kwargs)
+        written = to_zarr(cube, store, items=items[site.site_id], progress=True)
         stored = open_cube(store, site.site_id)
-        valid = float((stored.valid_count > 0).mean())
         local = Path(store) / site.site_id if "://" not in str(store) else None
         size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local else 0
         if quicklooks is not None:
             quicklook(stored, quicklooks / f"{site.site_id}.png")
-        seconds = time.perf_counter() - t0
-        rows.append((site.site_id, stored.sizes["time"], len(written), valid, size, seconds))
+        rows.append({
+            "site_id": site.site_id,
+            "periods": stored.sizes["time"],
+            "new": len(written),
+            "valid_pct": 100 * float((stored.valid_count > 0).mean()),
+            "bytes": size,
+            "seconds": time.perf_counter() - t0,
+        })  # fmt: skip
     log.info(
         f"\n{'site':20s} {'periods':>8s} {'new':>4s} {'valid':>7s} {'on disk':>9s} {'time':>7s}"
     )
-    for sid, n, new, valid, size, seconds in rows:
+    for r in rows:
         log.info(
-            f"{sid:20s} {n:8d} {new:4d} {100 * valid:6.1f}% {size / 1e6:7.1f} MB {seconds:6.1f} s"
+            f"{r['site_id']:20s} {r['periods']:8d} {r['new']:4d} {r['valid_pct']:6.1f}% "
+            f"{r['bytes'] / 1e6:7.1f} MB {r['seconds']:6.1f} s"
         )
     if quicklooks is not None:
         log.info(f"\nquicklooks: {quicklooks}/<site>.png")
+    return pd.DataFrame(rows)
 
 
-def _train_model(
-    store,
-    sites,
-    labels: Path | None,
-    split,
-    path: Path,
+def train_model(
+    store: str | os.PathLike,
+    sites: pd.DataFrame | str | os.PathLike,
+    labels: str | os.PathLike,
+    path: str | os.PathLike,
     *,
+    val_site: Sequence[str] = (),
+    test_site: Sequence[str] = (),
     architecture: str = "fpn",
     encoder_name: str = "resnet18",
     bands: str = "rgbn",
@@ -472,7 +615,35 @@ def _train_model(
     lr: float = 2e-3,
     label_time_column: str = "year",
 ) -> Path:
-    """Train a model on chips of the split's training sites, score it on its test sites, save it."""
+    """Train a model on chips of the stored cubes, score it on held-out sites and save it.
+
+    Parameters
+    ----------
+    store
+        The cube Zarr store.
+    sites
+        The site table, or its file.
+    labels
+        Folder of ``<site_id>.gpkg`` label polygons.
+    path
+        Checkpoint path: writes ``<path>.safetensors`` and its card ``<path>.json``.
+    val_site, test_site
+        Validation (early stopping) and held-out test sites; default: one of each, across
+        climates; the rest train.
+    architecture, encoder_name, bands, epochs, batch_size, lr
+        As for :func:`minecube.models.create` and :func:`minecube.train.fit`.
+    label_time_column
+        Label column holding the year each polygon describes.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``; the card records the test sites' scores.
+
+    Examples
+    --------
+    ``train_model("cubes.zarr", "sites.geojson", "labels", "model/fpn", test_site=["hunter-coal"])``
+    """
     from minecube.chips import ChipDataset
     from minecube.cube import open_cube
     from minecube.evaluate import evaluate
@@ -481,6 +652,8 @@ def _train_model(
 
     if labels is None:
         raise ConfigError("training needs labels: a folder of <site_id>.gpkg label polygons")
+    sites = _sites(sites)
+    split = _split(sites, val_site, test_site)
     check_writable(path)  # before training, not after
     ids = [*split.train, *split.val, *split.test]
     cubes = {s: open_cube(store, s).load() for s in ids}
@@ -516,45 +689,161 @@ def _train_model(
                 )
     save(model, path)
     log.info(f"model: {path}.safetensors + .json (card)")
-    return path
+    return Path(path)
 
 
-def _segment_cubes(
-    store, site_ids, model: Path, predictions, *, overwrite: bool = False, **kwargs
-) -> None:
-    """Segment every site's cube into the prediction store (finished sites are reused)."""
+def segment_cubes(
+    store: str | os.PathLike,
+    model: str | os.PathLike,
+    predictions: str | os.PathLike,
+    *,
+    sites: Sequence[str] | None = None,
+    overwrite: bool = False,
+    **kwargs,
+) -> pd.DataFrame:
+    """Segment every site's cube into the prediction store; finished sites are reused.
+
+    Parameters
+    ----------
+    store
+        The cube Zarr store.
+    model
+        A checkpoint (``<model>.safetensors`` and its ``.json`` card).
+    predictions
+        The prediction Zarr store.
+    sites
+        Which site ids (default: every cube in the store).
+    overwrite
+        Replace predictions minecube wrote with another model or settings.
+    **kwargs
+        Passed to :func:`minecube.segment.segment_to_zarr` (``batch_size``, ``overlap``,
+        ``tta``, ``device``, ``chunks``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per site: ``periods``, ``observed_pct`` and ``seconds``.
+
+    Examples
+    --------
+    ``segment_cubes("cubes.zarr", "model/fpn", "predictions.zarr", batch_size=16)``
+    """
+    import pandas as pd
+
     from minecube.cube import open_cube
     from minecube.segment import segment_to_zarr
 
-    log.info(f"\nsegmenting {len(site_ids)} cubes into {predictions}")
+    if sites is None:
+        import zarr
+
+        sites = sorted(k for k, _ in zarr.open_group(store, mode="r").groups())
+    log.info(f"\nsegmenting {len(sites)} cubes into {predictions}")
     rows = []
-    for site in site_ids:
+    for site in sites:
         t0 = time.perf_counter()
         pred = segment_to_zarr(
             open_cube(store, site), model, predictions, group=site, overwrite=overwrite, **kwargs
         )
-        observed = float((pred != pred.rio.nodata).mean())
-        rows.append((site, pred.sizes["time"], 100 * observed, time.perf_counter() - t0))
+        observed = 100 * float((pred != pred.rio.nodata).mean())
+        rows.append({"site_id": site, "periods": pred.sizes["time"], "observed_pct": observed,
+                     "seconds": time.perf_counter() - t0})  # fmt: skip
     log.info(f"\n{'site':20s} {'periods':>8s} {'observed':>9s} {'time':>7s}")
-    for site, periods, observed, seconds in rows:
-        log.info(f"{site:20s} {periods:8d} {observed:8.1f}% {seconds:6.1f} s")
+    for r in rows:
+        log.info(
+            f"{r['site_id']:20s} {r['periods']:8d} {r['observed_pct']:8.1f}% {r['seconds']:6.1f} s"
+        )
+    return pd.DataFrame(rows)
 
 
-def _report(preds, folder: Path, cubes, sites, truth, *, title="minecube report", **options):
-    """Write the HTML report; log the mining area against truth; (page, its tables)."""
-    import pandas as pd
+def write_area_tables(
+    predictions: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    sites: pd.DataFrame | str | os.PathLike | None = None,
+    units: str = "ha",
+    min_observed: float = 0.8,
+) -> dict[str, pd.DataFrame]:
+    """Class areas, mine expansion and (with ``sites``) their summaries by commodity and
+    climate, of every prediction in a store, as CSV and Parquet in ``out``.
 
-    from minecube.report import write_report
+    Returns the tables (:func:`minecube.report.area_tables`) and logs each site's footprint
+    and growth.
+
+    Examples
+    --------
+    ``write_area_tables("predictions.zarr", "tables", sites="sites.geojson", units="km2")``
+    """
+    from minecube.report import area_tables, open_all_predictions, write_tables
     from minecube.stats import _unit_label
 
+    preds = open_all_predictions(predictions)
+    sites = _sites(sites) if sites is not None else None
+    tables = area_tables(preds, sites=sites, units=units, min_observed=min_observed)
+    write_tables(tables, out)
+    footprint = f"footprint ({_unit_label(units)})"
+    log.info(f"{'site':20s} {'first':>10s} {'last':>10s} {footprint:>22s} {'growth':>9s}")
+    for row in tables["expansion_summary"].itertuples():
+        if row.reliable_periods < 2:
+            log.info(f"{row.site_id:20s} fewer than two reliable periods")
+            continue
+        a0, a1 = getattr(row, f"first_{units}"), getattr(row, f"last_{units}")
+        log.info(
+            f"{row.site_id:20s} {row.first:%Y-%m-%d} {row.last:%Y-%m-%d} "
+            f"{a0:10.1f} → {a1:9.1f} {row.growth_pct_per_year:6.1f} %/yr"
+        )
+    log.info(f"\ntables: {out}/ ({', '.join(tables)}; .csv and .parquet)")
+    return tables
+
+
+def report_predictions(
+    predictions: str | os.PathLike | Mapping,
+    out: str | os.PathLike,
+    *,
+    cubes: str | os.PathLike | None = None,
+    sites: pd.DataFrame | str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
+    label_time_column: str = "year",
+    **options,
+) -> Path:
+    """Write the HTML report of predictions (:func:`minecube.report.write_report`), with the
+    areas against truth when ``labels`` are given, and log the mining footprint against truth.
+
+    Parameters
+    ----------
+    predictions
+        A prediction Zarr store (every complete site in it), or predictions by site id.
+    out
+        The report's folder.
+    cubes, sites
+        As for :func:`~minecube.report.write_report`.
+    labels
+        Folder of ``<site_id>.gpkg`` label polygons: adds predicted against true areas.
+    label_time_column
+        Label column holding the year each polygon describes.
+    **options
+        Passed to :func:`~minecube.report.write_report` (``units``, ``min_observed``,
+        ``title``, ``run_id``).
+
+    Returns
+    -------
+    pathlib.Path
+        The report's ``index.html``.
+
+    Examples
+    --------
+    ``report_predictions("predictions.zarr", "report", cubes="cubes.zarr", labels="labels")``
+    """
+    import pandas as pd
+
+    from minecube.report import open_all_predictions, write_report
+    from minecube.stats import _unit_label
+
+    preds = predictions if isinstance(predictions, Mapping) else open_all_predictions(predictions)
+    truth = _truth(labels, preds, label_time_column) if labels is not None else None
+    folder = Path(out)
     log.info(f"\nwriting the report to {folder}")
-    page = write_report(preds, folder, cubes=cubes, sites=sites, truth=truth, title=title,
-                        **options)  # fmt: skip
+    page = write_report(preds, folder, cubes=cubes, sites=sites, truth=truth, **options)
     units = options.get("units", "ha")
-    tables = {
-        name: pd.read_parquet(folder / "tables" / f"{name}.parquet")
-        for name in ("class_areas", "expansion_summary")
-    }
     if truth is not None:
         series = pd.read_csv(folder / "tables/mining_vs_truth.csv", dtype={"time": str})
         log.info(
@@ -573,7 +862,7 @@ def _report(preds, folder: Path, cubes, sites, truth, *, title="minecube report"
                 f"{getattr(row, f'truth_{units}'):9.1f} {error:>8s}"
             )
     log.info(f"\nreport: {page.resolve()}")
-    return page, tables
+    return page
 
 
 def _sha256(path: Path) -> str:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import xarray as xr
     from markupsafe import Markup
 
-__all__ = ["mining_series", "open_all_predictions", "write_report"]
+__all__ = ["area_tables", "mining_series", "open_all_predictions", "write_report", "write_tables"]
 
 
 def open_all_predictions(store: str | os.PathLike) -> dict[str, xr.DataArray]:
@@ -65,6 +65,88 @@ def mining_series(comparison: pd.DataFrame) -> pd.DataFrame:
         out["error_pct"] = 100 * out[f"error_{units}"] / out[f"truth_{units}"]
     out.attrs["units"] = units
     return out
+
+
+def area_tables(
+    predictions: Mapping[str, xr.DataArray],
+    *,
+    sites: pd.DataFrame | None = None,
+    truth: Mapping[str, xr.DataArray] | None = None,
+    units: Units = "ha",
+    min_observed: float = 0.8,
+) -> dict[str, pd.DataFrame]:
+    """Every table of a report: class areas, mine expansion, its summaries by commodity and
+    climate (with ``sites``) and predicted against true areas (with ``truth``).
+
+    Parameters
+    ----------
+    predictions
+        Class-id predictions by site id.
+    sites
+        The site table: adds ``expansion_by_commodity`` and ``expansion_by_climate``.
+    truth
+        True class ids on each prediction's grid and periods: adds ``truth_comparison`` and
+        ``mining_vs_truth``.
+    units
+        Area unit of every table: ``"ha"``, ``"km2"`` or ``"m2"``.
+    min_observed
+        Share of a site observed for a period to count in changes.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``class_areas``, ``expansion``, ``expansion_summary`` and the optional tables above.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, rioxarray, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> ids = np.array([[[6, 6], [6, 6]], [[1, 6], [1, 6]]], "uint8")
+    >>> pred = xr.DataArray(ids, dims=("time", "y", "x"), attrs=DEFAULT_CLASSES.cf_attrs(),
+    ...     coords={"time": pd.date_range("2022", periods=2, freq="YS"), "y": [15.0, 5],
+    ...             "x": [5.0, 15]}).rio.write_crs("EPSG:32750")
+    >>> sorted(area_tables({"tiny-pit": pred}))
+    ['class_areas', 'expansion', 'expansion_summary']
+    """
+    from minecube import stats
+
+    growth = stats.expansion(predictions, units=units, min_observed=min_observed)
+    return _tables(predictions, growth, sites, truth, units)
+
+
+def _tables(predictions, growth, sites, truth, units) -> dict[str, pd.DataFrame]:
+    from minecube import stats
+
+    tables = {
+        "class_areas": stats.class_areas(predictions, units=units),
+        "expansion": growth.table,
+        "expansion_summary": growth.summary,
+    }
+    if sites is not None:
+        for key in ("commodity", "climate"):
+            if key in sites.columns:
+                tables[f"expansion_by_{key}"] = stats.aggregate(growth.table, sites, by=key)
+    if truth is not None:
+        comparison = stats.compare_areas(predictions, truth, units=units)
+        tables |= {"truth_comparison": comparison, "mining_vs_truth": mining_series(comparison)}
+    return tables
+
+
+def write_tables(
+    tables: Mapping[str, pd.DataFrame], folder: str | os.PathLike, *, run_id: str | None = None
+) -> Path:
+    """Write each table as ``<folder>/<name>.csv`` and ``.parquet`` (each file whole or absent),
+    with a ``run_id`` column when given. Returns the folder."""
+    from minecube.export import write_table
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        if run_id is not None:
+            table = table.assign(run_id=run_id)
+        for suffix in (".csv", ".parquet"):
+            write_table(table, folder / f"{name}{suffix}")
+    return folder
 
 
 def _table(frame: pd.DataFrame, digits: int = 2) -> Markup:
@@ -149,7 +231,6 @@ def write_report(
     from tqdm.auto import tqdm
 
     from minecube import plot, stats
-    from minecube.export import write_table
     from minecube.sites import check_site_id
 
     out = Path(out)
@@ -173,18 +254,9 @@ def write_report(
         (out / folder).mkdir(parents=True, exist_ok=True)
     u = _unit_label(units)
 
-    areas = stats.class_areas(preds, units=units)
     growth = stats.expansion(preds, units=units, min_observed=min_observed)
-    tables: dict[str, pd.DataFrame] = {
-        "class_areas": areas,
-        "expansion": growth.table,
-        "expansion_summary": growth.summary,
-    }
-    comparison = series = None
-    if truth is not None:
-        comparison = stats.compare_areas(preds, truth, units=units)
-        series = mining_series(comparison)
-        tables |= {"truth_comparison": comparison, "mining_vs_truth": series}
+    tables = _tables(preds, growth, sites, truth, units)
+    comparison, series = tables.get("truth_comparison"), tables.get("mining_vs_truth")
     sections = []
     context = {
         "title": title,
@@ -201,9 +273,6 @@ def write_report(
         "tables": tables,
     }
     if sites is not None:
-        for key in ("commodity", "climate"):
-            if key in sites.columns:
-                tables[f"expansion_by_{key}"] = stats.aggregate(growth.table, sites, by=key)
         plot.summary_chart(growth.summary, sites, units=units, path=out / "figures/summary.png")
         context["summary_chart"] = "figures/summary.png"
         for key in ("commodity", "climate"):
@@ -211,14 +280,10 @@ def write_report(
                 sums = stats.aggregate(growth.summary, sites, by=key)
                 sums["change_pct"] = 100 * (sums[f"last_{units}"] / sums[f"first_{units}"] - 1)
                 context["by_group"].append((key, _table(sums)))
-    plot.area_plot(areas, path=out / "figures/class-areas.png")
+    plot.area_plot(tables["class_areas"], path=out / "figures/class-areas.png")
     for site in tqdm(preds, desc="report", unit="site", disable=not progress):
         sections.append(_site_section(site, preds[site], cubes, growth, comparison, units, out))
-    for name, table in tables.items():
-        if run_id is not None:
-            table = table.assign(run_id=run_id)
-        write_table(table, out / "tables" / f"{name}.csv")
-        write_table(table, out / "tables" / f"{name}.parquet")
+    write_tables(tables, out / "tables", run_id=run_id)
     page = out / "index.html"
     partial = out / "index.html.partial"
     partial.write_text(_template().render(context), encoding="utf-8")

@@ -6,6 +6,7 @@ import re
 
 import pandas as pd
 from click.testing import CliRunner
+from pystac import ItemCollection
 
 from minecube.cli import main
 
@@ -57,9 +58,13 @@ def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
     for site_id in world.site_ids:
         assert f"{site_id} (" in result.output
         assert (out / "quicklook" / f"{site_id}.png").stat().st_size > 10_000
-    ids = [i["id"] for i in world.items()]
-    assert all(i in result.output for i in ids)
+    ids = {i["id"] for i in world.items()}
     assert f"{len(ids)} items found for {len(world.site_ids)} sites" in result.output
+    kept = {i.id for s in world.site_ids for i in ItemCollection.from_file(out / f"items/{s}.json")}
+    assert kept == ids  # every item of the world, kept per site for the run's lineage
+    (record,) = (out / "runs").glob("*Z-*[0-9a-f].json")  # the demo run is minecube.run
+    card = out / "model" / "fpn-resnet18-rgbn.json"
+    assert str(tmp_path) not in record.read_text() + card.read_text()  # relative paths only
     n = len(world.site_ids)
     years = len(world.spec.years)
     cubes = _table(result.output, CUBES, n)
@@ -75,7 +80,7 @@ def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
         assert pred.rio.crs is not None
     # the report, and the mining area per site and period against truth
     mining = _table(result.output, MINING, n * years)
-    assert [row[0] for row in mining] == [s for s in sorted(world.site_ids) for _ in range(years)]
+    assert [row[0] for row in mining] == [s for s in world.site_ids for _ in range(years)]
     assert all(float(row[3]) >= 0 and float(row[4]) >= 0 for row in mining)
     assert any(float(row[4]) > 0 for row in mining)
     page = out / "report" / "index.html"

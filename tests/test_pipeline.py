@@ -82,7 +82,7 @@ def test_the_published_schema_is_the_configurations():
     assert published == RunConfig.model_json_schema(), "regenerate with docs/run.md's command"
 
 
-def test_run_from_python_on_a_local_cluster(world, server, cluster, tmp_path):
+def test_run_from_python_on_threads_and_a_local_cluster(world, server, cluster, tmp_path):
     """One call from a site table to the per-site, per-class area time series."""
     from distributed import Client
 
@@ -102,6 +102,10 @@ def test_run_from_python_on_a_local_cluster(world, server, cluster, tmp_path):
     }
     with Client(cluster) as client:
         result = run(config, client=client, verbose=False)
+    threads = run({**config, "out": tmp_path / "threads"}, verbose=False)  # no client: threads
+    pd.testing.assert_frame_equal(threads.areas, result.areas)
+    pd.testing.assert_frame_equal(threads.expansion, result.expansion)
+    assert threads.run_id != result.run_id
     assert result.report.is_file()
     assert set(result.areas.site_id) == {"bodaibo-gold"}
     assert {"time", "class", "area_km2", "unobserved_km2"} <= set(result.areas.columns)

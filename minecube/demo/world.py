@@ -575,6 +575,37 @@ class World:
                     link["href"] = collection
         return fc["features"]
 
+    def run_config(
+        self,
+        stac_url: str,
+        *,
+        out: str | os.PathLike = "demo-output",
+        composite: str = "quarter",
+        epochs: int = 8,
+    ) -> dict[str, Any]:
+        """The configuration of :func:`minecube.run` for this world served at ``stac_url``:
+        every site and year, a model trained on its labels (the docs' held-out sites when the
+        world has them) and the report against its truth."""
+        held_out = {"val_site": ["atacama-copper"], "test_site": ["hunter-coal", "ashanti-gold"]}
+        chosen = {*held_out["val_site"], *held_out["test_site"]}
+        train: dict[str, Any] = {"epochs": epochs}
+        if chosen <= set(self.site_ids) and len(self.site_ids) > len(chosen):
+            train |= held_out
+        return {
+            "sites": str(self.path / "sites.geojson"),
+            "search": {
+                "catalog": stac_url,
+                "collection": json.loads(self.collection_path.read_text())["id"],
+                "start": f"{self.spec.years[0]}-01-01",
+                "end": f"{self.spec.years[-1]}-12-31",
+            },
+            "out": str(out),
+            "labels": str(self.path / "labels"),
+            "cube": {"composite": composite},
+            "train": train,
+            "report": {"title": "minecube demo world"},
+        }
+
     def truth_path(self, site_id: str, year: int) -> Path:
         return self.path / "truth" / site_id / f"{year}.tif"
 
