@@ -168,6 +168,12 @@ def _world_options(f):
         click.option("--site-size", default=256, show_default=True, help="Site width, pixels."),
         click.option("--site", "sites", multiple=True, help="Only these site ids (repeatable)."),
         click.option(
+            "--many",
+            type=click.IntRange(1, 480),
+            default=None,
+            help="Instead: N small mines across the districts, one tile each (a many-site world).",
+        ),
+        click.option(
             "--sensor",
             type=click.Choice(["sentinel-2", "landsat"]),
             default="sentinel-2",
@@ -196,6 +202,7 @@ def _generate(
     site_size,
     sites,
     overwrite,
+    many=None,
     sensor="sentinel-2",
     offset_from="2022-01-25",
 ):
@@ -214,7 +221,7 @@ def _generate(
             dates_per_year=dates_per_year,
             tile_size=tile_size,
             site_size=site_size,
-            sites=sites or None,
+            sites=many or sites or None,
             sensor=sensor,
             offset_from=offset_from,
             overwrite=overwrite,

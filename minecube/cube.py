@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +35,7 @@ from minecube.sites import check_grid, site_geometry, site_zone
 from minecube.stac import item_order, redact
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pystac
     import xarray as xr
 
@@ -43,12 +44,14 @@ __all__ = [
     "ENGINES",
     "MASKED_SCL",
     "BrokenAssetWarning",
+    "BuildFailedWarning",
     "DegradedPeriodWarning",
     "EmptyPeriodWarning",
     "LoadPlan",
     "RadiometryWarning",
     "SiteGrid",
     "build",
+    "build_many",
     "items_path",
     "open_cube",
     "plan",
@@ -80,6 +83,10 @@ class BrokenAssetWarning(UserWarning):
     """An item was left out because one of its assets could not be read."""
 
 
+class BuildFailedWarning(UserWarning):
+    """Some sites of :func:`build_many` failed; the others were built."""
+
+
 class RadiometryWarning(UserWarning):
     """A scene's declared or inferred radiometry was corrected, or could not be confirmed."""
 
@@ -90,6 +97,10 @@ _CHECK_SIZE = 128
 
 _RETRY_DELAY = 0.5
 """Seconds GDAL waits before retrying a failed HTTP read (it doubles the wait each time)."""
+
+SHARD_PIXELS = 4096
+"""Largest side, in pixels, of a stored shard: a cube period up to 4096² pixels is one file
+per variable (Zarr v3 sharding); larger ones are cut into shards of whole chunks."""
 
 
 def _gdal_env(retries: int) -> dict[str, str]:
@@ -160,16 +171,18 @@ def _inspect_item(item, r: Radiometry, mask: str, retries: int, scl_codes) -> tu
 
 
 def _check_scenes(readable, radiometries, mask: str, retries: int, scl_codes):
-    """Read and check every item in parallel: item id → error, and the checked radiometry."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Read and check every item, one dask task each on the active scheduler (the workers of
+    a cluster, else threads): item id → error, and the checked radiometry."""
+    import dask
+    import dask.threaded
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(
-            pool.map(
-                lambda job: _inspect_item(*job, mask, retries, scl_codes),
-                zip(readable, radiometries, strict=True),
-            )
-        )
+    inspect = dask.delayed(_inspect_item)
+    pairs = zip(readable, radiometries, strict=True)
+    tasks = [inspect(item, r, mask, retries, scl_codes) for item, r in pairs]
+    options = {}
+    if dask.base.get_scheduler() in (None, dask.threaded.get):  # threads wait on the network
+        options["num_workers"] = max(8, os.cpu_count() or 1)
+    results = dask.compute(*tasks, **options)
     broken: dict[str, str] = {}
     checked, records, notes = [], {}, []
     for item, r, (error, figures) in zip(readable, radiometries, results, strict=True):
@@ -691,6 +704,7 @@ def to_zarr(
         The periods written by this call (ISO dates).
     """
     import dask
+    import xarray as xr
     from tqdm.auto import tqdm
 
     from minecube import store as stores
@@ -737,11 +751,8 @@ def to_zarr(
                 f"{redact(str(e).splitlines()[0])[:300]}. The {len(written)} periods written "
                 "by this call are kept; run the same call again to resume"
             ) from None
-        for period, part in zip(periods_, parts, strict=True):
-            if fail_after is not None and len(written) >= fail_after:
-                raise RuntimeError(
-                    f"stopped after {len(written)} periods (fail_after={fail_after})"
-                )
+        computed = dict(zip(periods_, parts, strict=True))
+        for period, part in computed.items():
             if int(part.valid_count.sum()) == 0:
                 warnings.warn(
                     f"no valid observation in the period starting {period} (all cloud or no "
@@ -749,24 +760,35 @@ def to_zarr(
                     EmptyPeriodWarning,
                     stacklevel=2,
                 )
-            existing = _write_period(part, period, store, group, existing, chunks)
-            index = existing.index(period)
+        for run in _write_runs(periods_, existing):
+            if fail_after is not None:
+                if len(written) >= fail_after:
+                    raise RuntimeError(
+                        f"stopped after {len(written)} periods (fail_after={fail_after})"
+                    )
+                run = run[: fail_after - len(written)]
+            part = computed[run[0]]
+            if len(run) > 1:
+                part = xr.concat([computed[p] for p in run], "time")
+            existing = _write_periods(part, run, store, group, existing, chunks)
             files = stores.listing(store, group)
-            record = {
-                "status": "degraded" if period in degraded else "complete",
-                "chunks": stores.unit_chunks(files, [f"{n}/c/{index}/" for n in names]),
-                "written": stores._now(),
-            }
-            if period in degraded:
-                record["skipped"] = degraded[period]
-            if period in units:  # a rewrite keeps what the period was before
-                old = units[period]
-                past = {k: old[k] for k in ("status", "written", "skipped") if k in old}
-                record["history"] = [*old.get("history", []), past]
-            units[period] = record
-            stores.write_manifest(store, group, manifest)  # only after its data are written
-            written.append(period)
-            bar.update()
+            for period in run:
+                index = existing.index(period)
+                record = {
+                    "status": "degraded" if period in degraded else "complete",
+                    "chunks": stores.unit_chunks(files, [f"{n}/c/{index}/" for n in names]),
+                    "written": stores._now(),
+                }
+                if period in degraded:
+                    record["skipped"] = degraded[period]
+                if period in units:  # a rewrite keeps what the period was before
+                    old = units[period]
+                    past = {k: old[k] for k in ("status", "written", "skipped") if k in old}
+                    record["history"] = [*old.get("history", []), past]
+                units[period] = record
+            stores.write_manifest(store, group, manifest)  # only after their data are written
+            written += run
+            bar.update(len(run))
     bar.close()
     attrs = dict(cube.attrs)
     attrs.pop("degraded_periods", None)
@@ -794,6 +816,138 @@ def to_zarr(
         with fs.open(path, "w") as f:
             f.write(json.dumps(frozen))
     return written
+
+
+def build_many(
+    sites,
+    items: Mapping[str, Sequence[pystac.Item]],
+    store: str | os.PathLike,
+    *,
+    composite: Composite = "month",
+    concurrency: int | None = None,
+    progress: bool = True,
+    **kwargs,
+) -> pd.DataFrame:
+    """Build and store the cubes of many sites at once, on the active dask scheduler.
+
+    Sites are built concurrently (each site's scene checks, reads and composites are tasks on
+    the scheduler; its periods are written as they finish), under one progress bar. A site
+    that fails does not stop the others: its error is in the returned table and a warning
+    lists the failed sites at the end. Re-running resumes every site (:func:`to_zarr`).
+
+    Parameters
+    ----------
+    sites
+        The site table (:func:`minecube.sites.read_sites`).
+    items
+        Each site's items by site id (e.g. :func:`minecube.stac.search_many`).
+    store
+        The cube Zarr store (path or URL).
+    composite
+        Period of the median composites.
+    concurrency
+        Sites in flight at once; default twice the scheduler's threads (at least 2, at most
+        32), so one site's fixed costs overlap another's reads.
+    progress
+        One progress bar over the sites.
+    **kwargs
+        Passed to :func:`build` (``resolution``, ``engine``, ``mask``, ``chunks``...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per site, in the table's order: ``site_id``, ``status`` (``ok`` or
+        ``failed``), ``periods`` stored, ``written`` by this call, ``degraded`` periods,
+        ``skipped_items``, ``seconds`` and ``error``.
+
+    Examples
+    --------
+    >>> from minecube import demo
+    >>> from minecube.stac import search_many
+    >>> world = demo.generate("/tmp/tiny-world", sites=["hunter-coal"], years=[2022, 2023],
+    ...                       dates_per_year=2, tile_size=160, site_size=96, overwrite=True)
+    >>> with demo.serve(world) as server:
+    ...     found = search_many(world.sites, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+    ...     table = build_many(world.sites, found, "/tmp/tiny-many.zarr", composite="year",
+    ...                        progress=False)
+    >>> table[["site_id", "status", "periods"]].to_dict("records")
+    [{'site_id': 'hunter-coal', 'status': 'ok', 'periods': 2}]
+    """
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from minecube.store import claim_store
+
+    claim_store(store, "cubes")  # a store it may not write is refused before any read
+    rows = {site.site_id: site for site in sites.itertuples()}
+    missing = [s for s in rows if s not in items]
+    if missing:
+        raise CubeError(f"no items given for sites {missing}; search them first")
+    if concurrency is None:
+        concurrency = min(32, max(2, 2 * _scheduler_threads()))
+    results = {}
+    bar = tqdm(total=len(rows), desc="cubes", unit="site", disable=not progress)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = {}
+        for sid, site in rows.items():  # each in a copy of this context: a current client holds
+            job = (_build_one, site, items[sid], store, composite, kwargs)
+            futures[pool.submit(contextvars.copy_context().run, *job)] = sid
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update()
+    bar.close()
+    table = pd.DataFrame([results[sid] for sid in rows])
+    failed = table[table.status == "failed"]
+    if len(failed):
+        warnings.warn(
+            f"{len(failed)} of {len(table)} sites failed and were not built: "
+            + "; ".join(f"{r.site_id}: {r.error}" for r in failed.itertuples())
+            + ". The others are built; run the same call again to retry the failed ones",
+            BuildFailedWarning,
+            stacklevel=2,
+        )
+    return table
+
+
+def _scheduler_threads() -> int:
+    """Threads of the active dask scheduler: a cluster's workers, else this machine's cores."""
+    import dask
+
+    get = dask.base.get_scheduler()
+    client = getattr(get, "__self__", None)  # a distributed Client's bound get
+    if client is not None and hasattr(client, "nthreads"):
+        return max(1, sum(client.nthreads().values()))
+    return os.cpu_count() or 1
+
+
+def _build_one(site, items, store, composite: str, kwargs: dict) -> dict[str, Any]:
+    """Build and store one site of :func:`build_many`: its row of the result table."""
+    import time
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"site_id": site.site_id, "status": "ok", "periods": 0, "written": 0,
+                           "degraded": 0, "skipped_items": 0}  # fmt: skip
+    try:
+        cube = build(site, items, composite=composite, **kwargs)
+        written = to_zarr(cube, store, items=items)
+        from minecube.store import read_manifest
+
+        units = (read_manifest(store, site.site_id) or {}).get("units", {})
+        skipped = {i for u in units.values() for i in u.get("skipped", {})}
+        row |= {
+            "periods": sum(u.get("status") in ("complete", "degraded") for u in units.values()),
+            "written": len(written),
+            "degraded": sum(u.get("status") == "degraded" for u in units.values()),
+            "skipped_items": len(skipped),
+        }
+        error = ""
+    except Exception as e:  # one site's failure is its row, not the run's end
+        row["status"] = "failed"
+        error = redact(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")[:300]
+    return row | {"seconds": round(time.perf_counter() - t0, 2), "error": error}
 
 
 def _is_read_error(e: BaseException) -> bool:
@@ -826,41 +980,61 @@ def _stored_periods(store, group: str, names: list[str]) -> list[str] | None:
 
 def _encoding(part, chunks: dict[str, int]) -> dict:
     """Checksummed chunks (crc32c after zstd) for every variable written, one period deep and
-    as wide as the cube's dask chunks (so chips read from the store stay aligned)."""
+    as wide as the cube's dask chunks (so chips read from the store stay aligned), in shards of
+    one period and up to :data:`SHARD_PIXELS` square: a period of a site is one file per
+    variable, not one per chunk."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
-    return {
-        str(v): {
+    encoding = {}
+    for v in part.data_vars:
+        inner, outer = [], []
+        for d, n in part[v].sizes.items():
+            chunk = 1 if d == "time" else chunks.get(d, n)
+            inner.append(chunk)
+            per_shard = 1 if d == "time" else max(1, SHARD_PIXELS // chunk)
+            outer.append(chunk * min(-(-n // chunk), per_shard))
+        encoding[str(v)] = {
             "compressors": (ZstdCodec(), Crc32cCodec()),
-            "chunks": tuple(
-                1 if d == "time" else chunks.get(d, n) for d, n in part[v].sizes.items()
-            ),
+            "chunks": tuple(inner),
+            "shards": tuple(outer),
         }
-        for v in part.data_vars
-    }
+    return encoding
 
 
-def _write_period(
-    part, period: str, store, group: str, existing: list[str], chunks: dict[str, int]
+def _write_runs(periods: list[str], existing: list[str]) -> list[list[str]]:
+    """The writes of a batch of periods: each stored period rewritten alone, in place; the new
+    ones after the stored end appended together (one write, one completion mark)."""
+    runs: list[list[str]] = []
+    for period in periods:
+        new = period not in existing
+        if new and runs and runs[-1][0] not in existing:
+            runs[-1].append(period)
+        else:
+            runs.append([period])
+    return runs
+
+
+def _write_periods(
+    part, periods: list[str], store, group: str, existing: list[str], chunks: dict[str, int]
 ) -> list[str]:
-    """Write one computed period: create the arrays, rewrite it in place, or append it."""
+    """Write computed periods: create the arrays, rewrite one period in place, or append."""
     keep = {"consolidated": False, "write_empty_chunks": True}
     if not existing:
         part.to_zarr(store, group=group, mode="a", encoding=_encoding(part, chunks), **keep)
-        return [period]
-    if period in existing:
-        index = existing.index(period)
+        return list(periods)
+    if periods[0] in existing:
+        index = existing.index(periods[0])
         part.drop_vars(["spatial_ref", "band", "y", "x"]).to_zarr(
             store, group=group, region={"time": slice(index, index + 1)}, **keep
         )
         return existing
-    if period < existing[-1]:
+    if periods[0] < existing[-1]:
         raise CubeError(
-            f"period {period} falls before the stored {existing[-1]}; only later periods can "
-            "be appended"
+            f"period {periods[0]} falls before the stored {existing[-1]}; only later periods "
+            "can be appended"
         )
     part.drop_vars("spatial_ref").to_zarr(store, group=group, append_dim="time", **keep)
-    return [*existing, period]
+    return [*existing, *periods]
 
 
 def items_path(store: str | os.PathLike, group: str) -> Path | str:

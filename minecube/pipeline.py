@@ -360,8 +360,17 @@ def run(
                              collection=search.collection, max_cloud=search.max_cloud,
                              out=out / "items")  # fmt: skip
         store = out / "cubes.zarr"
-        build_cubes(sites, found, store, quicklooks=out / "quicklook",
-                    **config.cube.model_dump(exclude_none=True))  # fmt: skip
+        built = build_cubes(sites, found, store, quicklooks=out / "quicklook",
+                            **config.cube.model_dump(exclude_none=True))  # fmt: skip
+        failed = built[built.status != "ok"]
+        if len(failed) == len(built):
+            raise MinecubeError(
+                "no site's cube could be built: "
+                + "; ".join(f"{r.site_id}: {r.error}" for r in failed.itertuples())
+            )
+        if len(failed):  # the others go on; a re-run retries these
+            log.warning(f"\n{len(failed)} sites failed and are left out: {list(failed.site_id)}")
+            sites = sites[~sites.site_id.isin(failed.site_id)]
         train = config.train
         model = Path(config.model) if config.model else out / "model" / train.name
         trained = False
@@ -446,28 +455,29 @@ def search_sites(
     """
     import statistics
 
-    from minecube.stac import search
+    from minecube.stac import search_many
 
     sites = _sites(sites)
-    found = {}
+    found = search_many(sites, start, end, catalog=catalog, max_cloud=max_cloud,
+                        collection=collection)  # fmt: skip
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
     for site in sites.itertuples():
-        items = search(site, start, end, catalog=catalog, max_cloud=max_cloud,
-                       collection=collection)  # fmt: skip
+        items = found[site.site_id]
         if out is not None:
             items.save_object(str(Path(out) / f"{site.site_id}.json"))
-        found[site.site_id] = list(items)
         clouds = [i.properties.get("eo:cloud_cover", float("nan")) for i in items]
         log.info(
             f"{site.site_id} ({site.commodity}, {site.climate}): {len(items)} items, median "
             f"cloud cover {statistics.median(clouds) if clouds else float('nan'):.1f} %"
         )
+    empty = [s for s, items in found.items() if not items]
     log.info(
         f"\n{sum(map(len, found.values()))} items found for {len(found)} sites in {start}/{end}"
         + (f"; items: {out}/<site_id>.json" if out is not None else "")
+        + (f"; no items for {empty}" if empty else "")
     )
-    return found
+    return {s: list(items) for s, items in found.items()}
 
 
 def _read_items(folder: Path, site_ids) -> dict[str, list]:
@@ -526,7 +536,7 @@ def build_cubes(
     quicklooks: str | os.PathLike | None = None,
     **kwargs,
 ) -> pd.DataFrame:
-    """Build and store every site's cube, appending only periods not yet stored.
+    """Build and store every site's cube, many at once, appending only periods not yet stored.
 
     Parameters
     ----------
@@ -547,56 +557,50 @@ def build_cubes(
     Returns
     -------
     pandas.DataFrame
-        Per site: ``periods`` stored, ``new`` periods written, ``valid_pct``, ``bytes`` on
-        disk (local stores) and ``seconds``.
+        Per site (:func:`minecube.cube.build_many`): ``status``, ``periods`` stored,
+        ``written`` by this call, ``degraded``, ``skipped_items``, ``seconds``, ``error``, and
+        ``valid_pct`` and ``bytes`` on disk (local stores). A site that fails does not stop
+        the others.
 
     Examples
     --------
     ``build_cubes("sites.geojson", "items", "cubes.zarr", composite="quarter")``
     """
-    import pandas as pd
-
-    from minecube.cube import build, open_cube, to_zarr
+    from minecube.cube import build_many, open_cube
     from minecube.plot import quicklook
-    from minecube.store import claim_store
 
     sites = _sites(sites)
     if not isinstance(items, Mapping):
         items = _read_items(Path(items), sites.site_id)
-    claim_store(store, "cubes")  # a store it may not write is refused before any read
-    if quicklooks is not None:
-        quicklooks = Path(quicklooks)
-        quicklooks.mkdir(parents=True, exist_ok=True)
     log.info(f"\nbuilding {composite} cubes in {store}")
-    rows = []
-    for site in sites.itertuples():
-        t0 = time.perf_counter()
-        cube = build(site, items[site.site_id], composite=composite, **kwargs)
-        written = to_zarr(cube, store, items=items[site.site_id], progress=True)
-        stored = open_cube(store, site.site_id)
-        local = Path(store) / site.site_id if "://" not in str(store) else None
-        size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local else 0
+    table = build_many(sites, items, store, composite=composite, **kwargs)
+    local = "://" not in str(store)
+    table["bytes"] = [
+        sum(p.stat().st_size for p in (Path(store) / s).rglob("*") if p.is_file()) if local else 0
+        for s in table.site_id
+    ]
+    ok = table.status == "ok"
+    table["valid_pct"] = float("nan")
+    for row in table[ok].itertuples():
+        stored = open_cube(store, row.site_id)
+        table.loc[row.Index, "valid_pct"] = 100 * float((stored.valid_count > 0).mean())
         if quicklooks is not None:
-            quicklook(stored, quicklooks / f"{site.site_id}.png")
-        rows.append({
-            "site_id": site.site_id,
-            "periods": stored.sizes["time"],
-            "new": len(written),
-            "valid_pct": 100 * float((stored.valid_count > 0).mean()),
-            "bytes": size,
-            "seconds": time.perf_counter() - t0,
-        })  # fmt: skip
+            Path(quicklooks).mkdir(parents=True, exist_ok=True)
+            quicklook(stored, Path(quicklooks) / f"{row.site_id}.png")
     log.info(
         f"\n{'site':20s} {'periods':>8s} {'new':>4s} {'valid':>7s} {'on disk':>9s} {'time':>7s}"
     )
-    for r in rows:
+    for r in table.itertuples():
+        if r.status != "ok":
+            log.info(f"{r.site_id:20s} failed: {r.error}")
+            continue
         log.info(
-            f"{r['site_id']:20s} {r['periods']:8d} {r['new']:4d} {r['valid_pct']:6.1f}% "
-            f"{r['bytes'] / 1e6:7.1f} MB {r['seconds']:6.1f} s"
+            f"{r.site_id:20s} {r.periods:8d} {r.written:4d} {r.valid_pct:6.1f}% "
+            f"{r.bytes / 1e6:7.1f} MB {r.seconds:6.1f} s"
         )
     if quicklooks is not None:
         log.info(f"\nquicklooks: {quicklooks}/<site>.png")
-    return pd.DataFrame(rows)
+    return table
 
 
 def train_model(

@@ -25,6 +25,7 @@ __all__ = [
     "open_catalog",
     "redact",
     "search",
+    "search_many",
 ]
 
 
@@ -123,8 +124,6 @@ def search(
     (4, 'MGRS-56HAE')
     """
     import pystac
-    import shapely
-    from pystac_client import ConformanceClasses
 
     client = open_catalog(catalog)
     geometry = site_geometry(site)
@@ -132,6 +131,24 @@ def search(
     if start_s > end_s:
         raise ValueError(f"start {start_s} is after end {end_s}; swap them")
     _check_collection(client, collection)
+    items, record = _query(client, geometry, start_s, end_s, collection, max_cloud, limit)
+    record["catalog"] = redact(client.self_href or str(catalog))
+    if not items:
+        raise NoItemsError(
+            f"no {collection!r} items intersect the site between {start_s} and {end_s}"
+            + (f" with eo:cloud_cover ≤ {max_cloud} %" if max_cloud is not None else "")
+            + f" at {record['catalog']}; site bounds (lon/lat) {tuple(geometry.bounds)}. "
+            "Widen the dates, raise max_cloud, or check the site's coordinates."
+        )
+    return pystac.ItemCollection(items, extra_fields={"minecube:search": record})
+
+
+def _query(client, geometry, start_s: str, end_s: str, collection: str, max_cloud, limit: int):
+    """One search (all its pages) of items intersecting ``geometry``: (items sorted by
+    :func:`item_order`, the record of the query)."""
+    import shapely
+    from pystac_client import ConformanceClasses
+
     params: dict[str, Any] = {
         "collections": [collection],
         "intersects": shapely.geometry.mapping(geometry),
@@ -155,21 +172,113 @@ def search(
         items = [i for i in items if i.properties.get("eo:cloud_cover", 100.0) <= max_cloud]
     items.sort(key=item_order)
     record = {
-        "catalog": redact(client.self_href or str(catalog)),
         "collection": collection,
         "intersects": params["intersects"],
         "datetime": params["datetime"],
         "max_cloud": max_cloud,
         "cloud_filter": server_side,
     }
-    if not items:
-        raise NoItemsError(
-            f"no {collection!r} items intersect the site between {start_s} and {end_s}"
-            + (f" with eo:cloud_cover ≤ {max_cloud} %" if max_cloud is not None else "")
-            + f" at {record['catalog']}; site bounds (lon/lat) {tuple(geometry.bounds)}. "
-            "Widen the dates, raise max_cloud, or check the site's coordinates."
+    return items, record
+
+
+def search_many(
+    sites,
+    start: str | dt.date,
+    end: str | dt.date,
+    *,
+    catalog: str | pystac_client.Client,
+    collection: str = "sentinel-2-l2a",
+    max_cloud: float | None = None,
+    limit: int = 100,
+    cell: float = 1.0,
+) -> dict[str, pystac.ItemCollection]:
+    """Find the scenes over every site of a table with one search per group of nearby sites.
+
+    Sites whose centres lie within a ``cell`` × ``cell`` degree square (about one Sentinel-2
+    tile) are searched together, with the union of their geometries; each site then
+    keeps the items whose footprint intersects its own geometry. So the requests grow with the
+    area covered, not the number of sites, and every site gets the items :func:`search` would
+    give it.
+
+    Parameters
+    ----------
+    sites
+        The site table (:func:`minecube.sites.read_sites`).
+    start, end, catalog, collection, max_cloud, limit
+        As for :func:`search`.
+    cell
+        Side of the square a group of sites fits in, degrees.
+
+    Returns
+    -------
+    dict of str to pystac.ItemCollection
+        Each site's items, in the table's order; a site that no item intersects gets an empty
+        collection (where :func:`search` raises :class:`NoItemsError`). Each records its own
+        query, as :func:`search` does, with ``grouped_sites``.
+
+    Examples
+    --------
+    >>> from minecube import demo
+    >>> world = demo.generate("/tmp/tiny-world", sites=["hunter-coal"], years=[2022, 2023],
+    ...                       dates_per_year=2, tile_size=160, site_size=96, overwrite=True)
+    >>> with demo.serve(world) as server:
+    ...     found = search_many(world.sites, "2023-01-01", "2023-12-31", catalog=server.stac_url)
+    >>> {site: len(items) for site, items in found.items()}
+    {'hunter-coal': 4}
+    """
+
+    import pystac
+    import shapely
+    from shapely.ops import unary_union
+
+    client = open_catalog(catalog)
+    start_s, end_s = _day(start, "start"), _day(end, "end")
+    if start_s > end_s:
+        raise ValueError(f"start {start_s} is after end {end_s}; swap them")
+    _check_collection(client, collection)
+    catalog_href = redact(client.self_href or str(catalog))
+    geometries = {row.site_id: site_geometry(row) for row in sites.itertuples()}
+    found: dict[str, pystac.ItemCollection] = {}
+    for members in _nearby(geometries, cell):
+        union = unary_union([geometries[s] for s in members])
+        items, query = _query(client, union, start_s, end_s, collection, max_cloud, limit)
+        footprints = [shapely.geometry.shape(i.geometry) for i in items]
+        for site_id in members:
+            geometry = geometries[site_id]
+            mine = [i for i, f in zip(items, footprints, strict=True) if f.intersects(geometry)]
+            record = query | {
+                "catalog": catalog_href,
+                "intersects": shapely.geometry.mapping(geometry),
+                "grouped_sites": len(members),
+            }
+            found[site_id] = pystac.ItemCollection(mine, extra_fields={"minecube:search": record})
+    return {site_id: found[site_id] for site_id in geometries}
+
+
+def _nearby(geometries: dict, cell: float) -> list[list[str]]:
+    """Groups of sites whose centres lie within ``cell`` / 2 degrees (east and north) of their
+    group's first site; each site looks only at the groups anchored in the 3 × 3 squares of
+    side ``cell`` around it, so grouping the world's mines is linear in their number."""
+    import math
+
+    groups: list[list[str]] = []
+    anchors: list[tuple[float, float]] = []
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for site_id, geometry in geometries.items():
+        x, y = geometry.centroid.x, geometry.centroid.y
+        bx, by = math.floor(x / cell), math.floor(y / cell)
+        near = (
+            g for dx in (-1, 0, 1) for dy in (-1, 0, 1) for g in buckets.get((bx + dx, by + dy), ())
         )
-    return pystac.ItemCollection(items, extra_fields={"minecube:search": record})
+        for g in near:
+            if abs(anchors[g][0] - x) <= cell / 2 and abs(anchors[g][1] - y) <= cell / 2:
+                groups[g].append(site_id)
+                break
+        else:
+            buckets.setdefault((bx, by), []).append(len(groups))
+            anchors.append((x, y))
+            groups.append([site_id])
+    return groups
 
 
 _URL = re.compile(

@@ -35,6 +35,26 @@ def server(world):
         yield running
 
 
+MANY = {"sites": 24, "years": [2022, 2023], "dates_per_year": 2, "tile_size": 128,
+        "site_size": 80}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def many_world(tmp_path_factory):
+    """A many-site demo world: 24 small mines, three in each district, one tile each."""
+    from minecube.demo import generate
+
+    return generate(tmp_path_factory.mktemp("many") / "world", **MANY)
+
+
+@pytest.fixture(scope="session")
+def many_server(many_world):
+    from minecube.demo import serve
+
+    with serve(many_world) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def catalog(server):
     """A pystac-client Client opened on the served STAC API."""

@@ -587,3 +587,53 @@ def test_open_cube_has_rio_without_importing_rioxarray(cube_store):
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "32756"
+
+
+def test_build_many_builds_every_site_alike_on_threads_and_a_cluster(
+    many_world, many_server, cluster, tmp_path
+):
+    """Many sites at once: one failing site does not stop the others, and threads and a
+    LocalCluster store the same cubes, each period of a site in a handful of files."""
+    import os
+
+    from distributed import Client
+
+    from minecube.cube import BuildFailedWarning, build_many, open_cube
+    from minecube.stac import search_many
+
+    sites = many_world.sites
+    found = search_many(sites, "2022-01-01", "2023-12-31", catalog=many_server.stac_url)
+    found["atacama-copper-001"] = []  # no scene: this site fails, alone
+    with pytest.warns(BuildFailedWarning, match=r"1 of 24 sites failed.*atacama-copper-001"):
+        threads = build_many(sites, found, tmp_path / "threads.zarr", composite="year",
+                             progress=False)  # fmt: skip
+    with Client(cluster), pytest.warns(BuildFailedWarning):
+        on_cluster = build_many(sites, found, tmp_path / "cluster.zarr", composite="year",
+                                progress=False)  # fmt: skip
+    for table in (threads, on_cluster):
+        assert list(table.site_id) == list(sites.site_id)
+        failed = table[table.status == "failed"]
+        assert list(failed.site_id) == ["atacama-copper-001"]
+        assert "no items" in failed.error.iloc[0]
+        ok = table[table.status == "ok"]
+        assert (ok.periods == 2).all()
+        assert (ok.written == 2).all()
+    for site in sites.site_id:
+        if site == "atacama-copper-001":
+            continue
+        xr.testing.assert_identical(
+            open_cube(tmp_path / "threads.zarr", site).load(),
+            open_cube(tmp_path / "cluster.zarr", site).load(),
+        )
+    site_files = [
+        f for _, _, files in os.walk(tmp_path / "threads.zarr" / "hunter-coal-002") for f in files
+    ]
+    assert len(site_files) / 2 <= 10  # files per site-period: one shard per variable
+    # again: nothing new for the built sites; the failed one is retried
+    found["atacama-copper-001"] = search_many(
+        sites[sites.site_id == "atacama-copper-001"], "2022-01-01", "2023-12-31",
+        catalog=many_server.stac_url,
+    )["atacama-copper-001"]  # fmt: skip
+    again = build_many(sites, found, tmp_path / "threads.zarr", composite="year", progress=False)
+    assert (again.status == "ok").all()
+    assert list(again.written) == [2 if s == "atacama-copper-001" else 0 for s in sites.site_id]

@@ -9,7 +9,7 @@ import pytest
 from shapely.geometry import box, shape
 
 from minecube.sensors import UnknownSensorError
-from minecube.stac import NoItemsError, band_assets, open_catalog, search
+from minecube.stac import NoItemsError, band_assets, open_catalog, search, search_many
 
 
 def _truth(world, site, start, end, max_cloud=None):
@@ -229,3 +229,39 @@ def test_redact_strips_every_credential_and_query_string(text, kept):
 
     assert redact(text) == kept
     assert "s3cr3t" not in redact(text)
+
+
+def _counted(url: str):
+    """A client on ``url`` that counts the HTTP requests it sends."""
+    sent = []
+    client = open_catalog(url)
+    client._stac_io.session.hooks["response"].append(lambda r, *a, **k: sent.append(r.url))
+    return client, sent
+
+
+def test_search_many_gives_each_site_what_search_gives_it_in_fewer_requests(
+    many_world, many_server
+):
+    sites = many_world.sites
+    client, sent = _counted(many_server.stac_url)
+    grouped = search_many(sites, "2022-01-01", "2023-12-31", catalog=client, max_cloud=60)
+    requests = len(sent)
+    assert list(grouped) == list(sites.site_id)
+    for site in sites.itertuples():
+        alone = search(site, "2022-01-01", "2023-12-31", catalog=client, max_cloud=60)
+        assert [i.id for i in grouped[site.site_id]] == [i.id for i in alone]
+        record = grouped[site.site_id].extra_fields["minecube:search"]
+        assert record["intersects"] == alone.extra_fields["minecube:search"]["intersects"]
+        assert record["grouped_sites"] == 3  # the three mines of a district, one search
+    per_site = (len(sent) - requests) / len(sites)
+    assert requests / len(sites) < 0.5 * per_site  # grows with the districts, not the sites
+
+
+def test_search_many_against_pgstac_matches_per_site_searches(world, pgstac_url):
+    client = open_catalog(pgstac_url)
+    # one group for the whole world: the union's answer is split back site by site
+    grouped = search_many(world.sites, "2022-01-01", "2024-12-31", catalog=client, cell=360)
+    for site in world.sites.itertuples():
+        alone = search(site, "2022-01-01", "2024-12-31", catalog=client)
+        assert [i.id for i in grouped[site.site_id]] == [i.id for i in alone]
+        assert grouped[site.site_id].extra_fields["minecube:search"]["grouped_sites"] == 8

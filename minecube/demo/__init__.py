@@ -12,7 +12,15 @@
 """
 
 from minecube.demo.serve import DemoServer, serve
-from minecube.demo.world import SITES, DemoSite, World, WorldSpec, generate, open_world
+from minecube.demo.world import (
+    SITES,
+    DemoSite,
+    World,
+    WorldSpec,
+    generate,
+    many_sites,
+    open_world,
+)
 
 __all__ = [
     "SITES",
@@ -21,6 +29,7 @@ __all__ = [
     "World",
     "WorldSpec",
     "generate",
+    "many_sites",
     "open_world",
     "serve",
 ]

@@ -39,7 +39,7 @@ from minecube.demo import scene, stacitems
 from minecube.errors import DemoWorldError
 from minecube.sites import utm_epsg
 
-__all__ = ["SITES", "World", "WorldSpec", "generate", "open_world"]
+__all__ = ["SITES", "World", "WorldSpec", "generate", "many_sites", "open_world"]
 
 RESOLUTION = 10  # metres
 _MANIFEST = "world.json"
@@ -132,6 +132,45 @@ SITES: tuple[DemoSite, ...] = (
 )
 
 
+MAX_MANY = 480
+"""Most sites of a many-site world: 60 per district of :data:`SITES`."""
+
+
+def many_sites(n: int, *, tile_size: int = 384) -> tuple[DemoSite, ...]:
+    """``n`` small fictional mines for a many-site world, dealt in turn to the districts of
+    :data:`SITES` (so across UTM zones, both hemispheres and every climate) and placed two
+    tiles apart east and north of each district's mine: one tile per site, neighbours close
+    enough to share a STAC search.
+
+    >>> [s.site_id for s in many_sites(10)][:3], many_sites(10)[8].commodity
+    (['pilbara-iron-000', 'atacama-copper-000', 'kalimantan-coal-000'], 'iron ore')
+    """
+    out = []
+    ext = tile_size * RESOLUTION
+    for k in range(n):
+        district, number = SITES[k % len(SITES)], k // len(SITES)
+        epsg = utm_epsg(district.lon, district.lat)
+        e, n_ = Transformer.from_crs(4326, epsg, always_xy=True).transform(
+            district.lon, district.lat
+        )
+        col, row = number % 6, number // 6
+        e, n_ = (e // ext + 2 * col + 0.5) * ext, (n_ // ext + 2 * row + 0.5) * ext
+        lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(e, n_)
+        out.append(
+            DemoSite(
+                f"{district.site_id}-{number:03d}",
+                f"{district.name} {number + 1}",
+                district.commodity,
+                district.climate,
+                district.koppen,
+                district.country,
+                round(lon, 5),
+                round(lat, 5),
+            )
+        )
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class WorldSpec:
     """Parameters of a demo world; the same spec and seed always give the same bytes."""
@@ -143,8 +182,9 @@ class WorldSpec:
     """Tile width and height in 10 m pixels (real MGRS tiles are 10980)."""
     site_size: int = 256
     """Width and height of each site's area in 10 m pixels."""
-    sites: tuple[str, ...] | None = None
-    """Site ids to generate; all of :data:`SITES` when None."""
+    sites: tuple[str, ...] | int | None = None
+    """Site ids to generate; all of :data:`SITES` when None; a number N makes N small mines
+    spread over the districts of :data:`SITES`, one tile each (:func:`many_sites`)."""
     sensor: str = "sentinel-2"
     """One of :data:`SENSORS`."""
     offset_from: str = "2022-01-25"
@@ -167,7 +207,10 @@ class WorldSpec:
                 f"{self.tile_size}"
             )
         object.__setattr__(self, "years", tuple(int(y) for y in self.years))
-        if self.sites is not None:
+        if isinstance(self.sites, int) and not isinstance(self.sites, bool):
+            if not 1 <= self.sites <= MAX_MANY:
+                raise ValueError(f"a many-site world has 1 to {MAX_MANY} sites, not {self.sites}")
+        elif self.sites is not None:
             object.__setattr__(self, "sites", tuple(self.sites))
             known = [s.site_id for s in SITES]
             unknown = [s for s in self.sites if s not in known]
@@ -190,7 +233,17 @@ class WorldSpec:
 
     @property
     def demo_sites(self) -> tuple[DemoSite, ...]:
+        if isinstance(self.sites, int):
+            return many_sites(self.sites, tile_size=self.tile_size)
         return tuple(s for s in SITES if self.sites is None or s.site_id in self.sites)
+
+    def _seeded_sites(self) -> list[tuple[int, DemoSite]]:
+        """Each site with the index that seeds it: its place in :data:`SITES` (so a subset
+        world has the same mines as the whole one), or 1000 + its number in a many-site world."""
+        if isinstance(self.sites, int):
+            return [(1000 + k, site) for k, site in enumerate(self.demo_sites)]
+        chosen = set(self.demo_sites)
+        return [(k, site) for k, site in enumerate(SITES) if site in chosen]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorldSpec:
@@ -198,7 +251,9 @@ class WorldSpec:
             **{
                 **d,
                 "years": tuple(d["years"]),
-                "sites": None if d.get("sites") is None else tuple(d["sites"]),
+                "sites": d["sites"]
+                if d.get("sites") is None or isinstance(d["sites"], int)
+                else tuple(d["sites"]),
             }
         )
 
@@ -663,7 +718,7 @@ def generate(
     dates_per_year: int = 5,
     tile_size: int = 384,
     site_size: int = 256,
-    sites: Sequence[str] | None = None,
+    sites: Sequence[str] | int | None = None,
     sensor: str = "sentinel-2",
     offset_from: str = "2022-01-25",
     overwrite: bool = False,
@@ -688,7 +743,8 @@ def generate(
     tile_size, site_size
         Tile and site-area widths in 10 m pixels.
     sites
-        Subset of :data:`SITES` ids (default: all).
+        Subset of :data:`SITES` ids (default: all), or a number of small mines for a
+        many-site world (:func:`many_sites`; e.g. ``sites=200, site_size=128, tile_size=160``).
     sensor
         ``"sentinel-2"`` (L2A, 10 m, Earth Search v1 layout) or ``"landsat"`` (Collection 2
         Level-2, 30 m, ``qa_pixel``; ``tile_size`` divisible by 6).
@@ -719,7 +775,7 @@ def generate(
         dates_per_year=dates_per_year,
         tile_size=tile_size,
         site_size=site_size,
-        sites=None if sites is None else tuple(sites),
+        sites=sites if sites is None or isinstance(sites, int) else tuple(sites),
         sensor=sensor,
         offset_from=offset_from,
     )
@@ -763,9 +819,7 @@ def _generate_into(root: Path, spec: WorldSpec, progress: bool) -> dict[str, Any
     from tqdm.auto import tqdm
 
     grids, jobs = [], []
-    for site_index, site in enumerate(SITES):
-        if site not in spec.demo_sites:
-            continue
+    for site_index, site in spec._seeded_sites():
         rng = np.random.default_rng(np.random.SeedSequence([spec.seed, site_index]))
         grid = _site_grid(site, spec, rng)
         grids.append(grid)
