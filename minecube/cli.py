@@ -246,6 +246,7 @@ def demo_generate(path, **kwargs) -> None:
     \b
     Example:
       minecube demo generate demo-world --years 2022,2023 --dates-per-year 3
+      minecube demo generate many-world --many 200 --tile-size 160 --site-size 128
     """
     _generate(path, **kwargs)
 
@@ -388,16 +389,14 @@ def sites_command(sites: Path) -> None:
     Example:
       minecube sites demo-world/sites.geojson
     """
-    from minecube.sites import utm_epsg
+    from minecube.sites import describe_sites
 
-    table = _site_table(sites)
+    table = describe_sites(_site_table(sites))
     click.echo(f"{'site':20s} {'commodity':12s} {'climate':12s} {'UTM':>6s} {'area':>9s}")
     for row in table.itertuples():
-        c = row.geometry.centroid
-        epsg = utm_epsg(c.x, c.y)
-        km2 = table[table.site_id == row.site_id].to_crs(epsg).area.iloc[0] / 1e6
         click.echo(
-            f"{row.site_id:20s} {row.commodity:12s} {row.climate:12s} {epsg:>6d} {km2:6.2f} km²"
+            f"{row.site_id:20s} {row.commodity:12s} {row.climate:12s} {row.epsg:>6d} "
+            f"{row.area_km2:6.2f} km²"
         )
     click.echo(f"\n{len(table)} sites")
 
@@ -501,9 +500,12 @@ def cube_build(
     quicklooks,
     only,
 ) -> None:
-    """Build each site's cloud-masked, composited cube into a Zarr store.
+    """Build each site's cloud-masked, composited cube into a Zarr store, many sites at once
+    on the dask scheduler (--workers/--scheduler, else threads); a site that fails is listed
+    and does not stop the others.
 
-    Re-running appends only periods not yet stored and resumes an interrupted write.
+    Re-running appends only periods not yet stored, resumes an interrupted write and retries
+    failed sites.
 
     \b
     Examples:

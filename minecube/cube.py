@@ -456,13 +456,14 @@ def build(
         warnings.warn("radiometry: " + "; ".join(notes), RadiometryWarning, stacklevel=2)
     raw = _load(readable, keys, grid, engine, chunks, retries)
     raw = raw.assign_coords(item_id=("time", [i.id for i in items])).sortby("time")
+    order = list(raw.item_id.values)  # before chunk(), which makes the coordinate lazy too
     # one time chunk per period, so writing a period reads only that period's scenes
     period = raw.time.to_index().tz_localize(None).to_period(COMPOSITES[composite])
     raw = raw.chunk({"time": tuple(period.value_counts(sort=False).loc[period.unique()])})
     by_item = {r.item: r for r in checked}
 
     def per_item(band: str, field: str) -> xr.DataArray:
-        values = [getattr(by_item[i].bands[band], field) for i in raw.item_id.values]
+        values = [getattr(by_item[i].bands[band], field) for i in order]
         values = [np.nan if v is None else v for v in values]
         return xr.DataArray(np.asarray(values, "float32"), dims="time")
 

@@ -12,6 +12,7 @@ from minecube.errors import MinecubeError
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    import pandas as pd
 
 __all__ = [
     "CLIMATES",
@@ -22,6 +23,7 @@ __all__ = [
     "SiteTableError",
     "check_grid",
     "check_site_id",
+    "describe_sites",
     "read_sites",
     "site_geometry",
     "site_zone",
@@ -282,6 +284,36 @@ def read_sites(
     frame = frame.set_geometry("geometry")
     extra = [c for c in frame.columns if c not in (*REQUIRED, "geometry")]
     return frame[[*REQUIRED, "geometry", *extra]]
+
+
+def describe_sites(sites: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Each site's id, commodity, climate, UTM zone (the one its cubes are built in) and area.
+
+    Examples
+    --------
+    >>> import geopandas as gpd
+    >>> from shapely.geometry import box
+    >>> table = gpd.GeoDataFrame({"site_id": ["pit"], "commodity": ["gold"],
+    ...     "climate": ["arid"]}, geometry=[box(118.60, -22.72, 118.62, -22.70)], crs=4326)
+    >>> describe_sites(table).round(2).to_dict("records")
+    [{'site_id': 'pit', 'commodity': 'gold', 'climate': 'arid', 'epsg': 32750, 'area_km2': 4.55}]
+    """
+    import pandas as pd
+
+    rows = []
+    for row in sites.itertuples():
+        epsg, geometry = site_zone(row.geometry, site_id=row.site_id)
+        area = _area_m2(geometry, epsg)
+        rows.append({"site_id": row.site_id, "commodity": row.commodity,
+                     "climate": row.climate, "epsg": epsg, "area_km2": area / 1e6})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _area_m2(geometry, epsg: int) -> float:
+    """Area in m² of a lon/lat geometry projected to ``epsg``."""
+    import geopandas as gpd
+
+    return float(gpd.GeoSeries([geometry], crs=4326).to_crs(epsg).area.iloc[0])
 
 
 def _validate_rows(frame, where: str) -> None:

@@ -243,3 +243,11 @@ def test_cube_build_reads_a_landsat_collection_at_its_own_resolution(landsat_wor
     refused = CliRunner().invoke(main, ["demo", "run", "--sensor", "landsat"])
     assert refused.exit_code == 2
     assert "demo generate PATH --sensor landsat" in refused.output
+
+
+def test_sites_lists_each_site_with_its_zone_and_area(world):
+    output = _run("sites", world.path / "sites.geojson")
+    for row in world.sites.itertuples():
+        line = next(x for x in output.splitlines() if x.startswith(row.site_id))
+        assert line.split()[-3:] == [str(row.epsg), f"{(256 * 10) ** 2 / 1e6:.2f}", "km²"]
+    assert f"{len(world.site_ids)} sites" in output

@@ -260,7 +260,7 @@ def test_search_many_gives_each_site_what_search_gives_it_in_fewer_requests(
 def test_search_many_against_pgstac_matches_per_site_searches(world, pgstac_url):
     client = open_catalog(pgstac_url)
     # one group for the whole world: the union's answer is split back site by site
-    grouped = search_many(world.sites, "2022-01-01", "2024-12-31", catalog=client, cell=360)
+    grouped = search_many(world.sites, "2022-01-01", "2024-12-31", catalog=client, cell=720)
     for site in world.sites.itertuples():
         alone = search(site, "2022-01-01", "2024-12-31", catalog=client)
         assert [i.id for i in grouped[site.site_id]] == [i.id for i in alone]
