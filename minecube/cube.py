@@ -1002,6 +1002,19 @@ def _encoding(part, chunks: dict[str, int]) -> dict:
     return encoding
 
 
+def _drop_period_files(store, group: str, names: list[str], index: int) -> None:
+    """Remove a stored period's files before it is rewritten: a shard reaching past the array's
+    edge is otherwise read back and merged, and a damaged one cannot be. The manifest does not
+    count the period whole while it is rewritten (it is damaged, degraded or unrecorded)."""
+    from minecube.store import _fs
+
+    fs, root = _fs(store)
+    for name in names:
+        folder = f"{root}/{group}/{name}/c/{index}"
+        if fs.exists(folder):
+            fs.rm(folder, recursive=True)
+
+
 def _write_runs(periods: list[str], existing: list[str]) -> list[list[str]]:
     """The writes of a batch of periods: each stored period rewritten alone, in place; the new
     ones after the stored end appended together (one write, one completion mark)."""
@@ -1025,6 +1038,7 @@ def _write_periods(
         return list(periods)
     if periods[0] in existing:
         index = existing.index(periods[0])
+        _drop_period_files(store, group, [str(v) for v in part.data_vars], index)
         part.drop_vars(["spatial_ref", "band", "y", "x"]).to_zarr(
             store, group=group, region={"time": slice(index, index + 1)}, **keep
         )

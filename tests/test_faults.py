@@ -223,7 +223,8 @@ def test_the_segment_command_keeps_another_models_predictions_unless_told(tmp_pa
 
 
 def _chunk(store, period_index: int, group="tiny-pit") -> Path:
-    return Path(store) / group / "reflectance" / "c" / str(period_index) / "0" / "1" / "0"
+    """The file of a period's reflectance: one shard holds all its chunks."""
+    return Path(store) / group / "reflectance" / "c" / str(period_index) / "0" / "0" / "0"
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
@@ -236,14 +237,14 @@ def test_a_missing_or_truncated_chunk_is_named_and_a_rerun_repairs_it(tmp_path, 
         chunk.unlink()
     else:
         chunk.write_bytes(chunk.read_bytes()[:20])
-    with pytest.raises(StoreIntegrityError, match=r"2022-07-01: chunk 'reflectance/c/2/0/1/0'"):
+    with pytest.raises(StoreIntegrityError, match=r"2022-07-01: chunk 'reflectance/c/2/0/0/0'"):
         open_cube(store, "tiny-pit")
     report = check(store)
     assert not report.ok
-    assert "reflectance/c/2/0/1/0" in str(report)
+    assert "reflectance/c/2/0/0/0" in str(report)
     result = CliRunner().invoke(main, ["check", str(store)])
     assert result.exit_code == 1
-    assert "reflectance/c/2/0/1/0" in result.output
+    assert "reflectance/c/2/0/0/0" in result.output
     assert to_zarr(_cube(), store) == ["2022-07-01"]  # only the damaged period
     xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
     assert check(store).ok
@@ -260,7 +261,7 @@ def test_a_changed_chunk_fails_its_checksum_and_check_names_it(tmp_path):
         open_cube(store, "tiny-pit").reflectance.isel(time=3).load()
     report = check(store)
     assert not report.ok
-    assert "2022-10-01: chunk 'reflectance/c/3/0/1/0' cannot be read" in str(report)
+    assert "2022-10-01: chunk 'reflectance/c/3/0/0/0' cannot be read" in str(report)
 
 
 def test_a_missing_prediction_region_is_named_and_recomputed_alone(tmp_path):
