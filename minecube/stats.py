@@ -33,11 +33,15 @@ if TYPE_CHECKING:
 __all__ = [
     "Expansion",
     "StatsError",
+    "adjusted_areas",
     "aggregate",
     "class_areas",
     "compare_areas",
     "expansion",
     "pixel_area",
+    "reference_from",
+    "sample",
+    "sample_size",
     "transitions",
 ]
 
@@ -791,3 +795,357 @@ def aggregate(
             out["error_pct"] = 100 * out[f"error_{units}"] / out[f"truth_{units}"]
     out.attrs["units"] = units
     return out
+
+
+# -- good-practice area estimation (Olofsson et al. 2014) --------------------------------------
+
+Allocation = Literal["proportional", "equal", "neyman"]
+_Z95 = 1.959963984540054
+"""Standard normal quantile of a two-sided 95 % interval."""
+
+
+def _pixel_areas(p: xr.DataArray) -> np.ndarray:
+    """Area in m² of every pixel of a (time, y, x) raster's grid, as (y, x)."""
+    area = np.asarray(pixel_area(p), "float64")
+    shape = (p.sizes["y"], p.sizes["x"])
+    return np.broadcast_to(area[:, None] if area.ndim == 1 else area, shape)
+
+
+def _seed(seed: int, site: str, k: int) -> np.random.Generator:
+    import zlib
+
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(site.encode()), k]))
+
+
+def _allocate(n: int, counts: np.ndarray, allocation, users_accuracy, names, minimum: int):
+    """Sample size per stratum (map class) of one map: ``n`` shared by ``allocation``, each
+    stratum at least ``minimum`` (or all its pixels)."""
+    present = counts > 0
+    if isinstance(allocation, Mapping):
+        unknown = sorted(set(allocation) - set(names))
+        if unknown:
+            raise StatsError(f"allocation names unknown classes {unknown}; classes are {names}")
+        share = np.array([allocation.get(c, 0) for c in names], "float64")
+    elif allocation == "proportional":
+        share = n * counts / counts.sum()
+    elif allocation == "equal":
+        share = np.where(present, n / max(present.sum(), 1), 0.0)
+    elif allocation == "neyman":
+        u = np.array([(users_accuracy or {}).get(c, 0.8) for c in names], "float64")
+        weight = counts * np.sqrt(u * (1 - u))
+        share = n * weight / weight.sum() if weight.sum() else n * counts / counts.sum()
+    else:
+        raise StatsError(
+            f"allocation={allocation!r} is not 'proportional', 'equal', 'neyman' or a "
+            "mapping of class name → sample size"
+        )
+    sizes = np.floor(share).astype(int)
+    if not isinstance(allocation, Mapping):  # largest remainders make the total exactly n
+        extra = round(float(share.sum())) - int(sizes.sum())
+        order = np.argsort(sizes - share)
+        sizes[order[: max(extra, 0)]] += 1
+    sizes = np.where(present, np.maximum(sizes, minimum), 0)
+    return np.minimum(sizes, counts)
+
+
+def sample(
+    pred: xr.DataArray | Mapping[str, xr.DataArray],
+    *,
+    n: int,
+    allocation: Allocation | Mapping[str, int] = "proportional",
+    min_per_stratum: int = 0,
+    users_accuracy: Mapping[str, float] | None = None,
+    seed: int = 0,
+    schema: ClassSchema | None = None,
+):
+    """A stratified random sample of a map's pixels to label, for area estimation.
+
+    Each map (a site's prediction in one period) is stratified by its classes; each stratum
+    gets its share of ``n`` and its points are drawn without replacement from its observed
+    pixels. Label the ``reference`` column (by eye on imagery, or from field data) and pass the
+    table to :func:`adjusted_areas`.
+
+    Parameters
+    ----------
+    pred
+        Class ids (time, y, x) with a CRS, or a mapping of site id → such arrays.
+    n
+        Sample size of each map (site and period).
+    allocation
+        ``"proportional"`` to the mapped areas, ``"equal"`` per class, ``"neyman"`` (by mapped
+        area × the expected standard deviation of each class's user's accuracy, from
+        ``users_accuracy``), or a mapping of class name → sample size.
+    min_per_stratum
+        Raise every class present to at least this many points (Olofsson et al. recommend
+        about 50 for rare classes such as mine water).
+    users_accuracy
+        Expected user's accuracy per class name, for ``"neyman"`` (default 0.8 each).
+    seed
+        Random seed; the same seed and map give the same sample.
+    schema
+        Class schema; default: the one in the raster's attributes.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One row per point: ``site_id``, ``time``, ``x``, ``y`` (map CRS, pixel centre),
+        ``epsg``, ``lon``, ``lat``, ``map_class``, ``map_class_id``, ``stratum``,
+        ``stratum_pixels``, ``stratum_sample``, ``weight`` (pixels each point stands for) and
+        an empty ``reference``; points in lon/lat. Write it with ``.to_file("sample.gpkg")``
+        to label in QGIS.
+
+    Examples
+    --------
+    >>> import numpy as np, rioxarray, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> ids = np.where(np.arange(100)[:, None] < 20, 1, 6).repeat(100, 1).astype("uint8")
+    >>> pred = xr.DataArray(ids, dims=("y", "x"), attrs=DEFAULT_CLASSES.cf_attrs(),
+    ...     coords={"y": np.arange(100.0)[::-1] * 10, "x": np.arange(100.0) * 10},
+    ... ).rio.write_crs("EPSG:32756")
+    >>> points = sample({"pit": pred}, n=50, seed=1)
+    >>> points.groupby("map_class").size().to_dict()
+    {'open_pit': 10, 'vegetation': 40}
+    """
+    import geopandas as gpd
+    import pandas as pd
+    from pyproj import Transformer
+
+    if n < 1:
+        raise StatsError(f"n={n} must be at least 1 point per map")
+    frames = []
+    for site, p, s in _each(pred, schema):
+        ids = np.asarray(s.ids)
+        epsg = p.rio.crs.to_epsg()
+        to_lonlat = Transformer.from_crs(p.rio.crs, 4326, always_xy=True).transform
+        xs, ys = np.asarray(p.x), np.asarray(p.y)
+        for k, t in enumerate(p.time.values):
+            codes = np.asarray(p.isel(time=k))
+            flat = codes.ravel()
+            counts = np.array([(flat == c).sum() for c in ids])
+            if not counts.sum():
+                continue  # nothing observed in this period
+            sizes = _allocate(n, counts, allocation, users_accuracy, s.names, min_per_stratum)
+            rng = _seed(seed, site, k)
+            for c, name, size, total in zip(ids, s.names, sizes, counts, strict=True):
+                if not size:
+                    continue
+                where = np.flatnonzero(flat == c)
+                chosen = np.sort(rng.choice(where, size=size, replace=False))
+                row, col = np.divmod(chosen, codes.shape[1])
+                lon, lat = to_lonlat(xs[col], ys[row])
+                frames.append(pd.DataFrame({
+                    "site_id": site, "time": t, "x": xs[col], "y": ys[row], "epsg": epsg,
+                    "lon": lon, "lat": lat, "map_class": name, "map_class_id": int(c),
+                    "stratum": name, "stratum_pixels": int(total), "stratum_sample": int(size),
+                    "weight": total / size, "reference": None,
+                }))  # fmt: skip
+    if not frames:
+        raise StatsError("no observed pixel to sample: every map is nodata")
+    table = pd.concat(frames, ignore_index=True)
+    return gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table.lon, table.lat), crs=4326)
+
+
+def sample_size(
+    mapped: Mapping[str, float], users_accuracy: Mapping[str, float], *, target_se: float = 0.01
+) -> int:
+    """The sample size of a map for a target standard error of its overall accuracy.
+
+    Olofsson et al. (2014), eq. 13: ``n = (Σ W_i S_i / S(Ô))²`` with ``W_i`` the mapped share
+    of class ``i`` and ``S_i = sqrt(U_i (1 − U_i))`` from its expected user's accuracy.
+
+    Parameters
+    ----------
+    mapped
+        Mapped area (any unit) or share per class name.
+    users_accuracy
+        Expected user's accuracy per class name (default 0.8 for a class not given).
+    target_se
+        Standard error wanted for the overall accuracy (0.01 = one percentage point).
+
+    Examples
+    --------
+    Mapped shares 0.2, 0.3, 0.5 at expected user's accuracies 0.7, 0.6, 0.9, for an overall
+    accuracy known to ±1 percentage point (one standard error):
+
+    >>> sample_size({"a": 0.2, "b": 0.3, "c": 0.5}, {"a": 0.7, "b": 0.6, "c": 0.9})
+    1511
+    """
+    total = sum(mapped.values())
+    if total <= 0 or target_se <= 0:
+        raise StatsError("give positive mapped areas and a positive target_se")
+    s = sum(
+        a / total * np.sqrt(users_accuracy.get(c, 0.8) * (1 - users_accuracy.get(c, 0.8)))
+        for c, a in mapped.items()
+    )
+    return int(np.ceil((s / target_se) ** 2))
+
+
+def reference_from(sample_points, truth: Mapping[str, xr.DataArray], *, schema=None):
+    """Fill a sample's ``reference`` column from reference rasters (e.g. labels rasterised with
+    :func:`minecube.labels.rasterize`, or the demo world's truth), at each point's pixel and
+    period; points on unlabelled pixels (0, nodata) get no reference.
+
+    Examples
+    --------
+    ``reference_from(sample(pred, n=300), {"hunter-coal": truth})``
+    """
+    import xarray as xr
+
+    out = sample_points.copy()
+    reference = np.full(len(out), None, dtype=object)
+    for site, rows in out.groupby("site_id").groups.items():
+        if site not in truth:
+            continue
+        t, s = _checked(truth[site], schema)
+        names = dict(zip(s.ids, s.names, strict=True))
+        part = out.loc[rows]
+        for when, idx in part.groupby("time").groups.items():
+            k = 0 if t.sizes["time"] == 1 else int(np.flatnonzero(t.time.values == when)[0])
+            layer = t.isel(time=k)
+            xs, ys = (xr.DataArray(out.loc[idx, c].to_numpy(), dims="p") for c in ("x", "y"))
+            got = layer.sel(x=xs, y=ys, method="nearest")
+            reference[out.index.get_indexer(idx)] = [names.get(int(v)) for v in np.asarray(got)]
+    out["reference"] = reference
+    return out
+
+
+def adjusted_areas(
+    pred: xr.DataArray | Mapping[str, xr.DataArray],
+    sample_points,
+    *,
+    reference: str = "reference",
+    units: Units = "ha",
+    schema: ClassSchema | None = None,
+) -> pd.DataFrame:
+    """Error-adjusted class areas with standard errors and 95 % intervals, from a labelled
+    stratified sample (Olofsson et al. 2014, Remote Sensing of Environment 148, 42–57).
+
+    For each map (site and period), the error matrix of the sample gives the estimated share
+    ``p̂_ij = W_i n_ij / n_i·`` of the area mapped as ``i`` that is truly ``j``; the adjusted
+    area of ``j`` is the observed area times ``Σ_i p̂_ij``, with standard error
+    ``sqrt(Σ_i W_i² (n_ij/n_i·)(1 − n_ij/n_i·)/(n_i· − 1))`` of the share (eq. 10), and user's,
+    producer's and overall accuracy with theirs (eqs. 5–7).
+
+    Parameters
+    ----------
+    pred
+        The map(s) the sample was drawn from (:func:`sample`).
+    sample_points
+        The sample with its reference labels (class names or ids); rows without one are left
+        out.
+    reference
+        Column of the reference classes.
+    units
+        Area unit: ``"ha"``, ``"km2"`` or ``"m2"``.
+    schema
+        Class schema; default: the one in the raster's attributes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per site, period and class: ``mapped_<u>``, ``adjusted_<u>``, ``se_<u>``,
+        ``ci_low_<u>``, ``ci_high_<u>`` (95 %), ``users_accuracy``, ``users_se``,
+        ``producers_accuracy``, ``producers_se``, ``overall_accuracy``, ``overall_se``,
+        ``n_sample`` (points mapped as the class) and ``n_reference`` (points labelled as it).
+        A class mapped but not sampled is taken as mapped, with no error, and flagged in
+        ``unsampled``.
+
+    Examples
+    --------
+    >>> import numpy as np, rioxarray, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> ids = np.where(np.arange(100)[:, None] < 20, 1, 6).repeat(100, 1).astype("uint8")
+    >>> pred = xr.DataArray(ids, dims=("y", "x"), attrs=DEFAULT_CLASSES.cf_attrs(),
+    ...     coords={"y": np.arange(100.0)[::-1] * 10, "x": np.arange(100.0) * 10},
+    ... ).rio.write_crs("EPSG:32756")
+    >>> points = sample({"pit": pred}, n=50, allocation="equal", seed=1)
+    >>> points["reference"] = points.map_class  # every point labelled as mapped...
+    >>> points.loc[:4, "reference"] = "vegetation"  # ...but five of the pit's points
+    >>> table = adjusted_areas({"pit": pred}, points, units="ha")
+    >>> rows = table.set_index("class").loc[["open_pit", "vegetation"]]
+    >>> rows[["mapped_ha", "adjusted_ha", "se_ha", "users_accuracy"]].round(2).values.tolist()
+    [[20.0, 16.0, 1.63, 0.8], [80.0, 84.0, 1.63, 1.0]]
+    """
+    import pandas as pd
+
+    per_unit = _check_units(units)
+    if reference not in sample_points.columns:
+        raise StatsError(
+            f"the sample has no {reference!r} column: label it first (sample()[{reference!r}])"
+        )
+    labelled = sample_points[sample_points[reference].notna()]
+    frames = []
+    for site, p, s in _each(pred, schema):
+        ids = np.asarray(s.ids)
+        index = {c: i for i, c in enumerate(ids)}
+        by_name = {name: c for name, c in zip(s.names, ids, strict=True)}
+        areas = _pixel_areas(p)
+        points = labelled[labelled.site_id == site]
+        for k, t in enumerate(p.time.values):
+            codes = np.asarray(p.isel(time=k))
+            mapped = np.array([areas[codes == c].sum() for c in ids])
+            total = mapped.sum()
+            if not total:
+                continue
+            same = (points.time == t) | (points.time.isna() & bool(pd.isna(t)))
+            here = points[same]
+            refs = [by_name.get(r, r) for r in here[reference]]
+            unknown = sorted({str(r) for r in refs if r not in index})
+            if unknown:
+                raise StatsError(
+                    f"reference classes {unknown} of site {site!r} are not in the map's classes "
+                    f"{list(s.names)}"
+                )
+            counts = np.zeros((len(ids), len(ids)))
+            np.add.at(counts, ([index[m] for m in here.map_class_id], [index[r] for r in refs]),
+                      1)  # fmt: skip
+            frames.append(_olofsson(site, t, s, mapped, counts, per_unit, units))
+    if not frames:
+        raise StatsError("no map with observed pixels to estimate areas for")
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["units"] = units
+    return table
+
+
+def _olofsson(site, t, s: ClassSchema, mapped: np.ndarray, counts: np.ndarray, per_unit, units):
+    """The estimates of one map from its mapped areas (m²) and sample error matrix."""
+    import pandas as pd
+
+    total = mapped.sum()
+    w = mapped / total
+    n_i = counts.sum(axis=1)
+    sampled = n_i > 0
+    unsampled = (~sampled) & (w > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rows = np.where(sampled[:, None], counts / n_i[:, None], np.eye(len(w)))
+        p = w[:, None] * rows  # p̂_ij
+        dof = np.where(n_i > 1, n_i - 1, np.inf)
+        cell_var = rows * (1 - rows) / dof[:, None]  # per stratum and reference class
+        share = p.sum(axis=0)
+        share_se = np.sqrt((w[:, None] ** 2 * cell_var).sum(axis=0))
+        users = np.where(sampled, np.diag(rows), np.nan)
+        users_se = np.sqrt(np.where(sampled, users * (1 - users) / dof, np.nan))
+        producers = np.diag(p) / share
+        n_hat = mapped[:, None] / np.where(sampled, n_i, np.nan)[:, None] * counts  # N̂_ij
+        col = np.nansum(n_hat, axis=0)
+        producers_var = np.empty(len(w))
+        for j in range(len(w)):
+            others = [i for i in range(len(w)) if i != j and sampled[i]]
+            term = sum(mapped[i] ** 2 * cell_var[i, j] for i in others)
+            own = mapped[j] ** 2 * (1 - producers[j]) ** 2 * users[j] * (1 - users[j]) / dof[j]
+            producers_var[j] = (np.nan_to_num(own) + producers[j] ** 2 * term) / col[j] ** 2
+        overall = np.trace(p)
+        overall_se = np.sqrt(np.nansum(w**2 * np.nan_to_num(users * (1 - users)) / dof))
+    area = total * share / per_unit
+    se = total * share_se / per_unit
+    return pd.DataFrame({
+        "site_id": site, "time": t, "class": s.names, "class_id": s.ids,
+        "is_mining": [c.is_mining for c in s],
+        f"mapped_{units}": mapped / per_unit, f"adjusted_{units}": area, f"se_{units}": se,
+        f"ci_low_{units}": area - _Z95 * se, f"ci_high_{units}": area + _Z95 * se,
+        "users_accuracy": users, "users_se": users_se,
+        "producers_accuracy": producers, "producers_se": np.sqrt(producers_var),
+        "overall_accuracy": overall, "overall_se": overall_se,
+        "n_sample": n_i.astype(int), "n_reference": counts.sum(axis=0).astype(int),
+        "unsampled": unsampled,
+    })  # fmt: skip

@@ -13,11 +13,15 @@ import xarray as xr
 from minecube.classes import DEFAULT_CLASSES
 from minecube.stats import (
     StatsError,
+    adjusted_areas,
     aggregate,
     class_areas,
     compare_areas,
     expansion,
     pixel_area,
+    reference_from,
+    sample,
+    sample_size,
     transitions,
 )
 
@@ -277,3 +281,109 @@ def test_accessor_is_the_same_function():
     )
     pd.testing.assert_frame_equal(pred.minecube.expansion().table, expansion(pred).table)
     pd.testing.assert_frame_equal(pred.minecube.transitions(0, 1), transitions(pred, 0, 1))
+
+
+# -- good-practice area estimation -------------------------------------------------------------
+
+BARE = 8
+
+
+def test_adjusted_areas_reproduce_olofsson_et_al_2014():
+    """The worked example of Olofsson et al. (2014, RSE 148, tables 8–9): strata of 200,000,
+    150,000, 3,200,000 and 6,450,000 ha and their sample's error matrix."""
+    classes = [PIT, DUMP, VEG, BARE]  # standing in for deforestation, gain, forest, non-forest
+    pixels = [2000, 1500, 32000, 64500]  # 1 km pixels: 100 ha each
+    ids = np.repeat(classes, pixels).reshape(250, 400)
+    pred = _grid(ids, res=1000.0)
+    matrix = [[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]]
+    rows = [(m, r) for i, m in enumerate(classes) for j, r in enumerate(classes)
+            for _ in range(matrix[i][j])]  # fmt: skip
+    points = pd.DataFrame(rows, columns=["map_class_id", "reference"])
+    points = points.assign(site_id="example", time=pd.NaT)
+    table = adjusted_areas({"example": pred}, points, units="ha").set_index("class_id")
+    deforestation = table.loc[PIT]
+    assert deforestation.mapped_ha == pytest.approx(200_000)
+    assert deforestation.adjusted_ha == pytest.approx(235_086, abs=1)
+    assert 1.96 * deforestation.se_ha == pytest.approx(68_418, abs=1)  # the paper's z = 1.96
+    assert deforestation.users_accuracy == pytest.approx(0.88)
+    assert deforestation.producers_accuracy == pytest.approx(0.75, abs=0.005)
+    assert 1.96 * deforestation.producers_se == pytest.approx(0.21, abs=0.005)
+    assert deforestation.overall_accuracy == pytest.approx(0.95, abs=0.005)
+    assert table.adjusted_ha.sum() == pytest.approx(10_000_000)
+
+
+def test_sample_is_stratified_reproducible_and_labels_in_a_gis(tmp_path):
+    import geopandas as gpd
+
+    ids = np.full((2, 60, 80), VEG, "uint8")
+    ids[:, :10, :10] = PIT
+    ids[1, :20, :10] = PIT  # the pit grows
+    ids[:, -1, :] = NODATA
+    pred = _grid(ids)
+    points = sample({"pit": pred}, n=100, min_per_stratum=30, seed=7)
+    again = sample({"pit": pred}, n=100, min_per_stratum=30, seed=7)
+    pd.testing.assert_frame_equal(points.drop(columns="geometry"), again.drop(columns="geometry"))
+    counts = points.groupby(["time", "map_class"]).size()
+    pit_share = [100 / 4720, 200 / 4720]  # of the observed pixels, the last row is nodata
+    for when, share in zip(pred.time.values, pit_share, strict=True):
+        assert counts.loc[(when, "open_pit")] == 30  # raised to the minimum
+        assert counts.loc[(when, "vegetation")] == round(100 * (1 - share))  # proportional
+    # every point sits on a pixel of its stratum, never on nodata, each pixel at most once
+    on_map = pred.sel(x=xr.DataArray(points.x), y=xr.DataArray(points.y),
+                      time=xr.DataArray(points.time)).values  # fmt: skip
+    assert (on_map == points.map_class_id.to_numpy()).all()
+    assert not points.duplicated(["time", "x", "y"]).any()
+    assert (points.weight * points.groupby(["time", "stratum"]).x.transform("size")
+            == points.stratum_pixels).all()  # fmt: skip
+    points.to_file(tmp_path / "sample.gpkg")  # ready to label in QGIS
+    read = gpd.read_file(tmp_path / "sample.gpkg")
+    assert len(read) == len(points)
+    assert read.geometry.x.round(6).tolist() == points.lon.round(6).tolist()
+    with pytest.raises(StatsError, match="allocation names unknown classes"):
+        sample({"pit": pred}, n=10, allocation={"open_pitt": 5})
+    assert sample_size({"a": 1, "b": 1}, {"a": 0.5, "b": 0.5}, target_se=0.05) == 100
+
+
+def test_adjusted_intervals_cover_the_true_area_on_the_demo_world(world):
+    """A map with a systematic error (pits drawn two pixels too wide) and noise, against the
+    demo world's truth: over repeated samples labelled from the truth, the 95 % intervals cover
+    the true class areas 93–97 % of the time (94.4 % over 3,700 cases), and the adjusted
+    mining area is close to the truth where the mapped one is far off."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    maps, truths, true_area = {}, {}, {}
+    for site in ("hunter-coal", "pilbara-iron", "sudbury-nickel"):
+        years = list(world.spec.years)
+        truth = xr.concat([world.truth(site, y) for y in years], "time")
+        truth = truth.assign_coords(time=pd.to_datetime([f"{y}-01-01" for y in years]))
+        truth = truth.rio.write_nodata(NODATA)
+        ids = truth.values.copy()
+        for k in range(len(years)):  # pits two pixels too wide, and 4 % of pixels wrong
+            wide = ndimage.binary_dilation(ids[k] == PIT, iterations=2) & (ids[k] != NODATA)
+            ids[k][wide] = PIT
+            flip = (rng.random(ids[k].shape) < 0.04) & (ids[k] != NODATA)
+            ids[k][flip] = rng.choice([PIT, DUMP, VEG, BARE], flip.sum())
+        maps[site] = truth.copy(data=ids).assign_attrs(DEFAULT_CLASSES.cf_attrs())
+        truths[site] = truth.assign_attrs(DEFAULT_CLASSES.cf_attrs())
+        true_area[site] = class_areas(truths[site], units="ha").set_index(["time", "class"])
+    covered, mining = [], []
+    for r in range(100):
+        points = sample(maps, n=1000, min_per_stratum=50, seed=r)
+        table = adjusted_areas(maps, reference_from(points, truths), units="ha")
+        # classes with enough sample: 5 % of the map or more (rarer ones are covered less
+        # often, ~86 % here: their omissions inside large strata are seldom sampled)
+        share = table.mapped_ha / table.groupby(["site_id", "time"]).mapped_ha.transform("sum")
+        for row in table[share >= 0.05].itertuples():
+            truth_ha = true_area[row.site_id].loc[(row.time, row._3), "area_ha"]
+            covered.append(row.ci_low_ha <= truth_ha <= row.ci_high_ha)
+        mining.append(table[table["class"] == "open_pit"])
+    coverage = float(np.mean(covered))
+    assert 0.93 <= coverage <= 0.97, coverage
+    # the pits' area per site and period, mapped and estimated (mean over the samples)
+    mining = pd.concat(mining).groupby(["site_id", "time"])[["mapped_ha", "adjusted_ha"]].mean()
+    truth_pit = [true_area[s].loc[(t, "open_pit"), "area_ha"] for s, t in mining.index]
+    mapped_error = np.median(np.abs(mining.mapped_ha / truth_pit - 1))
+    adjusted_error = np.median(np.abs(mining.adjusted_ha / truth_pit - 1))
+    assert mapped_error > 0.1  # the map is far off...
+    assert adjusted_error < 0.03  # ...the estimate is not (unbiased)
