@@ -608,15 +608,55 @@ def segment(cubes, model, out, only, batch_size, overlap, tta, device, overwrite
 )
 @click.option("--units", type=click.Choice(["ha", "km2", "m2"]), default="ha", show_default=True)
 @click.option("--min-observed", default=0.8, show_default=True)
-def stats(predictions, out, site_file, units, min_observed) -> None:
-    """Class areas, mine expansion and summaries of a prediction store, as CSV and Parquet.
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Labelled sample (from `minecube sample`): adds error-adjusted areas with 95 % intervals.",
+)
+def stats(predictions, out, site_file, units, min_observed, reference) -> None:
+    """Class areas, mine expansion and summaries of a prediction store, as CSV and Parquet;
+    with a labelled sample, error-adjusted areas with their 95 % intervals.
 
     \b
     Example:
       minecube stats predictions.zarr --sites sites.geojson --units km2 --out tables
+      minecube stats predictions.zarr --reference sample.gpkg --out tables
     """
     pipeline.write_area_tables(predictions, out, units=units, min_observed=min_observed,
-                               sites=_site_table(site_file) if site_file else None)  # fmt: skip
+                               sites=_site_table(site_file) if site_file else None,
+                               reference=reference)  # fmt: skip
+
+
+@main.command("sample")
+@click.argument("predictions")
+@click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Points per map.")
+@click.option(
+    "--allocation",
+    type=click.Choice(["proportional", "equal", "neyman"]),
+    default="proportional",
+    show_default=True,
+)
+@click.option("--min-per-stratum", default=0, show_default=True, help="Fewest points per class.")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="sample.gpkg",
+    show_default=True,
+    help="GeoPackage (for QGIS) or .csv.",
+)
+def sample_command(predictions, n, allocation, min_per_stratum, seed, out) -> None:
+    """Draw a stratified random sample of every map (site and period) to label, for
+    error-adjusted areas (Olofsson et al. 2014): fill its `reference` column, then
+    `minecube stats --reference`.
+
+    \b
+    Example:
+      minecube sample predictions.zarr --n 300 --min-per-stratum 50 --out sample.gpkg
+    """
+    pipeline.write_sample(predictions, out, n=n, allocation=allocation,
+                          min_per_stratum=min_per_stratum, seed=seed)  # fmt: skip
 
 
 @main.command("lineage")

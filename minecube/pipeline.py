@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from minecube.errors import MinecubeError
@@ -57,6 +58,7 @@ __all__ = [
     "segment_cubes",
     "train_model",
     "write_area_tables",
+    "write_sample",
 ]
 
 log = logging.getLogger("minecube")
@@ -764,39 +766,119 @@ def write_area_tables(
     out: str | os.PathLike,
     *,
     sites: pd.DataFrame | str | os.PathLike | None = None,
+    reference: pd.DataFrame | str | os.PathLike | None = None,
     units: str = "ha",
     min_observed: float = 0.8,
 ) -> dict[str, pd.DataFrame]:
     """Class areas, mine expansion and (with ``sites``) their summaries by commodity and
-    climate, of every prediction in a store, as CSV and Parquet in ``out``.
+    climate, of every prediction in a store, as CSV and Parquet in ``out``; with a labelled
+    ``reference`` sample (:func:`write_sample`), the error-adjusted areas with their 95 %
+    intervals too (``adjusted_areas``, :func:`minecube.stats.adjusted_areas`).
 
-    Returns the tables (:func:`minecube.report.area_tables`) and logs each site's footprint
-    and growth.
+    Returns the tables (:func:`minecube.report.area_tables`) and logs each site's footprint,
+    its growth and trend, and the mapped against the adjusted mining area.
 
     Examples
     --------
     ``write_area_tables("predictions.zarr", "tables", sites="sites.geojson", units="km2")``
     """
+    import pandas as pd
+
     from minecube.report import area_tables, open_all_predictions, write_tables
-    from minecube.stats import _unit_label
+    from minecube.stats import _unit_label, adjusted_areas
 
     preds = open_all_predictions(predictions)
     sites = _sites(sites) if sites is not None else None
     tables = area_tables(preds, sites=sites, units=units, min_observed=min_observed)
+    if reference is not None:
+        tables["adjusted_areas"] = adjusted_areas(preds, _read_sample(reference), units=units)
     write_tables(tables, out)
-    footprint = f"footprint ({_unit_label(units)})"
-    log.info(f"{'site':20s} {'first':>10s} {'last':>10s} {footprint:>22s} {'growth':>9s}")
+    u = _unit_label(units)
+    footprint = f"footprint ({u})"
+    log.info(
+        f"{'site':20s} {'first':>10s} {'last':>10s} {footprint:>22s} {'growth':>9s} "
+        f"{'trend (95 % interval)':>26s}"
+    )
     for row in tables["expansion_summary"].itertuples():
         if row.reliable_periods < 2:
             log.info(f"{row.site_id:20s} fewer than two reliable periods")
             continue
         a0, a1 = getattr(row, f"first_{units}"), getattr(row, f"last_{units}")
+        trend = getattr(row, f"trend_{units}_per_year")
+        low, high = (getattr(row, f"trend_{e}_{units}_per_year") for e in ("low", "high"))
+        shown = "—" if trend != trend else f"{trend:.1f} ({low:.1f} to {high:.1f}) {u}/yr"
         log.info(
             f"{row.site_id:20s} {row.first:%Y-%m-%d} {row.last:%Y-%m-%d} "
-            f"{a0:10.1f} → {a1:9.1f} {row.growth_pct_per_year:6.1f} %/yr"
+            f"{a0:10.1f} → {a1:9.1f} {row.growth_pct_per_year:6.1f} %/yr {shown:>26s}"
         )
+    if "adjusted_areas" in tables:
+        table = tables["adjusted_areas"]
+        mining = table[table.is_mining].groupby(["site_id", "time"], sort=False)
+        log.info(f"\nmining area, mapped and error-adjusted (95 % interval), {u}")
+        for (site, when), rows in mining:
+            area, se = rows[f"adjusted_{units}"].sum(), np.sqrt((rows[f"se_{units}"] ** 2).sum())
+            log.info(
+                f"{site:20s} {pd.Timestamp(when):%Y-%m-%d} {rows[f'mapped_{units}'].sum():10.1f}"
+                f" {area:10.1f} ± {1.96 * se:.1f}"
+            )
     log.info(f"\ntables: {out}/ ({', '.join(tables)}; .csv and .parquet)")
     return tables
+
+
+def _read_sample(reference):
+    """A labelled sample: a (Geo)DataFrame, or the GeoPackage or CSV :func:`write_sample` wrote."""
+    import pandas as pd
+
+    if isinstance(reference, pd.DataFrame):
+        return reference
+    path = Path(reference)
+    if path.suffix == ".csv":
+        table = pd.read_csv(path, dtype={"site_id": str, "reference": object})
+    else:
+        import geopandas as gpd
+
+        table = gpd.read_file(path)
+    table["time"] = pd.to_datetime(table["time"])
+    return table
+
+
+def write_sample(
+    predictions: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    n: int,
+    allocation: str = "proportional",
+    min_per_stratum: int = 0,
+    seed: int = 0,
+) -> Path:
+    """Draw a stratified random sample of every prediction in a store
+    (:func:`minecube.stats.sample`) and write it to label: a GeoPackage (``.gpkg``, for QGIS)
+    or CSV. Fill its ``reference`` column, then pass it to :func:`write_area_tables`.
+
+    Examples
+    --------
+    ``write_sample("predictions.zarr", "sample.gpkg", n=300, min_per_stratum=50)``
+    """
+    from minecube.report import open_all_predictions
+    from minecube.stats import sample
+
+    points = sample(open_all_predictions(predictions), n=n, allocation=allocation,
+                    min_per_stratum=min_per_stratum, seed=seed)  # fmt: skip
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    if path.suffix == ".csv":
+        points.drop(columns="geometry").to_csv(partial, index=False)
+    else:
+        points.to_file(partial, driver="GPKG", layer="sample")
+    os.replace(partial, path)  # whole or absent
+    counts = points.groupby("map_class").size()
+    log.info(
+        f"{len(points)} points over {points.groupby(['site_id', 'time']).ngroups} maps "
+        f"({', '.join(f'{c} {k}' for c, k in counts.items())}): {path}; label its 'reference' "
+        "column with the true class of each point"
+    )
+    return path
 
 
 def report_predictions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from pystac import ItemCollection
 
@@ -251,3 +252,32 @@ def test_sites_lists_each_site_with_its_zone_and_area(world):
         line = next(x for x in output.splitlines() if x.startswith(row.site_id))
         assert line.split()[-3:] == [str(row.epsg), f"{(256 * 10) ** 2 / 1e6:.2f}", "km²"]
     assert f"{len(world.site_ids)} sites" in output
+
+
+def test_sample_then_stats_with_the_labelled_sample(lab, tmp_path):
+    """`minecube sample` writes points to label; `minecube stats --reference` reads them back
+    labelled and adds error-adjusted areas with their intervals."""
+    import geopandas as gpd
+
+    from minecube.segment import segment_to_zarr
+    from minecube.stats import reference_from
+    from tests.test_segment import _model
+
+    site = "hunter-coal"
+    store = tmp_path / "predictions.zarr"
+    segment_to_zarr(lab["cubes"][site], _model(), store, progress=False)
+    gpkg = tmp_path / "sample.gpkg"
+    output = _run("sample", store, "--n", 80, "--min-per-stratum", 5, "--out", gpkg)
+    assert f"{gpkg}; label its 'reference' column" in output
+    points = gpd.read_file(gpkg)
+    assert points.reference.isna().all()  # empty, to be labelled
+    points["time"] = pd.to_datetime(points.time)
+    reference_from(points, {site: lab["labels"][site]}).to_file(gpkg)  # labelled "by hand"
+    output = _run("stats", store, "--reference", gpkg, "--out", tmp_path / "tables")
+    assert "mining area, mapped and error-adjusted (95 % interval), ha" in output
+    table = pd.read_csv(tmp_path / "tables" / "adjusted_areas.csv")
+    assert {"mapped_ha", "adjusted_ha", "ci_low_ha", "ci_high_ha", "users_accuracy"} <= set(
+        table.columns
+    )
+    assert set(table.site_id) == {site}
+    assert table.adjusted_ha.sum() == pytest.approx(table.mapped_ha.sum())  # the same total

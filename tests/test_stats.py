@@ -387,3 +387,19 @@ def test_adjusted_intervals_cover_the_true_area_on_the_demo_world(world):
     adjusted_error = np.median(np.abs(mining.adjusted_ha / truth_pit - 1))
     assert mapped_error > 0.1  # the map is far off...
     assert adjusted_error < 0.03  # ...the estimate is not (unbiased)
+
+
+def test_expansion_trend_is_robust_to_one_misclassified_period():
+    """Eight yearly periods growing by 10 pixels a year, one of them misread as twice the
+    footprint: the Theil–Sen trend keeps the growth, with an interval around it."""
+    ids = np.full((8, 10, 20), VEG, "uint8")
+    for k in range(8):
+        ids[k].flat[: 20 + 10 * k] = PIT
+    ids[5].flat[: 2 * (20 + 10 * 5)] = PIT  # one bad period
+    pred = _grid(ids, times=[f"{2016 + k}-01-01" for k in range(8)])
+    row = expansion(pred, units="m2", min_observed=0.5).summary.iloc[0]
+    assert row.trend_m2_per_year == pytest.approx(1000, rel=0.02)  # 10 pixels of 100 m²
+    assert row.trend_low_m2_per_year <= 1000 <= row.trend_high_m2_per_year
+    assert row.trend_pct_per_year == pytest.approx(100 * 1000 / 5500, rel=0.05)
+    short = expansion(pred.isel(time=[0, 1]), units="m2", min_observed=0.5).summary.iloc[0]
+    assert np.isnan(short.trend_m2_per_year)  # two periods: no trend, only their change
