@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from minecube.errors import MinecubeError
@@ -785,13 +784,15 @@ def write_area_tables(
     import pandas as pd
 
     from minecube.report import area_tables, open_all_predictions, write_tables
-    from minecube.stats import _unit_label, adjusted_areas
+    from minecube.stats import _unit_label, adjusted_areas, adjusted_mining_area
 
     preds = open_all_predictions(predictions)
     sites = _sites(sites) if sites is not None else None
     tables = area_tables(preds, sites=sites, units=units, min_observed=min_observed)
     if reference is not None:
-        tables["adjusted_areas"] = adjusted_areas(preds, _read_sample(reference), units=units)
+        labelled = _read_sample(reference)
+        tables["adjusted_areas"] = adjusted_areas(preds, labelled, units=units)
+        tables["adjusted_mining"] = adjusted_mining_area(preds, labelled, units=units)
     write_tables(tables, out)
     u = _unit_label(units)
     footprint = f"footprint ({u})"
@@ -811,15 +812,14 @@ def write_area_tables(
             f"{row.site_id:20s} {row.first:%Y-%m-%d} {row.last:%Y-%m-%d} "
             f"{a0:10.1f} → {a1:9.1f} {row.growth_pct_per_year:6.1f} %/yr {shown:>26s}"
         )
-    if "adjusted_areas" in tables:
-        table = tables["adjusted_areas"]
-        mining = table[table.is_mining].groupby(["site_id", "time"], sort=False)
+    if "adjusted_mining" in tables:
         log.info(f"\nmining area, mapped and error-adjusted (95 % interval), {u}")
-        for (site, when), rows in mining:
-            area, se = rows[f"adjusted_{units}"].sum(), np.sqrt((rows[f"se_{units}"] ** 2).sum())
+        for row in tables["adjusted_mining"].itertuples():
+            mapped, area = getattr(row, f"mapped_{units}"), getattr(row, f"adjusted_{units}")
+            low, high = getattr(row, f"ci_low_{units}"), getattr(row, f"ci_high_{units}")
             log.info(
-                f"{site:20s} {pd.Timestamp(when):%Y-%m-%d} {rows[f'mapped_{units}'].sum():10.1f}"
-                f" {area:10.1f} ± {1.96 * se:.1f}"
+                f"{row.site_id:20s} {pd.Timestamp(row.time):%Y-%m-%d} {mapped:10.1f} "
+                f"{area:10.1f} ({low:.1f} to {high:.1f})"
             )
     log.info(f"\ntables: {out}/ ({', '.join(tables)}; .csv and .parquet)")
     return tables

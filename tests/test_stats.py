@@ -14,6 +14,7 @@ from minecube.classes import DEFAULT_CLASSES
 from minecube.stats import (
     StatsError,
     adjusted_areas,
+    adjusted_mining_area,
     aggregate,
     class_areas,
     compare_areas,
@@ -367,10 +368,11 @@ def test_adjusted_intervals_cover_the_true_area_on_the_demo_world(world):
         maps[site] = truth.copy(data=ids).assign_attrs(DEFAULT_CLASSES.cf_attrs())
         truths[site] = truth.assign_attrs(DEFAULT_CLASSES.cf_attrs())
         true_area[site] = class_areas(truths[site], units="ha").set_index(["time", "class"])
-    covered, mining = [], []
+    covered, mining, covered_mining = [], [], []
     for r in range(100):
         points = sample(maps, n=1000, min_per_stratum=50, seed=r)
-        table = adjusted_areas(maps, reference_from(points, truths), units="ha")
+        labelled = reference_from(points, truths)
+        table = adjusted_areas(maps, labelled, units="ha")
         # classes with enough sample: 5 % of the map or more (rarer ones are covered less
         # often, ~86 % here: their omissions inside large strata are seldom sampled)
         share = table.mapped_ha / table.groupby(["site_id", "time"]).mapped_ha.transform("sum")
@@ -378,8 +380,15 @@ def test_adjusted_intervals_cover_the_true_area_on_the_demo_world(world):
             truth_ha = true_area[row.site_id].loc[(row.time, row._3), "area_ha"]
             covered.append(row.ci_low_ha <= truth_ha <= row.ci_high_ha)
         mining.append(table[table["class"] == "open_pit"])
+        footprint = adjusted_mining_area(maps, labelled, units="ha")
+        for row in footprint.itertuples():  # the union of the mining classes, as one class
+            truth_ha = true_area[row.site_id].loc[row.time].query("is_mining").area_ha.sum()
+            covered_mining.append(row.ci_low_ha <= truth_ha <= row.ci_high_ha)
+        by_class = table[table.is_mining].groupby(["site_id", "time"]).adjusted_ha.sum()
+        assert np.allclose(footprint.set_index(["site_id", "time"]).adjusted_ha, by_class)
     coverage = float(np.mean(covered))
     assert 0.93 <= coverage <= 0.97, coverage
+    assert 0.93 <= float(np.mean(covered_mining)) <= 0.97  # the footprint: 95.2 % of 900
     # the pits' area per site and period, mapped and estimated (mean over the samples)
     mining = pd.concat(mining).groupby(["site_id", "time"])[["mapped_ha", "adjusted_ha"]].mean()
     truth_pit = [true_area[s].loc[(t, "open_pit"), "area_ha"] for s, t in mining.index]
