@@ -160,6 +160,12 @@ class ReportSettings(_Section):
         0.8, ge=0, le=1, description="Share of a site observed for a period to count in changes."
     )
     title: str = Field("minecube report", description="Title of the report page.")
+    sample: int = Field(
+        0,
+        ge=0,
+        description="Points per map (site and period) of a stratified sample labelled from "
+        "`labels`, for error-adjusted areas with 95 % intervals (0: none).",
+    )
 
 
 _FLAT_SEARCH = ("catalog", "start", "end", "collection", "max_cloud")
@@ -908,7 +914,9 @@ def report_predictions(
         Label column holding the year each polygon describes.
     **options
         Passed to :func:`~minecube.report.write_report` (``units``, ``min_observed``,
-        ``title``, ``run_id``).
+        ``title``, ``run_id``); ``sample=n`` draws ``n`` points per map
+        (:func:`minecube.stats.sample`), labels them from ``labels`` and adds the
+        error-adjusted areas with their 95 % intervals.
 
     Returns
     -------
@@ -928,25 +936,43 @@ def report_predictions(
     truth = _truth(labels, preds, label_time_column) if labels is not None else None
     folder = Path(out)
     log.info(f"\nwriting the report to {folder}")
-    page = write_report(preds, folder, cubes=cubes, sites=sites, truth=truth, **options)
+    n = options.pop("sample", 0)
+    reference = None
+    if n and truth is not None:  # a sample of each map, labelled from the labels
+        from minecube.stats import reference_from, sample
+
+        points = sample(preds, n=n, min_per_stratum=min(50, n // 10), seed=0)
+        reference = reference_from(points, truth)
+    page = write_report(preds, folder, cubes=cubes, sites=sites, truth=truth,
+                        reference=reference, **options)  # fmt: skip
     units = options.get("units", "ha")
     if truth is not None:
         series = pd.read_csv(folder / "tables/mining_vs_truth.csv", dtype={"time": str})
+        adjusted = {}
+        if reference is not None:
+            table = pd.read_csv(folder / "tables/adjusted_mining.csv", dtype={"time": str})
+            adjusted = {(r.site_id, r.time[:10]): r for r in table.itertuples()}
         log.info(
             f"\nmining footprint against truth, {_unit_label(units)} (over pixels observed "
-            "and labelled)"
+            "and labelled)" + ("; error-adjusted from a labelled sample" if adjusted else "")
         )
-        log.info(
+        header = (
             f"{'site':20s} {'period':>10s} {'compared':>9s} {'predicted':>10s} "
             f"{'truth':>9s} {'error':>8s}"
         )
+        log.info(header + (f" {'adjusted':>10s} {'95 % interval':>15s}" if adjusted else ""))
         for row in series.itertuples():
             error = "—" if row.error_pct != row.error_pct else f"{row.error_pct:.1f}%"
-            log.info(
+            line = (
                 f"{row.site_id:20s} {row.time:>10s} {row.compared_pct:8.1f}% "
                 f"{getattr(row, f'predicted_{units}'):10.1f} "
                 f"{getattr(row, f'truth_{units}'):9.1f} {error:>8s}"
             )
+            estimate = adjusted.get((row.site_id, row.time[:10]))
+            if estimate is not None:
+                low, high = (getattr(estimate, f"ci_{e}_{units}") for e in ("low", "high"))
+                line += f" {getattr(estimate, f'adjusted_{units}'):10.1f} {low:7.1f}–{high:.1f}"
+            log.info(line)
     log.info(f"\nreport: {page.resolve()}")
     return page
 

@@ -180,6 +180,7 @@ def write_report(
     title: str = "minecube report",
     progress: bool = True,
     run_id: str | None = None,
+    reference: pd.DataFrame | None = None,
 ) -> Path:
     """Write a static HTML report: class areas, expansion, transitions, maps and exports.
 
@@ -211,6 +212,11 @@ def write_report(
     run_id
         Stamped on every table row (a ``run_id`` column), so each number can be traced back
         to its run's record (:func:`minecube.pipeline.lineage`).
+    reference
+        A labelled stratified sample of the predictions (:func:`minecube.stats.sample` with
+        its ``reference`` column filled): adds the error-adjusted areas and mining footprint
+        with their 95 % intervals (:func:`minecube.stats.adjusted_areas`,
+        :func:`minecube.stats.adjusted_mining_area`), as tables and a figure.
 
     Returns
     -------
@@ -269,6 +275,7 @@ def write_report(
         "summary_chart": None,
         "by_group": [],
         "series": _table(series) if series is not None else None,
+        "adjusted": None,
         "sites": sections,
         "tables": tables,
     }
@@ -280,6 +287,13 @@ def write_report(
                 sums = stats.aggregate(growth.summary, sites, by=key)
                 sums["change_pct"] = 100 * (sums[f"last_{units}"] / sums[f"first_{units}"] - 1)
                 context["by_group"].append((key, _table(sums)))
+    if reference is not None:
+        tables["adjusted_areas"] = stats.adjusted_areas(preds, reference, units=units)
+        adjusted = stats.adjusted_mining_area(preds, reference, units=units)
+        tables["adjusted_mining"] = adjusted
+        plot.adjusted_plot(adjusted, truth=series, path=out / "figures/adjusted.png")
+        context["adjusted"] = _table(adjusted)
+        context["sample_points"] = int(reference["reference"].notna().sum())
     plot.area_plot(tables["class_areas"], path=out / "figures/class-areas.png")
     for site in tqdm(preds, desc="report", unit="site", disable=not progress):
         sections.append(_site_section(site, preds[site], cubes, growth, comparison, units, out))

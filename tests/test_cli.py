@@ -84,7 +84,14 @@ def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
     assert [row[0] for row in mining] == [s for s in world.site_ids for _ in range(years)]
     assert all(float(row[3]) >= 0 and float(row[4]) >= 0 for row in mining)
     assert any(float(row[4]) > 0 for row in mining)
+    # and the footprint error-adjusted from a sample labelled from the labels, with intervals
+    assert "error-adjusted from a labelled sample" in result.output
+    for row in mining:
+        assert float(row[7].split("–")[0]) <= float(row[6]) <= float(row[7].split("–")[1])
+    adjusted = pd.read_csv(out / "report" / "tables" / "adjusted_mining.csv")
+    assert len(adjusted) == n * years
     page = out / "report" / "index.html"
+    assert "Mining footprint, mapped and error-adjusted" in page.read_text()
     assert f"report: {page.resolve()}" in result.output
     for link in re.findall(r'(?:src|href)="([^"#]+)"', page.read_text()):
         assert (page.parent / link).is_file(), link

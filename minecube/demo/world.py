@@ -658,7 +658,7 @@ class World:
             "labels": str(self.path / "labels"),
             "cube": {"composite": composite},
             "train": train,
-            "report": {"title": "minecube demo world"},
+            "report": {"title": "minecube demo world", "sample": 300},
         }
 
     def truth_path(self, site_id: str, year: int) -> Path:
