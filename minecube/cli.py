@@ -640,13 +640,20 @@ def stats(predictions, out, site_file, units, min_observed, reference) -> None:
 @click.option("--min-per-stratum", default=0, show_default=True, help="Fewest points per class.")
 @click.option("--seed", default=0, show_default=True)
 @click.option(
+    "--change",
+    nargs=2,
+    default=None,
+    metavar="FIRST LAST",
+    help="Instead: strata of the mining change between two periods (gain, loss, stable).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default="sample.gpkg",
     show_default=True,
     help="GeoPackage (for QGIS) or .csv.",
 )
-def sample_command(predictions, n, allocation, min_per_stratum, seed, out) -> None:
+def sample_command(predictions, n, allocation, min_per_stratum, seed, change, out) -> None:
     """Draw a stratified random sample of every map (site and period) to label, for
     error-adjusted areas (Olofsson et al. 2014): fill its `reference` column, then
     `minecube stats --reference`.
@@ -654,9 +661,10 @@ def sample_command(predictions, n, allocation, min_per_stratum, seed, out) -> No
     \b
     Example:
       minecube sample predictions.zarr --n 300 --min-per-stratum 50 --out sample.gpkg
+      minecube sample predictions.zarr --n 300 --change 2022-01-01 2024-01-01
     """
-    pipeline.write_sample(predictions, out, n=n, allocation=allocation,
-                          min_per_stratum=min_per_stratum, seed=seed)  # fmt: skip
+    pipeline.write_sample(predictions, out, n=n, allocation=allocation, seed=seed,
+                          min_per_stratum=min_per_stratum, periods=change)  # fmt: skip
 
 
 @main.command("lineage")

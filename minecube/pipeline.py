@@ -844,7 +844,9 @@ def _read_sample(reference):
         import geopandas as gpd
 
         table = gpd.read_file(path)
-    table["time"] = pd.to_datetime(table["time"])
+    for column in ("time0", "time"):
+        if column in table:
+            table[column] = pd.to_datetime(table[column])
     return table
 
 
@@ -856,10 +858,12 @@ def write_sample(
     allocation: str = "proportional",
     min_per_stratum: int = 0,
     seed: int = 0,
+    periods: tuple[str, str] | None = None,
 ) -> Path:
     """Draw a stratified random sample of every prediction in a store
     (:func:`minecube.stats.sample`) and write it to label: a GeoPackage (``.gpkg``, for QGIS)
-    or CSV. Fill its ``reference`` column, then pass it to :func:`write_area_tables`.
+    or CSV. Fill its ``reference`` column, then pass it to :func:`write_area_tables`. With
+    ``periods=(first, last)`` the strata are the mining change between them.
 
     Examples
     --------
@@ -869,7 +873,8 @@ def write_sample(
     from minecube.stats import sample
 
     points = sample(open_all_predictions(predictions), n=n, allocation=allocation,
-                    min_per_stratum=min_per_stratum, seed=seed)  # fmt: skip
+                    min_per_stratum=min_per_stratum, seed=seed, periods=periods,
+                    strata="change" if periods else "classes")  # fmt: skip
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

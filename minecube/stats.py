@@ -871,6 +871,53 @@ def _allocate(n: int, counts: np.ndarray, allocation, users_accuracy, names, min
     return np.minimum(sizes, counts)
 
 
+CHANGE = ("stable non-mining", "mining gain", "mining loss", "stable mining")
+"""Strata of a change sample (``strata="change"``), ids 0–3: the mining footprint between two
+periods."""
+
+
+@dataclass(frozen=True)
+class _Map:
+    """One map to sample or estimate: a site's classes in a period, or its change between two."""
+
+    site: str
+    time: Any
+    time0: Any  # the first period of a change map; None for a class map
+    names: tuple[str, ...]
+    ids: np.ndarray
+    mining: tuple[bool, ...]
+    codes: np.ndarray  # (y, x); pixels outside ``ids`` are unobserved
+    grid: xr.DataArray  # a (y, x) layer of the prediction: coordinates and CRS
+
+
+def _maps(pred, schema, periods=None, mining_classes=None):
+    """Every map of the predictions: each site and period, or (``periods=(t0, t1)``) each
+    site's mining change between two periods, as :data:`CHANGE` codes."""
+    import pandas as pd
+
+    for site, p, s in _each(pred, schema):
+        if periods is None:
+            for k, t in enumerate(p.time.values):
+                yield _Map(site, t, None, tuple(s.names), np.asarray(s.ids),
+                           tuple(c.is_mining for c in s), np.asarray(p.isel(time=k)),
+                           p.isel(time=k))  # fmt: skip
+            continue
+        try:
+            first, last = (p.sel(time=pd.Timestamp(t).to_datetime64()) for t in periods)
+        except KeyError:
+            raise StatsError(
+                f"periods {periods} are not both periods of site {site!r}: "
+                f"{[str(t)[:10] for t in p.time.values]}"
+            ) from None
+        a, b = np.asarray(first), np.asarray(last)
+        observed = np.isin(a, s.ids) & np.isin(b, s.ids)
+        mining_ids = _class_ids(mining_classes, s, "mining_classes")
+        was, now = np.isin(a, mining_ids), np.isin(b, mining_ids)
+        codes = np.where(observed, np.select([was & now, now, was], [3, 1, 2], 0), -1)
+        yield _Map(site, last.time.values, first.time.values, CHANGE, np.arange(4),
+                   (False, True, False, True), codes, last)  # fmt: skip
+
+
 def sample(
     pred: xr.DataArray | Mapping[str, xr.DataArray],
     *,
@@ -878,6 +925,9 @@ def sample(
     allocation: Allocation | Mapping[str, int] = "proportional",
     min_per_stratum: int = 0,
     users_accuracy: Mapping[str, float] | None = None,
+    strata: Literal["classes", "change"] = "classes",
+    periods: tuple[Any, Any] | None = None,
+    mining_classes: Sequence[str] | None = None,
     seed: int = 0,
     schema: ClassSchema | None = None,
 ):
@@ -903,6 +953,16 @@ def sample(
         about 50 for rare classes such as mine water).
     users_accuracy
         Expected user's accuracy per class name, for ``"neyman"`` (default 0.8 each).
+    strata
+        ``"classes"``: each period's map, stratified by class. ``"change"``: the mining
+        footprint's change between ``periods`` (:data:`CHANGE`: stable non-mining, mining
+        gain, mining loss, stable mining), one map per site, for estimating the area mined
+        or restored between two dates; each point has ``time0`` and ``time``, and its
+        reference is the change it truly saw.
+    periods
+        The two periods (dates) of a change sample.
+    mining_classes
+        The classes that make up the footprint of a change sample (default: the schema's).
     seed
         Random seed; the same seed and map give the same sample.
     schema
@@ -935,33 +995,35 @@ def sample(
 
     if n < 1:
         raise StatsError(f"n={n} must be at least 1 point per map")
+    if (strata == "change") != (periods is not None):
+        raise StatsError('give periods=(first, last) with strata="change", and only then')
     frames = []
-    for site, p, s in _each(pred, schema):
-        ids = np.asarray(s.ids)
-        epsg = p.rio.crs.to_epsg()
-        to_lonlat = Transformer.from_crs(p.rio.crs, 4326, always_xy=True).transform
-        xs, ys = np.asarray(p.x), np.asarray(p.y)
-        for k, t in enumerate(p.time.values):
-            codes = np.asarray(p.isel(time=k))
-            flat = codes.ravel()
-            counts = np.array([(flat == c).sum() for c in ids])
-            if not counts.sum():
-                continue  # nothing observed in this period
-            sizes = _allocate(n, counts, allocation, users_accuracy, s.names, min_per_stratum)
-            rng = _seed(seed, site, k)
-            for c, name, size, total in zip(ids, s.names, sizes, counts, strict=True):
-                if not size:
-                    continue
-                where = np.flatnonzero(flat == c)
-                chosen = np.sort(rng.choice(where, size=size, replace=False))
-                row, col = np.divmod(chosen, codes.shape[1])
-                lon, lat = to_lonlat(xs[col], ys[row])
-                frames.append(pd.DataFrame({
-                    "site_id": site, "time": t, "x": xs[col], "y": ys[row], "epsg": epsg,
-                    "lon": lon, "lat": lat, "map_class": name, "map_class_id": int(c),
-                    "stratum": name, "stratum_pixels": int(total), "stratum_sample": int(size),
-                    "weight": total / size, "reference": None,
-                }))  # fmt: skip
+    transformers: dict[Any, Any] = {}
+    for k, m in enumerate(_maps(pred, schema, periods, mining_classes)):
+        crs = m.grid.rio.crs
+        if crs not in transformers:
+            transformers[crs] = Transformer.from_crs(crs, 4326, always_xy=True).transform
+        xs, ys = np.asarray(m.grid.x), np.asarray(m.grid.y)
+        flat = m.codes.ravel()
+        counts = np.array([(flat == c).sum() for c in m.ids])
+        if not counts.sum():
+            continue  # nothing observed in this period
+        sizes = _allocate(n, counts, allocation, users_accuracy, m.names, min_per_stratum)
+        rng = _seed(seed, m.site, k)
+        for c, name, size, total in zip(m.ids, m.names, sizes, counts, strict=True):
+            if not size:
+                continue
+            where = np.flatnonzero(flat == c)
+            chosen = np.sort(rng.choice(where, size=size, replace=False))
+            row, col = np.divmod(chosen, m.codes.shape[1])
+            lon, lat = transformers[crs](xs[col], ys[row])
+            frames.append(pd.DataFrame({
+                "site_id": m.site, **({"time0": m.time0} if periods else {}), "time": m.time,
+                "x": xs[col], "y": ys[row], "epsg": crs.to_epsg(), "lon": lon, "lat": lat,
+                "map_class": name, "map_class_id": int(c), "stratum": name,
+                "stratum_pixels": int(total), "stratum_sample": int(size),
+                "weight": total / size, "reference": None,
+            }))  # fmt: skip
     if not frames:
         raise StatsError("no observed pixel to sample: every map is nodata")
     table = pd.concat(frames, ignore_index=True)
@@ -1016,18 +1078,35 @@ def reference_from(sample_points, truth: Mapping[str, xr.DataArray], *, schema=N
 
     out = sample_points.copy()
     reference = np.full(len(out), None, dtype=object)
+    change = "time0" in out.columns
     for site, rows in out.groupby("site_id").groups.items():
         if site not in truth:
             continue
         t, s = _checked(truth[site], schema)
         names = dict(zip(s.ids, s.names, strict=True))
+        mining = {c.id for c in s.mining}
         part = out.loc[rows]
-        for when, idx in part.groupby("time").groups.items():
-            k = 0 if t.sizes["time"] == 1 else int(np.flatnonzero(t.time.values == when)[0])
-            layer = t.isel(time=k)
-            xs, ys = (xr.DataArray(out.loc[idx, c].to_numpy(), dims="p") for c in ("x", "y"))
-            got = layer.sel(x=xs, y=ys, method="nearest")
-            reference[out.index.get_indexer(idx)] = [names.get(int(v)) for v in np.asarray(got)]
+        xs, ys = (xr.DataArray(part[c].to_numpy(), dims="p") for c in ("x", "y"))
+
+        def at(when, t=t, xs=xs, ys=ys):
+            layer = t.isel(time=0) if t.sizes["time"] == 1 else t.sel(time=when)
+            return np.asarray(layer.sel(x=xs, y=ys, method="nearest"))
+
+        if change:
+            got = np.full(len(part), None, dtype=object)
+            for (t0, t1), idx in part.groupby(["time0", "time"]).groups.items():
+                k = part.index.get_indexer(idx)
+                a, b = at(np.datetime64(t0))[k], at(np.datetime64(t1))[k]
+                known = np.isin(a, list(names)) & np.isin(b, list(names))
+                was, now = np.isin(a, list(mining)), np.isin(b, list(mining))
+                code = np.select([was & now, now, was], [3, 1, 2], 0)
+                got[k] = [CHANGE[c] if ok else None for c, ok in zip(code, known, strict=True)]
+        else:
+            got = np.full(len(part), None, dtype=object)
+            for when, idx in part.groupby("time").groups.items():
+                k = part.index.get_indexer(idx)
+                got[k] = [names.get(int(v)) for v in at(np.datetime64(when))[k]]
+        reference[out.index.get_indexer(rows)] = got
     out["reference"] = reference
     return out
 
@@ -1093,8 +1172,8 @@ def adjusted_areas(
 
     per_unit = _check_units(units)
     frames = [
-        _olofsson(site, t, s, mapped, counts, per_unit, units)
-        for site, t, s, mapped, counts in _error_matrices(pred, sample_points, reference, schema)
+        _olofsson(m, mapped, counts, per_unit, units)
+        for m, mapped, counts in _error_matrices(pred, sample_points, reference, schema)
     ]
     table = pd.concat(frames, ignore_index=True)
     table.attrs["units"] = units
@@ -1115,7 +1194,8 @@ def adjusted_mining_area(
     :func:`adjusted_areas`.
 
     The union is estimated as one class (each stratum's share of points truly mining), not by
-    adding the classes' intervals, which would ignore that their errors offset each other.
+    adding the classes' intervals, which would ignore that their errors offset each other. From
+    a change sample (``sample(strata="change")``) it is the footprint at the later period.
 
     Returns
     -------
@@ -1131,8 +1211,14 @@ def adjusted_mining_area(
 
     per_unit = _check_units(units)
     rows = []
-    for site, t, s, mapped, counts in _error_matrices(pred, sample_points, reference, schema):
-        cols = [s.ids.index(c) for c in _class_ids(mining_classes, s, "mining_classes")]
+    matrices = _error_matrices(pred, sample_points, reference, schema, mining_classes)
+    for m, mapped, counts in matrices:
+        cols = [i for i, is_mining in enumerate(m.mining) if is_mining]
+        if m.time0 is None and mining_classes is not None:
+            chosen = [mining_classes] if isinstance(mining_classes, str) else list(mining_classes)
+            if set(chosen) - set(m.names):
+                raise StatsError(f"mining_classes {chosen} are not all among {list(m.names)}")
+            cols = [i for i, name in enumerate(m.names) if name in chosen]
         n_i = counts.sum(axis=1)
         is_mining = np.isin(np.arange(len(n_i)), cols).astype(float)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -1142,7 +1228,7 @@ def adjusted_mining_area(
         area = mapped.sum() * (w * share).sum() / per_unit
         se = mapped.sum() * np.sqrt((w**2 * share * (1 - share) / dof).sum()) / per_unit
         rows.append({
-            "site_id": site, "time": t, f"mapped_{units}": mapped[cols].sum() / per_unit,
+            "site_id": m.site, "time": m.time, f"mapped_{units}": mapped[cols].sum() / per_unit,
             f"adjusted_{units}": area, f"se_{units}": se,
             f"ci_low_{units}": area - _Z95 * se, f"ci_high_{units}": area + _Z95 * se,
         })  # fmt: skip
@@ -1151,9 +1237,10 @@ def adjusted_mining_area(
     return table
 
 
-def _error_matrices(pred, sample_points, reference: str, schema):
-    """(site, period, schema, mapped area of each class in m², sample error matrix with map
-    classes as rows and reference classes as columns) of every map with observed pixels."""
+def _error_matrices(pred, sample_points, reference: str, schema, mining_classes=None):
+    """(map, mapped area of each class in m², sample error matrix with map classes as rows and
+    reference classes as columns) of every map with observed pixels; a change sample's maps
+    are the change between its two periods."""
     import pandas as pd
 
     if reference not in sample_points.columns:
@@ -1161,37 +1248,40 @@ def _error_matrices(pred, sample_points, reference: str, schema):
             f"the sample has no {reference!r} column: label it first (sample()[{reference!r}])"
         )
     labelled = sample_points[sample_points[reference].notna()]
+    periods = None
+    if "time0" in labelled.columns:  # a change sample: one pair of periods
+        pairs = labelled[["time0", "time"]].drop_duplicates()
+        if len(pairs) != 1:
+            raise StatsError(f"a change sample must be of one pair of periods, not {len(pairs)}")
+        periods = tuple(pairs.iloc[0])
     found = False
-    for site, p, s in _each(pred, schema):
-        ids = np.asarray(s.ids)
-        index = {c: i for i, c in enumerate(ids)}
-        by_name = {name: c for name, c in zip(s.names, ids, strict=True)}
-        areas = _pixel_areas(p)
-        points = labelled[labelled.site_id == site]
-        for k, t in enumerate(p.time.values):
-            codes = np.asarray(p.isel(time=k))
-            mapped = np.array([areas[codes == c].sum() for c in ids])
-            if not mapped.sum():
-                continue
-            same = (points.time == t) | (points.time.isna() & bool(pd.isna(t)))
-            here = points[same]
-            refs = [by_name.get(r, r) for r in here[reference]]
-            unknown = sorted({str(r) for r in refs if r not in index})
-            if unknown:
-                raise StatsError(
-                    f"reference classes {unknown} of site {site!r} are not in the map's classes "
-                    f"{list(s.names)}"
-                )
-            counts = np.zeros((len(ids), len(ids)))
-            np.add.at(counts, ([index[m] for m in here.map_class_id], [index[r] for r in refs]),
-                      1)  # fmt: skip
-            found = True
-            yield site, t, s, mapped, counts
+    for m in _maps(pred, schema, periods, mining_classes):
+        index = {int(c): i for i, c in enumerate(m.ids)}
+        by_name = dict(zip(m.names, m.ids.tolist(), strict=True))
+        areas = _pixel_areas(m.grid)
+        mapped = np.array([areas[m.codes == c].sum() for c in m.ids])
+        if not mapped.sum():
+            continue
+        points = labelled[labelled.site_id == m.site]
+        same = (points.time == m.time) | (points.time.isna() & bool(pd.isna(m.time)))
+        here = points[same]
+        refs = [by_name.get(r, r) for r in here[reference]]
+        unknown = sorted({str(r) for r in refs if r not in index})
+        if unknown:
+            raise StatsError(
+                f"reference classes {unknown} of site {m.site!r} are not in the map's classes "
+                f"{list(m.names)}"
+            )
+        counts = np.zeros((len(m.ids), len(m.ids)))
+        np.add.at(counts, ([index[int(c)] for c in here.map_class_id],
+                           [index[int(r)] for r in refs]), 1)  # fmt: skip
+        found = True
+        yield m, mapped, counts
     if not found:
         raise StatsError("no map with observed pixels to estimate areas for")
 
 
-def _olofsson(site, t, s: ClassSchema, mapped: np.ndarray, counts: np.ndarray, per_unit, units):
+def _olofsson(m: _Map, mapped: np.ndarray, counts: np.ndarray, per_unit, units):
     """The estimates of one map from its mapped areas (m²) and sample error matrix."""
     import pandas as pd
 
@@ -1223,8 +1313,8 @@ def _olofsson(site, t, s: ClassSchema, mapped: np.ndarray, counts: np.ndarray, p
     area = total * share / per_unit
     se = total * share_se / per_unit
     return pd.DataFrame({
-        "site_id": site, "time": t, "class": s.names, "class_id": s.ids,
-        "is_mining": [c.is_mining for c in s],
+        "site_id": m.site, **({"time0": m.time0} if m.time0 is not None else {}),
+        "time": m.time, "class": list(m.names), "class_id": m.ids, "is_mining": list(m.mining),
         f"mapped_{units}": mapped / per_unit, f"adjusted_{units}": area, f"se_{units}": se,
         f"ci_low_{units}": area - _Z95 * se, f"ci_high_{units}": area + _Z95 * se,
         "users_accuracy": users, "users_se": users_se,
