@@ -799,7 +799,15 @@ def experiment(grid, out) -> None:
     show_default=True,
     help="Share of a site observed for a period to count in changes.",
 )
-def report(predictions, out, cubes, sites, labels, label_time_column, units, min_observed):
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Labelled sample (from `minecube sample`): adds error-adjusted areas with intervals.",
+)
+def report(
+    predictions, out, cubes, sites, labels, label_time_column, units, min_observed, reference
+):
     """Write the HTML report of a prediction store: class areas, mine expansion, transitions,
     maps, and CSV/Parquet, COG and GeoPackage exports.
 
@@ -810,7 +818,7 @@ def report(predictions, out, cubes, sites, labels, label_time_column, units, min
     """
     pipeline.report_predictions(predictions, out, cubes=cubes, sites=sites, labels=labels,
                                 label_time_column=label_time_column, units=units,
-                                min_observed=min_observed)  # fmt: skip
+                                min_observed=min_observed, reference=reference)  # fmt: skip
 
 
 if __name__ == "__main__":

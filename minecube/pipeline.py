@@ -919,9 +919,9 @@ def report_predictions(
         Label column holding the year each polygon describes.
     **options
         Passed to :func:`~minecube.report.write_report` (``units``, ``min_observed``,
-        ``title``, ``run_id``); ``sample=n`` draws ``n`` points per map
-        (:func:`minecube.stats.sample`), labels them from ``labels`` and adds the
-        error-adjusted areas with their 95 % intervals.
+        ``title``, ``run_id``); ``reference=`` a labelled sample (or its file), or
+        ``sample=n`` to draw ``n`` points per map (:func:`minecube.stats.sample`) labelled
+        from ``labels``, adds the error-adjusted areas with their 95 % intervals.
 
     Returns
     -------
@@ -942,8 +942,10 @@ def report_predictions(
     folder = Path(out)
     log.info(f"\nwriting the report to {folder}")
     n = options.pop("sample", 0)
-    reference = None
-    if n and truth is not None:  # a sample of each map, labelled from the labels
+    reference = options.pop("reference", None)
+    if reference is not None:  # a sample labelled by hand
+        reference = _read_sample(reference)
+    elif n and truth is not None:  # a sample of each map, labelled from the labels
         from minecube.stats import reference_from, sample
 
         points = sample(preds, n=n, min_per_stratum=min(50, n // 10), seed=0)

@@ -288,3 +288,7 @@ def test_sample_then_stats_with_the_labelled_sample(lab, tmp_path):
     )
     assert set(table.site_id) == {site}
     assert table.adjusted_ha.sum() == pytest.approx(table.mapped_ha.sum())  # the same total
+    _run("report", store, "--reference", gpkg, "--out", tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Mining footprint, mapped and error-adjusted" in page
+    assert (tmp_path / "report" / "figures" / "adjusted.png").stat().st_size > 5_000
