@@ -601,10 +601,11 @@ def test_build_many_builds_every_site_alike_on_threads_and_a_cluster(
     from minecube.cube import BuildFailedWarning, build_many, open_cube
     from minecube.stac import search_many
 
-    sites = many_world.sites
+    sites = many_world.sites  # the first mine of each district, and one more to fail
+    sites = sites[sites.site_id.str.endswith("-000") | (sites.site_id == "atacama-copper-001")]
     found = search_many(sites, "2022-01-01", "2023-12-31", catalog=many_server.stac_url)
     found["atacama-copper-001"] = []  # no scene: this site fails, alone
-    with pytest.warns(BuildFailedWarning, match=r"1 of 24 sites failed.*atacama-copper-001"):
+    with pytest.warns(BuildFailedWarning, match=r"1 of 9 sites failed.*atacama-copper-001"):
         threads = build_many(sites, found, tmp_path / "threads.zarr", composite="year",
                              progress=False)  # fmt: skip
     with Client(cluster), pytest.warns(BuildFailedWarning):
@@ -626,7 +627,7 @@ def test_build_many_builds_every_site_alike_on_threads_and_a_cluster(
             open_cube(tmp_path / "cluster.zarr", site).load(),
         )
     site_files = [
-        f for _, _, files in os.walk(tmp_path / "threads.zarr" / "hunter-coal-002") for f in files
+        f for _, _, files in os.walk(tmp_path / "threads.zarr" / "hunter-coal-000") for f in files
     ]
     assert len(site_files) / 2 <= 10  # files per site-period: one shard per variable
     # again: nothing new for the built sites; the failed one is retried
