@@ -9,7 +9,7 @@ suggests the right one. Re-running the same configuration reuses what is built: 
 only new periods, a trained model is kept, finished predictions are skipped.
 
 Each step is also a function of its own — :func:`search_sites`, :func:`build_cubes`,
-:func:`train_model`, :func:`segment_cubes`, :func:`write_area_tables`,
+:func:`train_model`, :func:`segment_cubes`, :func:`write_area_tables`, :func:`write_sample`,
 :func:`report_predictions` — which the ``minecube`` commands call; each logs its summary to
 the ``minecube`` logger (INFO), which the commands print.
 
@@ -438,7 +438,8 @@ def search_sites(
     max_cloud: float | None = None,
     out: str | os.PathLike | None = None,
 ) -> dict[str, list]:
-    """Search a STAC API for every site's scenes (:func:`minecube.stac.search`).
+    """Search a STAC API for every site's scenes, one search per group of nearby sites
+    (:func:`minecube.stac.search_many`); a site without items is logged, not an error.
 
     Parameters
     ----------
