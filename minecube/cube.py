@@ -705,7 +705,6 @@ def to_zarr(
         The periods written by this call (ISO dates).
     """
     import dask
-    import xarray as xr
     from tqdm.auto import tqdm
 
     from minecube import store as stores
@@ -743,7 +742,7 @@ def to_zarr(
     for first in range(0, len(to_write), batch):
         periods_ = to_write[first : first + batch]
         try:
-            parts = dask.compute(*[cube.sel(time=[np.datetime64(p)]) for p in periods_])
+            (computed,) = dask.compute(cube.sel(time=[np.datetime64(p) for p in periods_]))
         except Exception as e:
             if not _is_read_error(e):
                 raise
@@ -752,9 +751,10 @@ def to_zarr(
                 f"{redact(str(e).splitlines()[0])[:300]}. The {len(written)} periods written "
                 "by this call are kept; run the same call again to resume"
             ) from None
-        computed = dict(zip(periods_, parts, strict=True))
-        for period, part in computed.items():
-            if int(part.valid_count.sum()) == 0:
+        for period, count in zip(
+            periods_, computed.valid_count.sum(("y", "x")).values, strict=True
+        ):
+            if int(count) == 0:
                 warnings.warn(
                     f"no valid observation in the period starting {period} (all cloud or no "
                     "data): its reflectance is NaN and valid_count 0",
@@ -768,9 +768,8 @@ def to_zarr(
                         f"stopped after {len(written)} periods (fail_after={fail_after})"
                     )
                 run = run[: fail_after - len(written)]
-            part = computed[run[0]]
-            if len(run) > 1:
-                part = xr.concat([computed[p] for p in run], "time")
+            at = periods_.index(run[0])  # a run is consecutive periods of the batch
+            part = computed.isel(time=slice(at, at + len(run)))
             existing = _write_periods(part, run, store, group, existing, chunks)
             files = stores.listing(store, group)
             for period in run:

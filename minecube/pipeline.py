@@ -587,14 +587,15 @@ def build_cubes(
         sum(p.stat().st_size for p in (Path(store) / s).rglob("*") if p.is_file()) if local else 0
         for s in table.site_id
     ]
-    ok = table.status == "ok"
+    if quicklooks is not None:
+        quicklooks = Path(quicklooks)
+        quicklooks.mkdir(parents=True, exist_ok=True)
     table["valid_pct"] = float("nan")
-    for row in table[ok].itertuples():
+    for row in table[table.status == "ok"].itertuples():
         stored = open_cube(store, row.site_id)
         table.loc[row.Index, "valid_pct"] = 100 * float((stored.valid_count > 0).mean())
         if quicklooks is not None:
-            Path(quicklooks).mkdir(parents=True, exist_ok=True)
-            quicklook(stored, Path(quicklooks) / f"{row.site_id}.png")
+            quicklook(stored, quicklooks / f"{row.site_id}.png")
     log.info(
         f"\n{'site':20s} {'periods':>8s} {'new':>4s} {'valid':>7s} {'on disk':>9s} {'time':>7s}"
     )

@@ -125,14 +125,10 @@ def search(
     """
     import pystac
 
-    client = open_catalog(catalog)
+    client, start_s, end_s, href = _open_search(catalog, start, end, collection)
     geometry = site_geometry(site)
-    start_s, end_s = _day(start, "start"), _day(end, "end")
-    if start_s > end_s:
-        raise ValueError(f"start {start_s} is after end {end_s}; swap them")
-    _check_collection(client, collection)
     items, record = _query(client, geometry, start_s, end_s, collection, max_cloud, limit)
-    record["catalog"] = redact(client.self_href or str(catalog))
+    record["catalog"] = href
     if not items:
         raise NoItemsError(
             f"no {collection!r} items intersect the site between {start_s} and {end_s}"
@@ -141,6 +137,17 @@ def search(
             "Widen the dates, raise max_cloud, or check the site's coordinates."
         )
     return pystac.ItemCollection(items, extra_fields={"minecube:search": record})
+
+
+def _open_search(catalog, start, end, collection: str):
+    """What every search starts with: the open API, the first and last day (checked), the
+    collection checked to exist, and the catalogue's URL as recorded (no secrets)."""
+    client = open_catalog(catalog)
+    start_s, end_s = _day(start, "start"), _day(end, "end")
+    if start_s > end_s:
+        raise ValueError(f"start {start_s} is after end {end_s}; swap them")
+    _check_collection(client, collection)
+    return client, start_s, end_s, redact(client.self_href or str(catalog))
 
 
 def _query(client, geometry, start_s: str, end_s: str, collection: str, max_cloud, limit: int):
@@ -231,12 +238,7 @@ def search_many(
     import shapely
     from shapely.ops import unary_union
 
-    client = open_catalog(catalog)
-    start_s, end_s = _day(start, "start"), _day(end, "end")
-    if start_s > end_s:
-        raise ValueError(f"start {start_s} is after end {end_s}; swap them")
-    _check_collection(client, collection)
-    catalog_href = redact(client.self_href or str(catalog))
+    client, start_s, end_s, catalog_href = _open_search(catalog, start, end, collection)
     geometries = {row.site_id: site_geometry(row) for row in sites.itertuples()}
     found: dict[str, pystac.ItemCollection] = {}
     for members in _nearby(geometries, cell):

@@ -890,17 +890,26 @@ class _Map:
     grid: xr.DataArray  # a (y, x) layer of the prediction: coordinates and CRS
 
 
+def _change_codes(first: np.ndarray, last: np.ndarray, ids, mining_ids) -> np.ndarray:
+    """:data:`CHANGE` codes of pixels with class ids ``first`` then ``last``: 0 stable
+    non-mining, 1 gain, 2 loss, 3 stable mining; -1 where either is not a class (unobserved)."""
+    observed = np.isin(first, ids) & np.isin(last, ids)
+    was, now = np.isin(first, mining_ids), np.isin(last, mining_ids)
+    return np.where(observed, np.select([was & now, now, was], [3, 1, 2], 0), -1)
+
+
 def _maps(pred, schema, periods=None, mining_classes=None):
     """Every map of the predictions: each site and period, or (``periods=(t0, t1)``) each
     site's mining change between two periods, as :data:`CHANGE` codes."""
     import pandas as pd
 
     for site, p, s in _each(pred, schema):
+        mining_ids = _class_ids(mining_classes, s, "mining_classes")
         if periods is None:
+            mining = tuple(c in mining_ids for c in s.ids)
             for k, t in enumerate(p.time.values):
-                yield _Map(site, t, None, tuple(s.names), np.asarray(s.ids),
-                           tuple(c.is_mining for c in s), np.asarray(p.isel(time=k)),
-                           p.isel(time=k))  # fmt: skip
+                yield _Map(site, t, None, tuple(s.names), np.asarray(s.ids), mining,
+                           np.asarray(p.isel(time=k)), p.isel(time=k))  # fmt: skip
             continue
         try:
             first, last = (p.sel(time=pd.Timestamp(t).to_datetime64()) for t in periods)
@@ -909,11 +918,7 @@ def _maps(pred, schema, periods=None, mining_classes=None):
                 f"periods {periods} are not both periods of site {site!r}: "
                 f"{[str(t)[:10] for t in p.time.values]}"
             ) from None
-        a, b = np.asarray(first), np.asarray(last)
-        observed = np.isin(a, s.ids) & np.isin(b, s.ids)
-        mining_ids = _class_ids(mining_classes, s, "mining_classes")
-        was, now = np.isin(a, mining_ids), np.isin(b, mining_ids)
-        codes = np.where(observed, np.select([was & now, now, was], [3, 1, 2], 0), -1)
+        codes = _change_codes(np.asarray(first), np.asarray(last), s.ids, mining_ids)
         yield _Map(site, last.time.values, first.time.values, CHANGE, np.arange(4),
                    (False, True, False, True), codes, last)  # fmt: skip
 
@@ -1084,7 +1089,7 @@ def reference_from(sample_points, truth: Mapping[str, xr.DataArray], *, schema=N
             continue
         t, s = _checked(truth[site], schema)
         names = dict(zip(s.ids, s.names, strict=True))
-        mining = {c.id for c in s.mining}
+        mining = [c.id for c in s.mining]
         part = out.loc[rows]
         xs, ys = (xr.DataArray(part[c].to_numpy(), dims="p") for c in ("x", "y"))
 
@@ -1092,17 +1097,14 @@ def reference_from(sample_points, truth: Mapping[str, xr.DataArray], *, schema=N
             layer = t.isel(time=0) if t.sizes["time"] == 1 else t.sel(time=when)
             return np.asarray(layer.sel(x=xs, y=ys, method="nearest"))
 
+        got = np.full(len(part), None, dtype=object)
         if change:
-            got = np.full(len(part), None, dtype=object)
             for (t0, t1), idx in part.groupby(["time0", "time"]).groups.items():
                 k = part.index.get_indexer(idx)
-                a, b = at(np.datetime64(t0))[k], at(np.datetime64(t1))[k]
-                known = np.isin(a, list(names)) & np.isin(b, list(names))
-                was, now = np.isin(a, list(mining)), np.isin(b, list(mining))
-                code = np.select([was & now, now, was], [3, 1, 2], 0)
-                got[k] = [CHANGE[c] if ok else None for c, ok in zip(code, known, strict=True)]
+                code = _change_codes(at(np.datetime64(t0))[k], at(np.datetime64(t1))[k],
+                                     s.ids, mining)  # fmt: skip
+                got[k] = [CHANGE[c] if c >= 0 else None for c in code]
         else:
-            got = np.full(len(part), None, dtype=object)
             for when, idx in part.groupby("time").groups.items():
                 k = part.index.get_indexer(idx)
                 got[k] = [names.get(int(v)) for v in at(np.datetime64(when))[k]]
@@ -1214,19 +1216,13 @@ def adjusted_mining_area(
     matrices = _error_matrices(pred, sample_points, reference, schema, mining_classes)
     for m, mapped, counts in matrices:
         cols = [i for i, is_mining in enumerate(m.mining) if is_mining]
-        if m.time0 is None and mining_classes is not None:
-            chosen = [mining_classes] if isinstance(mining_classes, str) else list(mining_classes)
-            if set(chosen) - set(m.names):
-                raise StatsError(f"mining_classes {chosen} are not all among {list(m.names)}")
-            cols = [i for i, name in enumerate(m.names) if name in chosen]
+        # one reference column, "truly mining"; a stratum not sampled is taken as mapped
         n_i = counts.sum(axis=1)
-        is_mining = np.isin(np.arange(len(n_i)), cols).astype(float)
         with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(n_i > 0, counts[:, cols].sum(axis=1) / n_i, is_mining)
-            dof = np.where(n_i > 1, n_i - 1, np.inf)
-        w = mapped / mapped.sum()
-        area = mapped.sum() * (w * share).sum() / per_unit
-        se = mapped.sum() * np.sqrt((w**2 * share * (1 - share) / dof).sum()) / per_unit
+            truly = np.where(n_i > 0, counts[:, cols].sum(axis=1) / n_i, np.array(m.mining))
+        share, share_se = _stratified(mapped / mapped.sum(), truly[:, None], n_i)
+        area = mapped.sum() * share[0] / per_unit
+        se = mapped.sum() * share_se[0] / per_unit
         rows.append({
             "site_id": m.site, "time": m.time, f"mapped_{units}": mapped[cols].sum() / per_unit,
             f"adjusted_{units}": area, f"se_{units}": se,
@@ -1281,6 +1277,16 @@ def _error_matrices(pred, sample_points, reference: str, schema, mining_classes=
         raise StatsError("no map with observed pixels to estimate areas for")
 
 
+def _stratified(w: np.ndarray, rows: np.ndarray, n_i: np.ndarray):
+    """Olofsson et al.'s stratified estimator: from each stratum's area weight ``w`` and the
+    shares of its sample in each reference class ``rows`` (strata × classes), the estimated
+    area share of each class and its standard error (eq. 10)."""
+    dof = np.where(n_i > 1, n_i - 1, np.inf)[:, None]
+    share = (w[:, None] * rows).sum(axis=0)
+    se = np.sqrt((w[:, None] ** 2 * rows * (1 - rows) / dof).sum(axis=0))
+    return share, se
+
+
 def _olofsson(m: _Map, mapped: np.ndarray, counts: np.ndarray, per_unit, units):
     """The estimates of one map from its mapped areas (m²) and sample error matrix."""
     import pandas as pd
@@ -1295,8 +1301,7 @@ def _olofsson(m: _Map, mapped: np.ndarray, counts: np.ndarray, per_unit, units):
         p = w[:, None] * rows  # p̂_ij
         dof = np.where(n_i > 1, n_i - 1, np.inf)
         cell_var = rows * (1 - rows) / dof[:, None]  # per stratum and reference class
-        share = p.sum(axis=0)
-        share_se = np.sqrt((w[:, None] ** 2 * cell_var).sum(axis=0))
+        share, share_se = _stratified(w, rows, n_i)
         users = np.where(sampled, np.diag(rows), np.nan)
         users_se = np.sqrt(np.where(sampled, users * (1 - users) / dof, np.nan))
         producers = np.diag(p) / share
