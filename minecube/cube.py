@@ -22,6 +22,7 @@ from minecube.errors import MinecubeError
 from minecube.sensors import (
     BANDS,
     BASELINE_DN_OFFSET,
+    LEARNED_MASKS,
     MASKED_SCL,
     MASKS,
     Radiometry,
@@ -370,7 +371,9 @@ def build(
         Spatial chunk size in pixels; a multiple of the chip size keeps chips aligned.
     mask
         Cloud mask: ``"scl"`` (Sentinel-2 L2A), ``"qa_pixel"`` (Landsat Collection 2 Level-2),
-        ``"fmask"`` (HLS), ``"none"`` (only nodata is masked; recorded), or a callable that
+        ``"fmask"`` (HLS), ``"csmask"`` (a learned cloud and shadow mask for archives
+        without a mask layer, :mod:`minecube.csmask`), ``"none"`` (only nodata is masked;
+        recorded), or a callable that
         takes the per-scene reflectance (time, band, y, x) and returns where it is clear
         (time, y, x). Default: the sensor's own (:data:`minecube.sensors.MASKS`).
     mask_scl
@@ -476,6 +479,10 @@ def build(
     reflectance = reflectance.drop_vars("item_id")
     if callable(mask):
         valid = _callable_mask(mask, reflectance)
+    elif mask_name == "csmask":
+        from minecube.csmask import clear
+
+        valid = clear(reflectance, resolution=resolution)
     elif asset_mask != "none":
         layer = raw.sel(band=keys[-1]).drop_vars(["band", "item_id"])
         valid = mask_valid(asset_mask, layer, scl_codes=tuple(mask_scl))
@@ -614,8 +621,10 @@ def _mask_name(mask, sensor) -> str:
         return f"callable:{getattr(mask, '__qualname__', type(mask).__name__)}"
     if mask is None:
         return sensor.default_mask
+    if mask in LEARNED_MASKS:
+        return mask
     if mask not in MASKS:
-        raise ValueError(f"mask={mask!r} is not one of {list(MASKS)} or a callable")
+        raise ValueError(f"mask={mask!r} is not one of {[*MASKS, *LEARNED_MASKS]} or a callable")
     if mask != "none" and mask not in sensor.masks:
         raise ValueError(
             f"mask={mask!r} does not exist for {sensor.name} items; choose one of "

@@ -28,6 +28,7 @@ from minecube import __version__
 from minecube.chips import Normalisation
 from minecube.classes import ClassSchema
 from minecube.errors import MinecubeError, MissingDependencyError
+from minecube.pretrained import PRESETS, WeightsReport, WeightsUnavailableError
 
 __all__ = [
     "ARCHITECTURES",
@@ -52,10 +53,6 @@ ARCHITECTURES: dict[str, str] = {
 """Architecture → default encoder (FPN + DenseNet-121 was the paper's best)."""
 
 _PRITHVI_BANDS = {"blue": "BLUE", "green": "GREEN", "red": "RED", "nir": "NIR_NARROW"}
-
-
-class WeightsUnavailableError(MinecubeError, FileNotFoundError):
-    """Pretrained weights asked for cannot be fetched or read."""
 
 
 class CheckpointError(MinecubeError, ValueError):
@@ -232,6 +229,8 @@ class Segmenter(nn.Module):
         self.net = net
         self.stride = stride
         self.card: ModelCard | None = None
+        self.pretrained: WeightsReport | None = None
+        """What the encoder's pretrained weights filled in (:mod:`minecube.pretrained`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -241,28 +240,6 @@ class Segmenter(nn.Module):
         if self.spec.architecture == "prithvi" and x.ndim == 4:
             x = x.unsqueeze(2)
         return self.net(x)[..., :h, :w]
-
-
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _imagenet_error(architecture: str, encoder_name: str, error: Exception):
-    how = (
-        f"safetensors.torch.save_file(create({architecture!r}, encoder_name={encoder_name!r}, "
-        "in_channels=3, encoder_weights='imagenet').net.encoder.state_dict(), path)"
-    )
-    return WeightsUnavailableError(
-        f"ImageNet weights for encoder {encoder_name!r} could not be fetched "
-        f"({type(error).__name__}: {str(error)[:160]}). This machine is probably offline. "
-        "Either fetch them where there is internet and copy ~/.cache/huggingface over, or "
-        "pass encoder_weights='/path/to/encoder.safetensors': a state dict of the "
-        f"{encoder_name} encoder with 3 input channels, saved e.g. with {how}"
-    )
 
 
 def create(
@@ -286,18 +263,26 @@ def create(
         An smp / timm encoder, or a Prithvi backbone such as ``"prithvi_eo_tiny"`` or
         ``"prithvi_eo_v2_300"``; default from :data:`ARCHITECTURES`.
     in_channels
-        Input channels (bands). With pretrained weights and more than 3 channels, the first
-        convolution keeps the RGB filters and fills the extra channels with them, rescaled.
+        Input channels (bands). With pretrained weights for other bands, the first convolution
+        is adapted: by band name when ``bands`` is given (filters of bands the weights lack
+        start from the mean filter), else by cycling the filters; rescaled to the weights'
+        channel count.
     classes
         Output classes.
     encoder_weights
-        ``None`` (random initialisation), ``"imagenet"`` (downloaded; fails fast offline with
-        :class:`WeightsUnavailableError` saying how to supply them) or a path to a local
-        ``.safetensors`` / ``.pth`` state dict of the encoder (Prithvi: its checkpoint).
+        ``None`` (random initialisation); a file: a state dict (``.safetensors``, or a
+        weights-only ``.pt`` / ``.pth`` / ``.bin``) of the encoder or of a whole model, or an
+        ONNX model; ``"csmask-l2a"`` (EfficientNet-B4 trained on Sentinel-2 L2A, from the
+        installed ukis-csmask package); or ``"imagenet"`` from the local Hugging Face cache.
+        Nothing is downloaded: :class:`WeightsUnavailableError` says how to supply weights
+        that are missing. Tensors are matched by name and shape; what was loaded and left
+        random is ``model.pretrained`` (:mod:`minecube.pretrained`), kept in the model card.
+        Prithvi takes the path of its own checkpoint.
     frames
         Periods per input; Prithvi takes the cube's time axis as its temporal frames.
     bands
-        Band names, for Prithvi's patch embedding (matched to its pretrained bands).
+        Band names: matched to the bands pretrained weights were trained on (first
+        convolution; Prithvi's patch embedding).
 
     Examples
     --------
@@ -308,21 +293,21 @@ def create(
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r} is not one of {list(ARCHITECTURES)}")
-    encoder_name = encoder_name or ARCHITECTURES[architecture]
     weights = None if encoder_weights is None else str(encoder_weights)
-    local = None
-    if weights not in (None, "imagenet"):
-        local = Path(weights)
-        if not local.is_file():
-            raise WeightsUnavailableError(
-                f"encoder_weights={weights!r} is neither None, 'imagenet' nor an existing file"
-            )
+    preset = PRESETS.get(weights or "")
+    if preset and encoder_name not in (None, preset["encoder_name"]):
+        raise ValueError(
+            f"encoder_weights={weights!r} holds the {preset['encoder_name']} encoder; pass "
+            f"encoder_name={preset['encoder_name']!r} (or leave it out)"
+        )
+    encoder_name = encoder_name or (preset or {}).get("encoder_name") or ARCHITECTURES[architecture]
     spec = ModelSpec(architecture, encoder_name, in_channels, classes, frames, weights)
     if architecture == "prithvi":
-        if weights == "imagenet":
+        if weights is not None and not Path(weights).is_file():
             raise WeightsUnavailableError(
-                "Prithvi has no ImageNet weights; pass encoder_weights= the path of a Prithvi "
-                "checkpoint (e.g. Prithvi_EO_V2_300.pt from Hugging Face ibm-nasa-geospatial)"
+                f"Prithvi starts from its own checkpoint, not {weights!r}: pass "
+                "encoder_weights= the path of a Prithvi checkpoint (e.g. Prithvi_EO_V2_300.pt "
+                "from Hugging Face ibm-nasa-geospatial); Prithvi has no ImageNet weights"
             )
         names = bands or [f"band{i}" for i in range(in_channels)]
         if len(names) != in_channels:
@@ -333,54 +318,44 @@ def create(
         raise ValueError(f"frames={frames}: only architecture='prithvi' takes several periods")
     import segmentation_models_pytorch as smp
 
-    kwargs = {"encoder_name": encoder_name, "classes": classes}
+    from minecube.pretrained import load_encoder, read_weights
+
+    source = None if weights is None else read_weights(weights, encoder_name=encoder_name)
     try:
-        if weights == "imagenet":
-            net = smp.create_model(
-                architecture, encoder_weights="imagenet", in_channels=in_channels, **kwargs
-            )
-        else:
-            net = smp.create_model(
-                architecture,
-                encoder_weights=None,
-                in_channels=3 if local else in_channels,
-                **kwargs,
-            )
-    except OSError as e:
-        raise _imagenet_error(architecture, encoder_name, e) from e
+        net = smp.create_model(
+            architecture,
+            encoder_name=encoder_name,
+            classes=classes,
+            encoder_weights=None,
+            in_channels=in_channels,
+        )
     except KeyError as e:
         raise ValueError(f"unknown encoder_name={encoder_name!r} for {architecture}: {e}") from e
-    if local is not None:
-        try:
-            state = _read_state(local)
-        except Exception as e:
-            raise WeightsUnavailableError(f"cannot read encoder weights {str(local)!r}: {e}") from e
-        try:  # smp encoders drop their classifier's keys themselves
-            net.encoder.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise WeightsUnavailableError(
-                f"{str(local)!r} is not a state dict of encoder {encoder_name!r}: {str(e)[:300]}"
-            ) from e
-        if in_channels != 3:
-            net.encoder.set_in_channels(in_channels, pretrained=True)
-    return Segmenter(spec, net, 32)
+    model = Segmenter(spec, net, 32)
+    if source is not None:
+        model.pretrained = load_encoder(net.encoder, source, bands=tuple(bands or ()) or None)
+    return model
 
 
 def _versions(spec: ModelSpec) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"minecube": __version__}
-    for name in ("torch", "segmentation-models-pytorch", "timm", "terratorch"):
+    for name in ("torch", "segmentation-models-pytorch", "timm", "terratorch", "ukis-csmask"):
         with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
     return out
 
 
 def card_for(model: Segmenter, **fields: Any) -> ModelCard:
-    """A model card for ``model`` (versions and the creation time filled in)."""
+    """A model card for ``model`` (versions, creation time and pretrained weights filled in)."""
     card = ModelCard(spec=model.spec, **fields)
+    training = dict(card.training)
+    if model.pretrained is not None:  # where the encoder started: source, licence, report
+        training.setdefault("pretrained", model.pretrained.to_dict())
     return replace(
         card,
+        training=training,
         versions=card.versions or _versions(model.spec),
         created=card.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )

@@ -99,7 +99,7 @@ class CubeSettings(_Section):
         None, gt=0, description="Pixel size, metres (default: the sensor's)."
     )
     engine: Literal["stackstac", "odc-stac"] = Field("stackstac", description="Read engine.")
-    mask: Literal["scl", "qa_pixel", "fmask", "none"] | None = Field(
+    mask: Literal["scl", "qa_pixel", "fmask", "csmask", "none"] | None = Field(
         None, description="Cloud mask (default: the sensor's)."
     )
     chunks: int = Field(512, ge=16, description="Spatial chunk size, pixels.")

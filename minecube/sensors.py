@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BANDS",
     "BASELINE_DN_OFFSET",
+    "LEARNED_MASKS",
     "MASKED_SCL",
     "MASKS",
     "SENSORS",
@@ -61,6 +62,16 @@ MASKS = ("scl", "qa_pixel", "fmask", "none")
 - ``"fmask"``: HLS v2 ``Fmask`` bit flags: cirrus, cloud, adjacent to cloud, cloud shadow and
   snow/ice are masked, and the fill value 255.
 - ``"none"``: nothing is masked but nodata; recorded in the cube's attributes.
+
+Besides these mask layers, :data:`LEARNED_MASKS` are computed from the pixels themselves.
+"""
+
+LEARNED_MASKS = ("csmask",)
+"""Cloud masks computed from the reflectance, for any sensor with blue, green, red and NIR:
+
+- ``"csmask"``: the ukis-csmask network (clear / cloud / cloud shadow) of
+  :mod:`minecube.csmask`, for archives without a mask layer (SCL-less Sentinel-2, Landsat
+  without ``QA_PIXEL``); ``pip install 'minecube[csmask]'``.
 """
 
 MASKED_SCL: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
