@@ -61,7 +61,7 @@ def test_imagenet_offline_fails_fast_and_says_how_to_supply_weights(monkeypatch)
     assert time.perf_counter() - started < 20
     with pytest.raises(WeightsUnavailableError, match="Prithvi has no ImageNet weights"):
         create("prithvi", encoder_weights="imagenet")
-    with pytest.raises(WeightsUnavailableError, match="neither None, 'imagenet' nor an existing"):
+    with pytest.raises(WeightsUnavailableError, match="neither None, 'imagenet', a preset"):
         create("fpn", encoder_weights="/nowhere/weights.pth")
 
 
@@ -82,7 +82,7 @@ def test_local_encoder_weights_load_and_the_first_layer_takes_nir(tmp_path):
     assert model.spec.encoder_weights == str(path)
     (tmp_path / "other.safetensors").write_bytes(b"")
     save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")
-    with pytest.raises(WeightsUnavailableError, match="is not a state dict of encoder"):
+    with pytest.raises(WeightsUnavailableError, match="is not a state dict of this encoder"):
         create("unet", encoder_name="resnet18", encoder_weights=tmp_path / "other.safetensors")
 
 
