@@ -14,8 +14,10 @@ sites, and the results are written as CSV and Markdown. A grid is a YAML file::
       - {architecture: fpn, encoder_name: resnet18}
       - {architecture: unet, encoder_name: resnet18}
       - {architecture: prithvi, frames: 3}   # three consecutive periods per chip
+      - {architecture: fpn, encoder_name: efficientnet-b4,   # a model's own weights (and bands)
+         encoder_weights: [null, csmask-l2a]}
     bands: [rgb, rgbn, rgbn+ndvi]
-    encoder_weights: [null]                  # null = from scratch; "imagenet"; or a file
+    encoder_weights: [null]   # null = from scratch; "imagenet"; "csmask-l2a"; or a file
     chips: {input_dims: {y: 128, x: 128}, input_overlap: {y: 64, x: 64}}
     train: {epochs: 10, batch_size: 8, lr: 0.001}
     out: experiment
@@ -68,11 +70,18 @@ class Grid:
     out: str = "experiment"
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every combination, each with a unique file-safe name."""
+        """Every combination, each with a unique file-safe name.
+
+        A model entry may carry its own ``bands`` and ``encoder_weights`` (a value or a list),
+        which replace the grid's for that model: pretrained weights fit one encoder.
+        """
         out = []
-        for model in self.models:
-            for bands in self.bands:
-                for weights in self.encoder_weights:
+        for entry in self.models:
+            model = dict(entry)
+            bands_list = _as_list(model.pop("bands", self.bands))
+            weights_list = _as_list(model.pop("encoder_weights", self.encoder_weights))
+            for bands in bands_list:
+                for weights in weights_list:
                     tag = "scratch" if weights is None else Path(str(weights)).stem
                     encoder = model.get("encoder_name") or "default"
                     name = f"{model['architecture']}-{encoder}-{bands}-{tag}".replace("+", "_")
@@ -80,6 +89,10 @@ class Grid:
                         name += f"-t{model['frames']}"
                     out.append({"run": name, **model, "bands": bands, "encoder_weights": weights})
         return out
+
+
+def _as_list(value) -> tuple:
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 
 def read_grid(path: str | os.PathLike) -> Grid:
@@ -256,6 +269,7 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
         val = ChipDataset(*subset(split.val), bands=r["bands"], schema=schema, norm=train.norm,
                           **chip_kwargs) if split.val else None  # fmt: skip
         model = _model(r, schema)
+        pretrained = model.pretrained
         model = fit(model, train, val, progress=progress, **grid.train)
         evaluation = evaluate(model, *subset(split.test), sites)
         model.card.metrics["test"] = evaluation.summary.to_dict("records")
@@ -265,6 +279,9 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
             **{k: v for k, v in r.items() if k != "encoder_weights"},
             "encoder_name": model.spec.encoder_name,
             "weights": "scratch" if r["encoder_weights"] is None else str(r["encoder_weights"]),
+            "pretrained_tensors": None
+            if pretrained is None
+            else f"{pretrained.total - len(pretrained.random)}/{pretrained.total}",
             "epochs_run": model.card.training["epochs_run"],
             "train_s": model.card.training["seconds"],
             "val_miou": model.card.metrics["val_miou"],
@@ -299,8 +316,9 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
         f"{', '.join(split.val) or '—'}; test: {', '.join(split.test)}. Scores are on the test "
         "sites; IoU and mIoU are fractions (0–1), training time in seconds.\n\n"
     )
-    columns = ["run", "architecture", "encoder_name", "bands", "weights", "epochs_run",
-               "train_s", "val_miou", "test_miou", "test_overall_accuracy"]  # fmt: skip
+    columns = ["run", "architecture", "encoder_name", "bands", "weights",
+               "pretrained_tensors", "epochs_run", "train_s", "val_miou", "test_miou",
+               "test_overall_accuracy"]  # fmt: skip
     per_class = [c for c in results.columns if c.startswith("iou_")]
     by_group = groups[groups.level.isin(["climate", "commodity", "site_id"])].pivot_table(
         index=["level", "group"], columns="run", values="miou"

@@ -19,7 +19,16 @@ def grid_file(world, cube_store, tmp_path_factory):
         "sites": str(world.path / "sites.geojson"),
         "labels": str(world.path / "labels" / "{site_id}.gpkg"),
         "split": {"train": ["kalimantan-coal"], "val": ["bodaibo-gold"], "test": ["hunter-coal"]},
-        "models": [{"architecture": "segformer"}],
+        "models": [
+            {"architecture": "segformer"},
+            # the transfer-learning pair: the same network from scratch and from csmask-l2a
+            {
+                "architecture": "unet",
+                "encoder_name": "efficientnet-b4",
+                "bands": "rgbn",
+                "encoder_weights": [None, "csmask-l2a"],
+            },
+        ],
         "bands": ["rgb", "rgbn+ndvi"],
         "chips": {"input_dims": {"y": 64, "x": 64}},
         "train": {"epochs": 1, "batch_size": 16},
@@ -36,9 +45,13 @@ def test_grid_writes_its_results_and_resumes(grid_file):
     assert list(results.run) == [
         "segformer-default-rgb-scratch",
         "segformer-default-rgbn_ndvi-scratch",
+        "unet-efficientnet-b4-rgbn-scratch",
+        "unet-efficientnet-b4-rgbn-csmask-l2a",
         "baseline",
     ]
-    assert results.encoder_name.tolist()[:2] == ["mit_b0", "mit_b0"]
+    assert results.encoder_name.tolist()[:4] == ["mit_b0", "mit_b0", *["efficientnet-b4"] * 2]
+    assert results.weights.tolist()[2:4] == ["scratch", "csmask-l2a"]
+    assert results.pretrained_tensors.tolist()[2:4] == [None, "603/603"]
     # the majority-class baseline: its class is right wherever it is right, nothing else is
     baseline = results.iloc[-1]
     majority = baseline.architecture.removeprefix("majority class: ")
@@ -55,7 +68,8 @@ def test_grid_writes_its_results_and_resumes(grid_file):
     assert "| segformer-default-rgb-scratch |" in markdown
     assert "Test IoU per class" in markdown
     assert "| baseline | majority class: " in markdown
-    for name in results.run[:2]:
+    assert "| unet-efficientnet-b4-rgbn-csmask-l2a | unet | efficientnet-b4 |" in markdown
+    for name in results.run[:4]:
         assert (out / "models" / f"{name}.safetensors").is_file()
         assert (out / "models" / f"{name}.json").is_file()
     # a second call finds every run finished and trains nothing
@@ -90,6 +104,12 @@ def test_bad_grids_fail_before_training(grid_file, tmp_path):
     )
     with pytest.raises(ExperimentError, match=r"split names sites \['atlantis'\]"):
         run(bad, progress=False)
+    bad.write_text(
+        yaml.safe_dump({**grid, "models": [{"architecture": "fpn", "encoder_name": "resnet18",
+                                            "encoder_weights": "csmask-l2a"}]})
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="encoder_name='efficientnet-b4'"):
+        run(bad, progress=False)
     bad.write_text(yaml.safe_dump({**grid, "bands": ["rgbnir"], "out": str(tmp_path / "o")}))
     with pytest.raises(ValueError, match="unknown band preset 'rgbnir'"):
         run(bad, progress=False)
@@ -98,5 +118,5 @@ def test_bad_grids_fail_before_training(grid_file, tmp_path):
                                    "out": str(tmp_path / "o")}))  # fmt: skip
     result = CliRunner().invoke(main, ["experiment", str(bad)])
     assert result.exit_code != 0
-    assert "could not be fetched" in result.output
+    assert "not in the local Hugging Face cache" in result.output
     assert not (tmp_path / "o").exists()
