@@ -735,7 +735,13 @@ def run_command(config: Path) -> None:
 @main.command()
 @click.argument("grid", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", default=None, help="Results folder (overrides the grid's `out`).")
-def experiment(grid, out) -> None:
+@click.option(
+    "--budget",
+    type=float,
+    default=None,
+    help="Minutes after which no new run starts; run again to resume.",
+)
+def experiment(grid, out, budget) -> None:
     """Train and score every combination of an experiment grid (YAML).
 
     Architectures × band presets × encoder weights, trained on the split's training sites,
@@ -754,7 +760,7 @@ def experiment(grid, out) -> None:
     config = read_grid(grid)
     if out:
         config = dataclasses.replace(config, out=out)
-    results = run(config)
+    results = run(config, budget_s=None if budget is None else budget * 60)
     columns = ["run", "val_miou", "test_miou", "test_overall_accuracy", "train_s"]
     click.echo("\n" + results[columns].round(3).to_string(index=False))
     click.echo(f"\nresults: {Path(config.out) / 'results.md'} (and results.csv, groups.csv)")

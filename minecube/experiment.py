@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -209,7 +210,9 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFrame:
+def run(
+    grid: Grid | str | os.PathLike, *, progress: bool = True, budget_s: float | None = None
+) -> pd.DataFrame:
     """Run every combination of an experiment grid and write its results table.
 
     Parameters
@@ -218,6 +221,10 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
         A :class:`Grid` or the path of its YAML file.
     progress
         Show a progress bar per training run.
+    budget_s
+        Start no new run after this many seconds; the tables then hold the finished runs
+        (``results.md`` says how many are left) and calling again resumes. For grids larger
+        than one sitting, e.g. on a GPU machine lent for minutes at a time.
 
     Returns
     -------
@@ -257,10 +264,13 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
     def subset(ids):
         return {s: cubes[s] for s in ids}, {s: labels[s] for s in ids}
 
+    started = time.perf_counter()
     for r in tqdm(runs, desc="experiment", unit="run", disable=not progress):
         record_path = out / "runs" / f"{r['run']}.json"
         if record_path.exists():
             continue  # finished in an earlier call
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            break  # out of time: the next call resumes here
         torch.manual_seed(grid.train.get("seed", 0))
         chip_kwargs = {**grid.chips, "frames": r.get("frames", 1)}
         train = ChipDataset(
@@ -293,7 +303,9 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
         tmp = record_path.with_suffix(".partial")
         tmp.write_text(json.dumps(record, indent=1, default=float))
         tmp.replace(record_path)  # a run is recorded only once complete
-    records = [json.loads((out / "runs" / f"{r['run']}.json").read_text()) for r in runs]
+    finished = [out / "runs" / f"{r['run']}.json" for r in runs]
+    records = [json.loads(p.read_text()) for p in finished if p.exists()]
+    left = len(runs) - len(records)
     # the trivial baseline every model must beat: the training sites' most frequent class
     majority, cm = _majority_baseline(subset(split.train)[1], *subset(split.test), schema)
     base, per_class = _summary(cm), scores(cm, schema)
@@ -316,6 +328,8 @@ def run(grid: Grid | str | os.PathLike, *, progress: bool = True) -> pd.DataFram
         f"{', '.join(split.val) or '—'}; test: {', '.join(split.test)}. Scores are on the test "
         "sites; IoU and mIoU are fractions (0–1), training time in seconds.\n\n"
     )
+    if left:
+        header += f"**{left} of {len(runs)} runs are not done yet**: run the grid again.\n\n"
     columns = ["run", "architecture", "encoder_name", "bands", "weights",
                "pretrained_tensors", "epochs_run", "train_s", "val_miou", "test_miou",
                "test_overall_accuracy"]  # fmt: skip

@@ -80,6 +80,10 @@ def test_grid_writes_its_results_and_resumes(grid_file):
     # a run interrupted before its record was written is redone, and only that one
     lost = out / "runs" / f"{results.run[1]}.json"
     lost.unlink()
+    partial = run(grid_file, progress=False, budget_s=0)  # out of time before any run
+    assert not lost.exists()
+    assert results.run[1] not in set(partial.run)
+    assert "**1 of 4 runs are not done yet**" in (out / "results.md").read_text()
     run(grid_file, progress=False)
     assert lost.exists()
     kept = out / "runs" / f"{results.run[0]}.json"
