@@ -547,6 +547,11 @@ def cube_build(
 )
 @click.option("--architecture", default="fpn", show_default=True)
 @click.option("--encoder-name", default="resnet18", show_default=True)
+@click.option(
+    "--encoder-weights",
+    default=None,
+    help="Pretrained encoder: csmask-l2a, imagenet (local cache) or a weights file.",
+)
 @click.option("--bands", default="rgbn", show_default=True, help="Band preset or list.")
 @click.option("--epochs", default=8, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)

@@ -110,6 +110,11 @@ class TrainSettings(_Section):
 
     architecture: str = Field("fpn", description="unet, deeplabv3plus, fpn, segformer, prithvi.")
     encoder_name: str = Field("resnet18", description="Encoder of the architecture.")
+    encoder_weights: str | None = Field(
+        None,
+        description="Pretrained encoder: csmask-l2a, imagenet (local cache) or a weights file; "
+        "none: from scratch.",
+    )
     bands: str = Field("rgbn", description="Band preset: rgb, rgbn, ndvi, rgb+ndvi, rgbn+ndvi.")
     epochs: int = Field(8, ge=1, description="Training epochs.")
     batch_size: int = Field(8, ge=1, description="Chips per step.")
@@ -119,8 +124,22 @@ class TrainSettings(_Section):
 
     @property
     def name(self) -> str:
-        """The checkpoint's name in the run folder: ``<architecture>-<encoder_name>-<bands>``."""
-        return f"{self.architecture}-{self.encoder_name}-{self.bands.replace('+', '-')}"
+        """The checkpoint's name in the run folder: ``<architecture>-<encoder_name>-<bands>``,
+        and ``-<weights>`` for a pretrained encoder."""
+        name = f"{self.architecture}-{self.encoder_name}-{self.bands.replace('+', '-')}"
+        return name + (f"-{Path(self.encoder_weights).stem}" if self.encoder_weights else "")
+
+    @model_validator(mode="after")
+    def _weights_fit_the_encoder(self):
+        from minecube.pretrained import PRESETS
+
+        preset = PRESETS.get(self.encoder_weights or "")
+        if preset and self.encoder_name != preset["encoder_name"]:
+            raise ValueError(
+                f"encoder_weights {self.encoder_weights!r} holds the {preset['encoder_name']} "
+                f"encoder: set encoder_name: {preset['encoder_name']}"
+            )
+        return self
 
     @field_validator("architecture", "bands")
     @classmethod
@@ -622,6 +641,7 @@ def train_model(
     test_site: Sequence[str] = (),
     architecture: str = "fpn",
     encoder_name: str = "resnet18",
+    encoder_weights: str | None = None,
     bands: str = "rgbn",
     epochs: int = 8,
     batch_size: int = 8,
@@ -643,7 +663,7 @@ def train_model(
     val_site, test_site
         Validation (early stopping) and held-out test sites; default: one of each, across
         climates; the rest train.
-    architecture, encoder_name, bands, epochs, batch_size, lr
+    architecture, encoder_name, encoder_weights, bands, epochs, batch_size, lr
         As for :func:`minecube.models.create` and :func:`minecube.train.fit`.
     label_time_column
         Label column holding the year each polygon describes.
@@ -687,8 +707,10 @@ def train_model(
         val = ChipDataset(*part(split.val), bands=bands, norm=train.norm, **chips)
     model = create(
         architecture, encoder_name=encoder_name, in_channels=len(train.bands),
-        classes=len(train.schema),
+        classes=len(train.schema), encoder_weights=encoder_weights, bands=list(train.bands),
     )  # fmt: skip
+    if model.pretrained is not None:
+        log.info(f"pretrained encoder: {model.pretrained}")
     model = fit(model, train, val, epochs=epochs, batch_size=batch_size, lr=lr,
                 loss="ce+dice", class_weights="balanced", patience=epochs)  # fmt: skip
     if split.test:

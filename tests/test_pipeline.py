@@ -164,3 +164,12 @@ def test_a_network_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, w
     assert "--debug" in CliRunner().invoke(main, unwritable).output
     debug = CliRunner().invoke(main, ["--debug", *unwritable])
     assert isinstance(debug.exception, OSError)  # raised: click shows the traceback
+
+
+def test_pretrained_settings_are_checked_before_any_work():
+    from minecube.pipeline import TrainSettings
+
+    settings = TrainSettings(encoder_name="efficientnet-b4", encoder_weights="csmask-l2a")
+    assert settings.name == "fpn-efficientnet-b4-rgbn-csmask-l2a"
+    with pytest.raises(ValueError, match="set encoder_name: efficientnet-b4"):
+        TrainSettings(encoder_weights="csmask-l2a")
