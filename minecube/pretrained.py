@@ -41,6 +41,7 @@ __all__ = [
     "WeightsReport",
     "WeightsUnavailableError",
     "imagenet_source",
+    "load_encoder",
     "read_weights",
 ]
 
@@ -186,7 +187,27 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 def read_weights(source: str | os.PathLike, *, encoder_name: str | None = None) -> Weights:
     """Read weights from a preset, ``"imagenet"`` (local cache) or a file.
 
-    Raises :class:`WeightsUnavailableError` with how to supply them.
+    Parameters
+    ----------
+    source
+        A name of :data:`PRESETS`, ``"imagenet"``, or the path of a ``.safetensors``,
+        weights-only torch (``.pt``, ``.pth``, ``.bin``) or ``.onnx`` file.
+    encoder_name
+        The encoder whose ImageNet weights to read (``"imagenet"`` only).
+
+    Returns
+    -------
+    Weights
+        The tensors by their names in the file, the bands the weights were trained on (when
+        known) and their provenance.
+
+    Raises :class:`WeightsUnavailableError` saying how to supply weights that are missing.
+
+    Examples
+    --------
+    >>> weights = read_weights("csmask-l2a")  # pip install "minecube[csmask]"
+    >>> weights.bands, weights.provenance["licence"]
+    (('blue', 'green', 'red', 'nir'), 'Apache-2.0')
     """
     source = str(source)
     if source in PRESETS:
@@ -271,9 +292,34 @@ def _in_forward(encoder: nn.Module) -> set[str]:
 def load_encoder(
     encoder: nn.Module, weights: Weights, *, bands: tuple[str, ...] | None = None
 ) -> WeightsReport:
-    """Copy matching tensors of ``weights`` into ``encoder`` (in place) and report.
+    """Copy the tensors of ``weights`` that fit into ``encoder`` (in place) and report.
+
+    Parameters
+    ----------
+    encoder
+        A segmentation-models-pytorch encoder (``model.net.encoder``).
+    weights
+        From :func:`read_weights`.
+    bands
+        The model's input bands, for the first convolution (see the module documentation).
+
+    Returns
+    -------
+    WeightsReport
+        Loaded, adapted, left random (also a :class:`PretrainedWarning`) and unused tensors.
 
     Raises :class:`WeightsUnavailableError` when nothing matches (not weights of this encoder).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from minecube.models import create
+    >>> donor = create("unet", encoder_name="resnet18", in_channels=3)
+    >>> state = {f"module.{k}": v for k, v in donor.net.encoder.state_dict().items()}
+    >>> model = create("fpn", encoder_name="resnet18", in_channels=4)
+    >>> report = load_encoder(model.net.encoder, Weights(state, "donor"), bands=None)
+    >>> report.loaded, report.total, list(report.adapted)
+    (99, 100, ['conv1.weight'])
     """
     target = encoder.state_dict()
     names = {k for k in target if not k.endswith("num_batches_tracked")} & _in_forward(encoder)
