@@ -64,7 +64,7 @@ def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
     kept = {i.id for s in world.site_ids for i in ItemCollection.from_file(out / f"items/{s}.json")}
     assert kept == ids  # every item of the world, kept per site for the run's lineage
     (record,) = (out / "runs").glob("*Z-*[0-9a-f].json")  # the demo run is minecube.run
-    card = out / "model" / "fpn-resnet18-rgbn.json"
+    card = out / "model" / "unet-efficientnet-b4-rgbn-csmask-l2a.json"
     assert str(tmp_path) not in record.read_text() + card.read_text()  # relative paths only
     n = len(world.site_ids)
     years = len(world.spec.years)
@@ -72,7 +72,7 @@ def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
     assert [row[:3] for row in cubes] == [[sid, str(years), str(years)] for sid in world.site_ids]
     # a model trained on some sites, scored on held-out ones, and every cube segmented
     assert "held out hunter-coal" in result.output
-    assert (out / "model" / "fpn-resnet18-rgbn.safetensors").is_file()
+    assert (out / "model" / "unet-efficientnet-b4-rgbn-csmask-l2a.safetensors").is_file()
     segmented = _table(result.output, SEGMENTS, n)
     assert [row[:2] for row in segmented] == [[s, str(years)] for s in world.site_ids]
     for site_id in world.site_ids:

@@ -640,10 +640,19 @@ class World:
     ) -> dict[str, Any]:
         """The configuration of :func:`minecube.run` for this world served at ``stac_url``:
         every site and year, a model trained on its labels (the docs' held-out sites when the
-        world has them) and the report against its truth."""
+        world has them) and the report against its truth.
+
+        The model is the best measured on this world within the demo's budget (docs/training.md):
+        a U-Net whose EfficientNet-B4 encoder starts from ukis-csmask's Sentinel-2 weights;
+        without the ``csmask`` extra, an FPN-ResNet-18 from scratch."""
+        from importlib.util import find_spec
+
         held_out = {"val_site": ["atacama-copper"], "test_site": ["hunter-coal", "ashanti-gold"]}
         chosen = {*held_out["val_site"], *held_out["test_site"]}
         train: dict[str, Any] = {"epochs": epochs}
+        if find_spec("ukis_csmask") is not None and find_spec("onnx") is not None:
+            train |= {"architecture": "unet", "encoder_name": "efficientnet-b4",
+                      "encoder_weights": "csmask-l2a"}  # fmt: skip
         if chosen <= set(self.site_ids) and len(self.site_ids) > len(chosen):
             train |= held_out
         return {
