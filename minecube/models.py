@@ -28,7 +28,13 @@ from minecube import __version__
 from minecube.chips import Normalisation
 from minecube.classes import ClassSchema
 from minecube.errors import MinecubeError, MissingDependencyError
-from minecube.pretrained import PRESETS, WeightsReport, WeightsUnavailableError
+from minecube.pretrained import (
+    PRESETS,
+    WeightsReport,
+    WeightsUnavailableError,
+    load_encoder,
+    read_weights,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -317,8 +323,6 @@ def create(
     if frames != 1:
         raise ValueError(f"frames={frames}: only architecture='prithvi' takes several periods")
     import segmentation_models_pytorch as smp
-
-    from minecube.pretrained import load_encoder, read_weights
 
     source = None if weights is None else read_weights(weights, encoder_name=encoder_name)
     try:
