@@ -227,7 +227,7 @@ def read_weights(source: str | os.PathLike, *, encoder_name: str | None = None) 
         )
     try:
         state = _read_file(path)
-    except (MinecubeError, MissingDependencyError):
+    except MinecubeError:  # a missing optional dependency, or not a state dict
         raise
     except Exception as e:
         raise WeightsUnavailableError(f"cannot read encoder weights {source!r}: {e}") from e
