@@ -12,13 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes="${1:-8}"
+python="${PYTHON:-python3}"  # the device image's python3 holds torch; here: PYTHON=.venv/bin/python
 if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    "$python" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:$PWD"
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-python3 -c "import torch; print('device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', 'torch', torch.__version__)"
-python3 -m minecube.cli experiment docs/examples/paper-grid.yaml --budget "$minutes"
+"$python" -c "import torch; print('device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', 'torch', torch.__version__)"
+"$python" -m minecube.cli experiment docs/examples/paper-grid.yaml --budget "$minutes"
 if [ -n "${OUT:-}" ]; then  # the device tool brings back what is under $OUT
     cp demo-output/paper-grid/results.md demo-output/paper-grid/results.csv \
         demo-output/paper-grid/groups.csv "$OUT"/

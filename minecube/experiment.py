@@ -320,7 +320,14 @@ def run(
         }
     )
     groups = pd.DataFrame([{"run": rec["run"], **g} for rec in records for g in rec.pop("groups")])
-    results = pd.DataFrame(records).astype({"epochs_run": "Int64"})
+    if groups.empty:  # no run finished yet (a first sitting out of time): the baseline alone
+        groups = pd.DataFrame(columns=["run", "level", "group", "miou"])
+    columns = ["run", "architecture", "encoder_name", "bands", "weights",
+               "pretrained_tensors", "epochs_run", "train_s", "val_miou", "test_miou",
+               "test_overall_accuracy"]  # fmt: skip
+    results = pd.DataFrame(records)
+    results = results.assign(**{c: None for c in columns if c not in results.columns})
+    results = results.astype({"epochs_run": "Int64"})
     results.to_csv(out / "results.csv", index=False)
     groups.to_csv(out / "groups.csv", index=False)
     header = (
@@ -330,9 +337,6 @@ def run(
     )
     if left:
         header += f"**{left} of {len(runs)} runs are not done yet**: run the grid again.\n\n"
-    columns = ["run", "architecture", "encoder_name", "bands", "weights",
-               "pretrained_tensors", "epochs_run", "train_s", "val_miou", "test_miou",
-               "test_overall_accuracy"]  # fmt: skip
     per_class = [c for c in results.columns if c.startswith("iou_")]
     by_group = groups[groups.level.isin(["climate", "commodity", "site_id"])].pivot_table(
         index=["level", "group"], columns="run", values="miou"

@@ -40,6 +40,13 @@ def grid_file(world, cube_store, tmp_path_factory):
 
 
 def test_grid_writes_its_results_and_resumes(grid_file):
+    import dataclasses
+
+    # a first sitting out of time before any run: the tables hold the baseline, and say so
+    first = dataclasses.replace(read_grid(grid_file), out=str(grid_file.parent / "first"))
+    empty = run(first, progress=False, budget_s=0)
+    assert list(empty.run) == ["baseline"]
+    assert "**4 of 4 runs are not done yet**" in (grid_file.parent / "first/results.md").read_text()
     results = run(grid_file, progress=False)
     out = grid_file.parent / "out"
     assert list(results.run) == [
