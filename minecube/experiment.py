@@ -291,7 +291,7 @@ def run(
             "weights": "scratch" if r["encoder_weights"] is None else str(r["encoder_weights"]),
             "pretrained_tensors": None
             if pretrained is None
-            else f"{pretrained.total - len(pretrained.random)}/{pretrained.total}",
+            else f"{pretrained.filled}/{pretrained.total}",
             "epochs_run": model.card.training["epochs_run"],
             "train_s": model.card.training["seconds"],
             "val_miou": model.card.metrics["val_miou"],

@@ -29,9 +29,9 @@ from minecube.chips import Normalisation
 from minecube.classes import ClassSchema
 from minecube.errors import MinecubeError, MissingDependencyError
 from minecube.pretrained import (
-    PRESETS,
     WeightsReport,
     WeightsUnavailableError,
+    encoder_for,
     load_encoder,
     read_weights,
 )
@@ -300,13 +300,7 @@ def create(
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r} is not one of {list(ARCHITECTURES)}")
     weights = None if encoder_weights is None else str(encoder_weights)
-    preset = PRESETS.get(weights or "")
-    if preset and encoder_name not in (None, preset["encoder_name"]):
-        raise ValueError(
-            f"encoder_weights={weights!r} holds the {preset['encoder_name']} encoder; pass "
-            f"encoder_name={preset['encoder_name']!r} (or leave it out)"
-        )
-    encoder_name = encoder_name or (preset or {}).get("encoder_name") or ARCHITECTURES[architecture]
+    encoder_name = encoder_for(weights, encoder_name) or ARCHITECTURES[architecture]
     spec = ModelSpec(architecture, encoder_name, in_channels, classes, frames, weights)
     if architecture == "prithvi":
         if weights is not None and not Path(weights).is_file():

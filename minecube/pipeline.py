@@ -131,14 +131,9 @@ class TrainSettings(_Section):
 
     @model_validator(mode="after")
     def _weights_fit_the_encoder(self):
-        from minecube.pretrained import PRESETS
+        from minecube.pretrained import encoder_for
 
-        preset = PRESETS.get(self.encoder_weights or "")
-        if preset and self.encoder_name != preset["encoder_name"]:
-            raise ValueError(
-                f"encoder_weights {self.encoder_weights!r} holds the {preset['encoder_name']} "
-                f"encoder: set encoder_name: {preset['encoder_name']}"
-            )
+        encoder_for(self.encoder_weights, self.encoder_name)  # the check create() makes
         return self
 
     @field_validator("architecture", "bands")

@@ -40,6 +40,7 @@ __all__ = [
     "Weights",
     "WeightsReport",
     "WeightsUnavailableError",
+    "encoder_for",
     "imagenet_source",
     "load_encoder",
     "read_weights",
@@ -60,6 +61,26 @@ _IMAGENET_BANDS = ("red", "green", "blue")
 
 class WeightsUnavailableError(MinecubeError, FileNotFoundError):
     """Pretrained weights asked for cannot be found or read."""
+
+
+def encoder_for(encoder_weights: str | os.PathLike | None, encoder_name: str | None) -> str | None:
+    """The encoder that ``encoder_weights`` fit: a preset's own (``encoder_name`` may be left
+    out), else ``encoder_name``. Raises ``ValueError`` naming the fix for a preset given
+    another encoder.
+
+    >>> encoder_for("csmask-l2a", None), encoder_for(None, "resnet18")
+    ('efficientnet-b4', 'resnet18')
+    """
+    preset = PRESETS.get(str(encoder_weights))
+    if preset is None:
+        return encoder_name
+    if encoder_name not in (None, preset["encoder_name"]):
+        raise ValueError(
+            f"encoder_weights={str(encoder_weights)!r} holds the {preset['encoder_name']} "
+            f"encoder; pass encoder_name={preset['encoder_name']!r} (or leave it out; in a run's "
+            f"train settings, set encoder_name: {preset['encoder_name']})"
+        )
+    return preset["encoder_name"]
 
 
 class PretrainedWarning(UserWarning):
@@ -91,13 +112,16 @@ class WeightsReport:
     """Tensors of the file that matched nothing in the encoder (decoder, head, classifier)."""
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def filled(self) -> int:
+        """Encoder tensors that start from the weights, as they are or adapted."""
+        return self.loaded + len(self.adapted)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"random": list(self.random), "unused": len(self.unused)}
 
     def __str__(self) -> str:
-        text = (
-            f"{self.loaded + len(self.adapted)} of {self.total} encoder tensors from {self.source}"
-        )
+        text = f"{self.filled} of {self.total} encoder tensors from {self.source}"
         for name, how in self.adapted.items():
             text += f"; {name}: {how}"
         if self.random:
@@ -257,7 +281,9 @@ def _first_layer(
         rest = [b for b, p in zip(bands, picks, strict=True) if p is None]
         if rest:
             how += f"; {', '.join(rest)} start from the mean filter"
-    else:  # segmentation-models-pytorch's rule: cycle the filters
+    elif channels == 1:  # segmentation-models-pytorch's rule for one channel: their sum
+        return weight.sum(1, keepdim=True).contiguous(), f"{have} input filters summed"
+    else:  # and for more: cycle the filters
         out = torch.stack([weight[:, i % have] for i in range(channels)], dim=1)
         how = f"{have} input filters cycled over {channels} channels"
     if channels != have:  # keep the layer's response at the scale the weights were trained at

@@ -80,6 +80,11 @@ def test_local_encoder_weights_load_and_the_first_layer_takes_nir(tmp_path):
     torch.testing.assert_close(first[:, :3], state["conv1.weight"] * 0.75)
     torch.testing.assert_close(first[:, 3], state["conv1.weight"][:, 0] * 0.75)
     assert model.spec.encoder_weights == str(path)
+    # and for a single channel (NDVI alone), the filters summed, as smp does
+    ndvi = create("unet", encoder_name="resnet18", in_channels=1, encoder_weights=path)
+    torch.testing.assert_close(
+        ndvi.net.encoder.state_dict()["conv1.weight"], state["conv1.weight"].sum(1, keepdim=True)
+    )
     (tmp_path / "other.safetensors").write_bytes(b"")
     save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")
     with pytest.raises(WeightsUnavailableError, match="is not a state dict of this encoder"):
