@@ -28,13 +28,36 @@ class _Main(click.Group):
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="YAML file of option defaults per command, e.g. {segment: {batch_size: 16}}.",
 )
-@click.option("--scheduler", default=None, help="Address of a dask scheduler to run on.")
+@click.option("--scheduler", default=None, help="Address of a running dask scheduler to run on.")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+@click.option(
+    "--cluster",
+    "cluster_kind",
+    type=click.Choice(["local", "gateway", "slurm"]),
+    default=None,
+    help="Make a dask cluster for the command: a LocalCluster, Dask-Gateway or SLURM "
+    "(dask-jobqueue); closed at its end [default with --workers: local].",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Run on a LocalCluster of N processes (N ≥ 1); its dashboard link is printed.",
+    help="Workers of that cluster (N ≥ 1); its dashboard link is printed.",
+)
+@click.option(
+    "--adapt",
+    default=None,
+    metavar="MIN:MAX",
+    help="Scale the cluster adaptively between MIN and MAX workers instead of --workers.",
+)
+@click.option(
+    "--cluster-option",
+    "cluster_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the cluster (address, proxy_address, auth, shared_filesystem, timeout) "
+    "or an option of its manager (SLURM: cores=8, memory=32GB, walltime=02:00:00; gateway: "
+    "worker_cores=4…); repeatable. Values are read as YAML.",
 )
 @click.pass_context
 def main(
@@ -42,7 +65,10 @@ def main(
     config: Path | None,
     scheduler: str | None,
     debug: bool,
+    cluster_kind: str | None,
     workers: int | None,
+    adapt: str | None,
+    cluster_options: tuple[str, ...],
 ):
     """Map the footprint of mines in multispectral satellite image cubes.
 
@@ -63,10 +89,12 @@ def main(
     if config is not None:
         ctx.default_map = _read_config(config)
         _check_defaults(ctx.command, ctx.default_map, str(config))
-    if scheduler and workers:
-        raise click.UsageError("give --scheduler or --workers, not both")
-    if scheduler or workers:
-        ctx.with_resource(_dask_client(scheduler, workers))
+    settings = _cluster_settings(scheduler, cluster_kind, workers, adapt, cluster_options)
+    ctx.obj = {"cluster": settings, "client": None}
+    if settings is not None:
+        from minecube.cluster import connect
+
+        ctx.obj["client"] = ctx.with_resource(connect(settings))
 
 
 def _echo_logs():
@@ -129,24 +157,52 @@ def _check_defaults(command: click.Command, defaults: dict, where: str, path: st
             _check_defaults(command.commands[key], value, where, f"{path} {key}")
 
 
-def _dask_client(scheduler: str | None, workers: int | None):
-    """A dask.distributed client for the command's duration (a LocalCluster for --workers)."""
-    import contextlib
+def _cluster_settings(scheduler, kind, workers, adapt, options) -> dict | None:
+    """The global cluster options as :class:`minecube.cluster.ClusterSettings` keys."""
+    import yaml
 
-    from distributed import Client, LocalCluster
+    from minecube.cluster import ClusterSettings
 
-    stack = contextlib.ExitStack()
-    if workers:
-        cluster = stack.enter_context(
-            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address="127.0.0.1:0")
+    if scheduler and (kind or workers or adapt or options):
+        raise click.UsageError(
+            "--scheduler uses a running scheduler as it is; drop --cluster, --workers, --adapt "
+            "and --cluster-option"
         )
-        client = stack.enter_context(Client(cluster))
-    else:
-        client = stack.enter_context(Client(scheduler))
-    click.echo(f"dask: {client.scheduler.address}", err=True)
-    if client.dashboard_link:
-        click.echo(f"dask dashboard: {client.dashboard_link}", err=True)
-    return stack
+    if scheduler:
+        return {"kind": "address", "address": scheduler}
+    if not (kind or workers or adapt or options):
+        return None
+    settings: dict = {"kind": kind or "local", "options": {}}
+    if workers:
+        settings["workers"] = workers
+    if adapt:
+        low, sep, high = adapt.partition(":")
+        if not (sep and low.isdigit() and high.isdigit()):
+            raise click.BadParameter(f"{adapt!r} is not MIN:MAX, e.g. 1:20", param_hint="--adapt")
+        settings["adapt"] = {"minimum": int(low), "maximum": int(high)}
+    own = set(ClusterSettings.model_fields) - {"kind", "workers", "adapt", "options"}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not (sep and key):
+            raise click.BadParameter(
+                f"{option!r} is not KEY=VALUE, e.g. memory=32GB", param_hint="--cluster-option"
+            )
+        key = key.replace("-", "_")
+        target = settings if key in own else settings["options"]
+        target[key] = yaml.safe_load(value)
+    return settings
+
+
+def _require_reachable(**paths) -> None:
+    """Refuse, before any work, local paths that the command's cluster workers cannot see."""
+    from minecube.cluster import ClusterSettings, require_reachable
+
+    obj = click.get_current_context().find_root().obj or {}
+    if obj.get("client") is None:
+        return
+    settings = ClusterSettings.model_validate(obj["cluster"])
+    named = {name.replace("_", " "): value for name, value in paths.items()}
+    require_reachable(named, settings=settings, client=obj["client"])
 
 
 @main.group()
@@ -474,9 +530,10 @@ def cube() -> None:
 )
 @click.option(
     "--mask",
-    type=click.Choice(["scl", "qa_pixel", "fmask", "none"]),
+    type=click.Choice(["scl", "qa_pixel", "fmask", "csmask", "none"]),
     default=None,
-    help="Cloud mask [default: the sensor's: scl Sentinel-2, qa_pixel Landsat, fmask HLS].",
+    help="Cloud mask [default: the sensor's: scl Sentinel-2, qa_pixel Landsat, fmask HLS; "
+    "csmask: a learned mask, pip install 'minecube[csmask]'].",
 )
 @click.option(
     "--quicklooks",
@@ -516,6 +573,7 @@ def cube_build(
     """
     if (items_dir is None) == (catalog is None) or (catalog and not (start and end)):
         raise click.UsageError("give --items, or --catalog with --start and --end")
+    _require_reachable(cube_store=out)
     table = _site_table(sites, only)
     if items_dir is None:  # search first, keeping nothing
         items_dir = pipeline.search_sites(
@@ -575,7 +633,7 @@ def train(cubes, site_file, labels, out, val_site, test_site, **options) -> None
 
 @main.command()
 @click.argument("cubes")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @click.option("--out", default="predictions.zarr", show_default=True, help="Zarr store.")
 @click.option("--site", "only", multiple=True, help="Only these sites (default: every cube).")
 @click.option("--batch-size", default=8, show_default=True)
@@ -590,12 +648,17 @@ def train(cubes, site_file, labels, out, val_site, test_site, **options) -> None
 def segment(cubes, model, out, only, batch_size, overlap, tta, device, overwrite) -> None:
     """Segment each site's cube with a trained model into a Zarr store, resumably.
 
-    Runs on the dask cluster given by --scheduler/--workers, else on local threads.
+    CUBES, MODEL (the checkpoint, without its suffix) and --out are paths or fsspec URLs
+    (s3://bucket/model/fpn). Runs on the dask cluster given by the global options
+    (--workers, --cluster, --scheduler), else on local threads.
 
     \b
-    Example:
+    Examples:
       minecube --workers 2 segment cubes.zarr model/fpn --out predictions.zarr
+      minecube --cluster slurm --workers 4 --cluster-option cores=8 \\
+        --cluster-option memory=32GB segment s3://b/cubes.zarr s3://b/model/fpn --out s3://b/p.zarr
     """
+    _require_reachable(cube_store=cubes, checkpoint=model, prediction_store=out)
     pipeline.segment_cubes(cubes, model, out, sites=list(only) or None, batch_size=batch_size,
                            overlap=overlap, tta=tta, device=device,
                            overwrite=overwrite)  # fmt: skip
@@ -733,8 +796,12 @@ def run_command(config: Path) -> None:
       report: {units: km2}
     \b
       minecube --workers 2 run run.yaml
+    \b
+    The file's `cluster:` section (or the global --cluster options, which win) says where to
+    compute, e.g. cluster: {kind: slurm, workers: 4, options: {cores: 8, memory: 32GB}}.
     """
-    pipeline.run(config, verbose=False)
+    client = (click.get_current_context().find_root().obj or {}).get("client")
+    pipeline.run(config, client=client, verbose=False)
 
 
 @main.command()

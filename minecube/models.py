@@ -359,11 +359,31 @@ def card_for(model: Segmenter, **fields: Any) -> ModelCard:
     )
 
 
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+def _is_url(path: str | os.PathLike) -> bool:
+    return "://" in os.fspath(path)
+
+
+def _paths(path: str | os.PathLike) -> tuple[Any, Any]:
+    """``(<name>.safetensors, <name>.json)``: paths, or strings for an fsspec URL."""
+    if _is_url(path):
+        base = os.fspath(path)
+        for suffix in (".safetensors", ".json"):
+            base = base.removesuffix(suffix)
+        return base + ".safetensors", base + ".json"
     path = Path(path)
     base = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     # the whole name is kept: run-1.1 and fpn-lr0.002 are two checkpoints, not one
     return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
+
+
+def _read(file: Path | str) -> bytes:
+    """A checkpoint file's bytes, from disk or any fsspec URL (``s3://…``, ``gs://…``)."""
+    if isinstance(file, Path):
+        return file.read_bytes()
+    import fsspec
+
+    with fsspec.open(file, "rb") as f:
+        return f.read()
 
 
 def check_writable(path: str | os.PathLike) -> None:
@@ -371,6 +391,8 @@ def check_writable(path: str | os.PathLike) -> None:
     so long training does not end in a failed save."""
     import tempfile
 
+    if _is_url(path):  # object storage: written with the checkpoint, no folders to make
+        return
     folder = Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -386,24 +408,37 @@ def check_writable(path: str | os.PathLike) -> None:
 def save(model: Segmenter, path: str | os.PathLike) -> Path:
     """Write ``model`` as ``<path>.safetensors`` + its card as ``<path>.json``.
 
-    The card is written last, so a checkpoint whose card exists is complete. Returns the
-    ``.safetensors`` path. See :func:`load` for an example.
+    ``path`` is a local path or any fsspec URL (``s3://bucket/models/fpn``). The card is
+    written last, so a checkpoint whose card exists is complete. Returns the ``.safetensors``
+    path. See :func:`load` for an example.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if model.card is None:
         raise CheckpointError("the model has no card; train it with minecube.train.fit first")
     weights, card = _paths(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = save(state, metadata={"format": "minecube-model/1"})
+    text = json.dumps(model.card.to_dict(), indent=1)
+    if isinstance(weights, str):  # an fsspec URL
+        import fsspec
+
+        fs, _ = fsspec.core.url_to_fs(card)
+        if fs.exists(card):
+            fs.rm_file(card)
+        fs.pipe_file(weights, data)
+        fs.pipe_file(card, text.encode())
+        return weights
     weights.parent.mkdir(parents=True, exist_ok=True)
     card.unlink(missing_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, weights, metadata={"format": "minecube-model/1"})
-    card.write_text(json.dumps(model.card.to_dict(), indent=1))
+    weights.write_bytes(data)
+    card.write_text(text)
     return weights
 
 
 def load(path: str | os.PathLike, *, device: str = "cpu") -> Segmenter:
-    """Load a checkpoint written by :func:`save`: weights (safetensors) and card (JSON).
+    """Load a checkpoint written by :func:`save`: weights (safetensors) and card (JSON),
+    from a local path or any fsspec URL (``s3://bucket/models/fpn``).
 
     Raises :class:`CheckpointError` for a missing, corrupt or mismatched pair.
 
@@ -419,21 +454,25 @@ def load(path: str | os.PathLike, *, device: str = "cpu") -> Segmenter:
     ('segformer-demo.safetensors', ('red', 'green', 'blue', 'nir'))
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_bytes
 
     weights, card_path = _paths(path)
-    for p in (weights, card_path):
-        if not p.is_file():
+    files = {}
+    for file in (card_path, weights):
+        try:
+            files[file] = _read(file)
+        except (FileNotFoundError, IsADirectoryError):
             raise CheckpointError(
-                f"checkpoint file {str(p)!r} is missing; a checkpoint is a .safetensors file and "
-                "its .json model card side by side"
-            )
+                f"checkpoint file {str(file)!r} is missing; a checkpoint is a .safetensors file "
+                "and its .json model card side by side"
+            ) from None
+    card_text, data = files[card_path], files[weights]
     try:
-        card = ModelCard.from_dict(json.loads(card_path.read_text()))
+        card = ModelCard.from_dict(json.loads(card_text))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"model card {str(card_path)!r} is unreadable: {e}") from e
     try:
-        state = load_file(weights, device=device)
+        state = {k: v.to(device) for k, v in load_bytes(data).items()}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"weights {str(weights)!r} are corrupt: {e}") from e
     spec = replace(card.spec, encoder_weights=None)  # the checkpoint holds the trained weights

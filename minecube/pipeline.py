@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from minecube.cluster import ClusterSettings, connect, require_reachable
 from minecube.errors import MinecubeError
 
 if TYPE_CHECKING:
@@ -195,7 +196,14 @@ class RunConfig(_Section):
     sites: Path = Field(description="Site table: GeoJSON, GeoPackage or CSV.")
     search: SearchSettings
     out: Path = Field(Path("run-output"), description="Folder for every output of the run.")
-    model: Path | None = Field(None, description="Checkpoint to segment with (else trained).")
+    stores: str | None = Field(
+        None,
+        description="Folder or fsspec URL (s3://bucket/run) for what the workers read and "
+        "write: cubes.zarr, predictions.zarr and the trained model (default: out).",
+    )
+    model: str | None = Field(
+        None, description="Checkpoint to segment with, a path or fsspec URL (else trained)."
+    )
     labels: Path | None = Field(
         None, description="Folder of <site_id>.gpkg labels: training, and truth in the report."
     )
@@ -204,6 +212,9 @@ class RunConfig(_Section):
     train: TrainSettings = TrainSettings()
     segment: SegmentSettings = SegmentSettings()
     report: ReportSettings = ReportSettings()
+    cluster: ClusterSettings | None = Field(
+        None, description="The dask cluster to run on (default: the active one, else threads)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -314,9 +325,9 @@ class RunResult:
     """What :func:`run` made: where everything is, and the tables a notebook shows."""
 
     config: RunConfig
-    cubes: Path
-    model: Path
-    predictions: Path
+    cubes: Path | str
+    model: Path | str
+    predictions: Path | str
     report: Path
     areas: pd.DataFrame
     """Class areas per site, period and class (:func:`minecube.stats.class_areas`)."""
@@ -345,8 +356,10 @@ def run(
     config
         A YAML file, a mapping, or a :class:`RunConfig`.
     client
-        A ``dask.distributed.Client`` to compute on (default: the active scheduler, else
-        threads).
+        A ``dask.distributed.Client`` to compute on (default: the configuration's
+        ``cluster``, made for the run and closed after it; else the active scheduler, else
+        threads). Workers that share no disk with this machine need ``stores`` and ``model``
+        as URLs: local paths are refused before any work.
     verbose
         Log each step's summary to standard output (the ``minecube`` logger, INFO).
 
@@ -372,15 +385,23 @@ def run(
             handler = logging.StreamHandler(sys.stdout)
             handler.setFormatter(logging.Formatter("%(message)s"))
             stack.enter_context(_logged(handler))
-        if client is not None:
-            stack.enter_context(client.as_current())
         out = Path(config.out)
+        train = config.train
+        stores = config.stores or out
+        store, predictions = _under(stores, "cubes.zarr"), _under(stores, "predictions.zarr")
+        model = config.model or _under(stores, "model", train.name)
+        needed = {"cube store": store, "prediction store": predictions, "checkpoint": model}
+        if client is None and config.cluster is not None:
+            require_reachable(needed, settings=config.cluster)  # before a cluster is made
+            client = stack.enter_context(connect(config.cluster))
+        if client is not None:
+            require_reachable(needed, settings=config.cluster, client=client)
+            stack.enter_context(client.as_current())
         sites = read_sites(config.sites)
         search = config.search
         found = search_sites(sites, catalog=search.catalog, start=search.start, end=search.end,
                              collection=search.collection, max_cloud=search.max_cloud,
                              out=out / "items")  # fmt: skip
-        store = out / "cubes.zarr"
         built = build_cubes(sites, found, store, quicklooks=out / "quicklook",
                             **config.cube.model_dump(exclude_none=True))  # fmt: skip
         failed = built[built.status != "ok"]
@@ -392,17 +413,14 @@ def run(
         if len(failed):  # the others go on; a re-run retries these
             log.warning(f"\n{len(failed)} sites failed and are left out: {list(failed.site_id)}")
             sites = sites[~sites.site_id.isin(failed.site_id)]
-        train = config.train
-        model = Path(config.model) if config.model else out / "model" / train.name
         trained = False
-        if config.model is None and not model.with_name(model.name + ".json").is_file():
+        if config.model is None and not _exists(f"{model}.json"):
             train_model(store, sites, config.labels, model,
                         label_time_column=config.label_time_column,
                         **train.model_dump())  # fmt: skip
             trained = True
         elif config.model is None:
             log.info(f"\nmodel: reusing {model}.safetensors (delete it to train again)")
-        predictions = out / "predictions.zarr"
         segment = config.segment.model_dump(exclude_none=True)
         segment["overwrite"] |= trained  # a model trained anew replaces this run's predictions
         segment_cubes(store, model, predictions, sites=list(sites.site_id), **segment)
@@ -419,6 +437,20 @@ def run(
         log.info(f"run record: {record}")
     return RunResult(config, store, model, predictions, page, tables["class_areas"],
                      tables["expansion_summary"], run_id)  # fmt: skip
+
+
+def _under(base: str | os.PathLike, *parts: str) -> Path | str:
+    """``base/part/…``: a path, or a URL string for an fsspec URL."""
+    if "://" in os.fspath(base):
+        return "/".join([os.fspath(base).rstrip("/"), *parts])
+    return Path(base).joinpath(*parts)
+
+
+def _exists(path: str | os.PathLike) -> bool:
+    import fsspec
+
+    fs, inner = fsspec.core.url_to_fs(os.fspath(path))
+    return fs.isfile(inner)
 
 
 @contextlib.contextmanager
@@ -1003,11 +1035,13 @@ def report_predictions(
     return page
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: str | os.PathLike) -> str:
     import hashlib
 
+    import fsspec
+
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fsspec.open(os.fspath(path), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -1030,6 +1064,8 @@ def _record(run_id, config: RunConfig, sites, found, store, model, predictions, 
     folder.mkdir(parents=True, exist_ok=True)
 
     def rel(path) -> str:
+        if "://" in os.fspath(path):  # object storage: the URL itself
+            return os.fspath(path)
         return os.path.relpath(Path(path).absolute(), out.absolute())
 
     table = out / "runs" / f"{run_id}-sites.geojson"
@@ -1059,7 +1095,7 @@ def _record(run_id, config: RunConfig, sites, found, store, model, predictions, 
             for period, unit in sorted(units.items())
         }
         preds[site] = (read_manifest(predictions, site) or {}).get("fingerprint")
-    weights = Path(f"{model}.safetensors")
+    weights = f"{model}.safetensors"
     record = {
         "run_id": run_id,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -1075,7 +1111,7 @@ def _record(run_id, config: RunConfig, sites, found, store, model, predictions, 
         "model": {
             "file": rel(weights),
             "sha256": _sha256(weights),
-            "card_sha256": _sha256(Path(f"{model}.json")),
+            "card_sha256": _sha256(f"{model}.json"),
         },
         "predictions": {"store": rel(predictions), "fingerprints": preds},
         "report": rel(page),

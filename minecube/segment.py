@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from minecube.errors import MinecubeError
-from minecube.models import CheckpointError, ModelCard, Segmenter, _paths, load
+from minecube.models import CheckpointError, ModelCard, Segmenter, _paths, _read, load
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -209,7 +209,7 @@ def _prepare_process() -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(path: str, mtime_ns: int, device: str) -> Segmenter:
+def _cached(path: str, version: str, device: str) -> Segmenter:
     return load(path, device=device)
 
 
@@ -220,6 +220,18 @@ def _on_device(model: Segmenter, device: str) -> Segmenter:
     return copy.deepcopy(model).to(device).eval()
 
 
+def _version(ref: str) -> str:
+    """What changes when a checkpoint file is replaced: its mtime on disk, its ETag (or size
+    and modification time) in object storage."""
+    if "://" not in ref:
+        return str(Path(ref).stat().st_mtime_ns)
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(ref)
+    info = fs.info(path)
+    return str(info.get("ETag") or (info.get("size"), info.get("LastModified", info.get("mtime"))))
+
+
 def _model_for(ref: str | Segmenter, device: str) -> Segmenter:
     """The model of ``ref`` on ``device``, loaded once per process."""
     from minecube.train import pick_device
@@ -227,7 +239,7 @@ def _model_for(ref: str | Segmenter, device: str) -> Segmenter:
     device = str(pick_device(device))
     if isinstance(ref, str):
         with _LOCK:
-            return _cached(ref, Path(ref).stat().st_mtime_ns, device)
+            return _cached(ref, _version(ref), device)
     if str(next(ref.parameters()).device) == device:
         return ref.eval()
     with _LOCK:
@@ -452,7 +464,7 @@ def _reference(model: str | os.PathLike | Segmenter) -> tuple[str | Segmenter, S
         return model, model
     loaded = load(model)  # fails here, not in a worker, for a missing or corrupt checkpoint
     weights, _ = _paths(model)
-    return str(weights.resolve()), loaded
+    return (weights if isinstance(weights, str) else str(weights.resolve())), loaded
 
 
 def _cube_features(cube: xr.Dataset | xr.DataArray, bands: tuple[str, ...]) -> xr.DataArray:
@@ -744,13 +756,35 @@ def _regions(pred: xr.DataArray) -> list[tuple[str, dict[str, slice]]]:
     return out
 
 
-def _write_block(block: np.ndarray, *, store: str, path: str, bounds, block_id) -> np.ndarray:
-    """Write one computed region into its Zarr array (the region covers whole Zarr chunks)."""
+_WRITE_EVENT = "minecube-write"
+"""The dask.distributed event topic of each region written by a worker
+(``client.get_events("minecube-write")``)."""
+
+
+def _write_block(
+    block: np.ndarray, *, store: str, path: str, marks: str, bounds, block_id
+) -> np.ndarray:
+    """Write one computed region into its Zarr array (the region covers whole Zarr chunks),
+    once: a mark in ``marks`` written after the data tells a second run of this task (its
+    worker was lost before the scheduler heard it finished) that there is nothing to do."""
     import zarr
 
+    from minecube.store import _fs
+
+    fs, _ = _fs(store)
+    mark = f"{marks}/{'.'.join(map(str, block_id))}"
+    if fs.exists(mark):
+        return np.ones((1,) * block.ndim, bool)
     where = tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, block_id, strict=True))
     array = zarr.open_array(store, path=path, mode="r+", config={"write_empty_chunks": True})
     array[where] = block
+    fs.pipe_file(mark, b"")
+    if _in_worker():  # a structured event on the scheduler: which region, written by whom
+        from distributed import get_worker
+
+        worker = get_worker()
+        worker.log_event(_WRITE_EVENT, {"store": store, "path": path, "block": list(block_id),
+                                        "worker": worker.address})  # fmt: skip
     return np.ones((1,) * block.ndim, bool)
 
 
@@ -767,9 +801,12 @@ def _compute_each(tasks: Mapping[str, Any], done: Callable[[str], None]) -> None
 
         futures = {client.compute(task): name for name, task in tasks.items()}
         try:
-            for future in as_completed(futures):
+            for future in as_completed(list(futures)):
                 future.result()
-                done(futures[future])
+                done(futures.pop(future))
+                # forget the finished write: were its worker lost later, the scheduler would
+                # otherwise run it again to restore a result nobody needs, writing it twice
+                future.release()
         finally:
             client.cancel(list(futures))
         return
@@ -848,7 +885,7 @@ def segment_to_zarr(
     if isinstance(model, Segmenter):
         card = model.card
     else:  # segment() has checked the checkpoint; its card is enough here
-        card = ModelCard.from_dict(json.loads(_paths(model)[1].read_text()))
+        card = ModelCard.from_dict(json.loads(_read(_paths(model)[1])))
     fingerprint = _fingerprint(pred, card)
     manifest = stores.claim_group(store, group, "predictions")
     stored = manifest.get("fingerprint")
@@ -882,20 +919,32 @@ def segment_to_zarr(
     import dask.array as da
     from dask.base import tokenize
 
+    fs, root = stores._fs(store)
+    # regions written whole, by fingerprint: a region the manifest found damaged is redone
+    marks = f"{stores.manifest_path(store, group).removesuffix('.json')}.regions/"
+    marks += tokenize(fingerprint)
+    fs.makedirs(marks, exist_ok=True)
+    blocks = {
+        name: index
+        for (name, _), index in zip(_regions(pred), np.ndindex(pred.data.numblocks), strict=True)
+    }
+    for name in damaged:
+        if fs.exists(mark := f"{marks}/{'.'.join(map(str, blocks[name]))}"):
+            fs.rm(mark)
     bounds = [np.cumsum((0, *c)).tolist() for c in pred.chunks]
     written = da.map_blocks(
-        _write_block, pred.data, store=os.fspath(store), path=f"{group}/{pred.name}",
-        bounds=bounds, chunks=tuple((1,) * len(c) for c in pred.chunks), dtype=bool,
+        _write_block,
+        pred.data,
+        store=os.fspath(store),
+        path=f"{group}/{pred.name}",
+        marks=marks,
+        bounds=bounds,
+        chunks=tuple((1,) * len(c) for c in pred.chunks),
+        dtype=bool,
         name=f"minecube-write-{tokenize(pred.data.name, os.fspath(store), group)}",
-    )  # fmt: skip
-    blocks = written.to_delayed()  # one graph: work shared between regions is done once
-    writes = {
-        name: blocks[index]
-        for (name, _), index in zip(_regions(pred), np.ndindex(blocks.shape), strict=True)
-        if name not in set(done)
-    }
+    ).to_delayed()  # one graph: work shared between regions is done once
+    writes = {name: written[index] for name, index in blocks.items() if name not in done}
     bar = tqdm(total=len(writes), desc=f"segment {group}", unit="region", disable=not progress)
-    fs, root = stores._fs(store)
     size = tuple(c[0] for c in pred.chunks)  # the Zarr chunk; a last region may span two
     keys = {
         name: [
@@ -933,6 +982,8 @@ def segment_to_zarr(
         stores.write_manifest(store, group, manifest)  # every region marked is written
     manifest["complete"] = len(units) == len(keys)
     stores.write_manifest(store, group, manifest)
+    if manifest["complete"]:  # the record says it all now
+        fs.rm(marks.rsplit("/", 1)[0], recursive=True)
     return open_predictions(store, group)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -254,6 +255,62 @@ def s3(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    """A real Dask-Gateway server on loopback (``dask-gateway-server``, local-process backend:
+    each cluster's scheduler and workers are processes of this machine). Yields the cluster
+    settings that reach it; the caller adds workers and options."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("dask_gateway_server", reason="pip install 'minecube[dev]'")
+    from minecube.demo.serve import _free_port, _stop, _wait_for
+
+    folder = tmp_path_factory.mktemp("gateway")
+    api, proxy = _free_port("127.0.0.1"), _free_port("127.0.0.1")
+    env = {
+        **os.environ,
+        "MINECUBE_GATEWAY_ADDRESS": f"127.0.0.1:{api}",
+        "MINECUBE_GATEWAY_PROXY": f"127.0.0.1:{proxy}",
+        "MINECUBE_GATEWAY_DIR": str(folder / "clusters"),
+    }
+    config = Path(__file__).parent / "data" / "clusters" / "gateway_config.py"
+    log = open(folder / "gateway.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dask_gateway_server", "-f", str(config)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
+    )  # fmt: skip
+    try:
+        if not _wait_for(f"http://127.0.0.1:{api}/api/health", process):
+            raise RuntimeError((folder / "gateway.log").read_text()[-3000:])
+        yield {
+            "kind": "gateway",
+            "address": f"http://127.0.0.1:{api}",
+            "proxy_address": f"gateway://127.0.0.1:{proxy}",
+            "auth": "basic",
+        }
+    finally:
+        _stop(process)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The single-node SLURM cluster that ``.ci/slurm`` configures and starts (slurmctld,
+    slurmd, munge). Skipped where it is absent, except under CI=true, where it must be up."""
+    import shutil
+    import subprocess
+
+    up = shutil.which("sinfo") is not None and subprocess.run(
+        ["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=30
+    ).stdout.startswith("up")
+    if not up:
+        if os.environ.get("CI") == "true":
+            pytest.fail("SLURM is not running: .ci/run starts it with .ci/slurm")
+        pytest.skip("no SLURM cluster on this machine: sudo .ci/slurm starts a single-node one")
+    return {"kind": "slurm"}
 
 
 # Two Sentinel-2 worlds over 2021–2023 that differ only in how their files encode reflectance:
