@@ -196,7 +196,10 @@ def connect(settings: ClusterSettings | Mapping | None = None, /, **kwargs) -> I
                     "(`dask scheduler`) or fix the address"
                 ) from None
         else:
-            cluster = stack.enter_context(_new_cluster(settings))
+            cluster = _new_cluster(settings)
+            if settings.kind == "gateway":  # runs after the cluster is closed
+                stack.callback(_forget_gateway_loop, cluster)
+            cluster = stack.enter_context(cluster)
             # a gateway's client needs the cluster's TLS credentials, which get_client passes
             client = stack.enter_context(
                 cluster.get_client(set_as_default=False)
@@ -247,6 +250,14 @@ def _new_cluster(settings: ClusterSettings):
         return jobqueue.SLURMCluster(**settings.options)
     except ValueError as e:  # e.g. no cores or memory
         raise ClusterError(f"SLURMCluster: {e}") from None
+
+
+def _forget_gateway_loop(cluster) -> None:
+    """dask-gateway 2026.3's ``Gateway.__del__`` closes a closed gateway again and raises
+    ("Accessing the loop property while the loop is not running") as it is collected; without
+    its stopped loop runner it has nothing to close."""
+    with contextlib.suppress(AttributeError):
+        del cluster.gateway._loop_runner
 
 
 def _scale(cluster, settings: ClusterSettings) -> int:
