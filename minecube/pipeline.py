@@ -216,6 +216,11 @@ class RunConfig(_Section):
         None, description="The dask cluster to run on (default: the active one, else threads)."
     )
 
+    @field_validator("model", "stores", mode="before")
+    @classmethod
+    def _path_or_url(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
     @model_validator(mode="before")
     @classmethod
     def _flat_search(cls, data: Any) -> Any:
