@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+collect_ignore = ["data"]  # test data, such as the Dask-Gateway server's configuration file
+
 # Small worlds for tests that generate their own (determinism, bad input).
 TINY = {
     "sites": ["hunter-coal", "atacama-copper"],
