@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -239,13 +240,15 @@ def _kill_once(client, sentinel, *, after: int, layer: str) -> None:
 
 
 def _retire_busy(client) -> None:
-    """Retire a busy worker gracefully, as adaptive scaling down does."""
+    """Retire a busy worker gracefully, as adaptive scaling down does (the scheduler moves the
+    worker's results elsewhere, then closes it)."""
     busy = [w for w, keys in client.processing().items() if keys] or list(client.processing())
     client.retire_workers(busy[:1])
 
 
 @pytest.fixture
-def two_workers():
+def fresh_two_workers():
+    """Two single-thread worker processes of a LocalCluster of their own."""
     from distributed import Client, LocalCluster
 
     with (
@@ -255,8 +258,31 @@ def two_workers():
         yield client
 
 
+@pytest.fixture(scope="module")
+def _local_pair():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as local,
+        Client(local, set_as_default=False) as client,
+    ):
+        yield local, client
+
+
+@pytest.fixture
+def two_workers(_local_pair):
+    """Two single-thread worker processes of a LocalCluster shared by this module's tests
+    (a killed one is restarted by its nanny, and waited for here)."""
+    local, client = _local_pair
+    local.scale(2)
+    client.wait_for_workers(2, timeout=120)
+    yield client
+    with contextlib.suppress(KeyError, ValueError):
+        client.unregister_worker_plugin("minecube-kill-once")
+
+
 @pytest.mark.parametrize("how", ["kill", "retire"])
-def test_a_worker_lost_mid_segmentation_loses_nothing(lab, how, two_workers, tmp_path):
+def test_a_worker_lost_mid_segmentation_loses_nothing(lab, how, request, tmp_path):
     """Predictions written while a worker is killed (or retired) equal an undisturbed run's,
     and no region is written twice: each write is a dask event, counted here."""
     from minecube.models import save
@@ -264,8 +290,8 @@ def test_a_worker_lost_mid_segmentation_loses_nothing(lab, how, two_workers, tmp
     from minecube.store import read_manifest
     from tests.test_segment import _model
 
-    client = two_workers
-    cube = lab["cubes"]["bodaibo-gold"]
+    client = request.getfixturevalue("two_workers" if how == "kill" else "fresh_two_workers")
+    cube = lab["cubes"]["bodaibo-gold"].isel(time=[0])
     checkpoint = save(_model(), tmp_path / "fpn")
     kwargs = {"input_dims": {"y": 64, "x": 64}, "overlap": 16, "chunks": 48}
     regions = len(_regions(segment(cube, checkpoint, **kwargs)))
@@ -306,7 +332,7 @@ def test_a_worker_killed_mid_cube_build_loses_nothing(many_world, many_server, t
     from minecube.stac import search_many
 
     client = two_workers
-    sites = many_world.sites[many_world.sites.site_id.str.endswith("-000")]
+    sites = many_world.sites[many_world.sites.site_id.str.endswith("-000")].head(4)
     found = search_many(sites, "2022-01-01", "2023-12-31", catalog=many_server.stac_url)
     calm = build_many(sites, found, tmp_path / "threads.zarr", composite="year", progress=False)
     with client.as_current():
