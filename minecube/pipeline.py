@@ -396,11 +396,12 @@ def run(
         store, predictions = _under(stores, "cubes.zarr"), _under(stores, "predictions.zarr")
         model = config.model or _under(stores, "model", train.name)
         needed = {"cube store": store, "prediction store": predictions, "checkpoint": model}
-        if client is None and config.cluster is not None:
-            require_reachable(needed, settings=config.cluster)  # before a cluster is made
-            client = stack.enter_context(connect(config.cluster))
+        made = config.cluster if client is None else None  # a client given wins
+        if made is not None:
+            require_reachable(needed, settings=made)  # before a cluster is asked for
+            client = stack.enter_context(connect(made))
         if client is not None:
-            require_reachable(needed, settings=config.cluster, client=client)
+            require_reachable(needed, settings=made, client=client)
             stack.enter_context(client.as_current())
         sites = read_sites(config.sites)
         search = config.search
