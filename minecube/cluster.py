@@ -163,7 +163,8 @@ def connect(settings: ClusterSettings | Mapping | None = None, /, **kwargs) -> I
     Yields
     ------
     distributed.Client
-        Connected, with at least one worker (or ``adapt.minimum``) joined.
+        Connected, with its workers joined (``workers``, or ``adapt.minimum``: none for an
+        adaptive cluster from 0, which starts workers when work comes).
 
     Raises
     ------
@@ -207,11 +208,12 @@ def connect(settings: ClusterSettings | Mapping | None = None, /, **kwargs) -> I
                 else Client(cluster, set_as_default=False)
             )
         wanted = _scale(cluster, settings) if cluster is not None else 1
-        try:
-            client.wait_for_workers(wanted, timeout=settings.timeout)
+        try:  # adapt from 0 starts workers when work comes: nothing to wait for
+            if wanted:
+                client.wait_for_workers(wanted, timeout=settings.timeout)
         except TimeoutError:
             raise ClusterError(
-                f"no {'worker' if wanted == 1 else f'{wanted} workers'} joined the "
+                f"{'no worker' if wanted == 1 else f'fewer than {wanted} workers'} joined the "
                 f"{settings.kind} cluster within {settings.timeout:g} s; "
                 + _where_to_look(settings.kind)
             ) from None
@@ -264,7 +266,7 @@ def _scale(cluster, settings: ClusterSettings) -> int:
     """Scale ``cluster`` as asked; the number of workers to wait for."""
     if settings.adapt is not None:
         cluster.adapt(minimum=settings.adapt.minimum, maximum=settings.adapt.maximum)
-        return max(1, settings.adapt.minimum)
+        return settings.adapt.minimum
     if settings.workers is not None:
         cluster.scale(settings.workers)
         return settings.workers

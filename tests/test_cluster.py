@@ -60,6 +60,11 @@ def test_a_local_cluster_is_made_scaled_reported_and_closed(caplog):
     assert client.status == "closed"
 
 
+def test_an_adaptive_cluster_from_zero_starts_workers_when_work_comes():
+    with connect(kind="local", adapt={"maximum": 1}, options={"processes": False}) as client:
+        assert client.submit(sum, [1, 2]).result(timeout=60) == 3
+
+
 def test_who_shares_the_disk():
     assert shares_disk(ClusterSettings(kind="local")) is True
     assert shares_disk(ClusterSettings(kind="slurm", workers=1)) is True
