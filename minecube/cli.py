@@ -90,11 +90,12 @@ def main(
         ctx.default_map = _read_config(config)
         _check_defaults(ctx.command, ctx.default_map, str(config))
     settings = _cluster_settings(scheduler, cluster_kind, workers, adapt, cluster_options)
-    ctx.obj = {"cluster": settings, "client": None}
+    ctx.obj = {"cluster": None, "client": None}
     if settings is not None:
-        from minecube.cluster import connect
+        from minecube.cluster import _settings, connect
 
-        ctx.obj["client"] = ctx.with_resource(connect(settings))
+        ctx.obj["cluster"] = _settings(settings, {})  # checked once, here
+        ctx.obj["client"] = ctx.with_resource(connect(ctx.obj["cluster"]))
 
 
 def _echo_logs():
@@ -195,14 +196,13 @@ def _cluster_settings(scheduler, kind, workers, adapt, options) -> dict | None:
 
 def _require_reachable(**paths) -> None:
     """Refuse, before any work, local paths that the command's cluster workers cannot see."""
-    from minecube.cluster import ClusterSettings, require_reachable
+    from minecube.cluster import require_reachable
 
     obj = click.get_current_context().find_root().obj or {}
     if obj.get("client") is None:
         return
-    settings = ClusterSettings.model_validate(obj["cluster"])
     named = {name.replace("_", " "): value for name, value in paths.items()}
-    require_reachable(named, settings=settings, client=obj["client"])
+    require_reachable(named, settings=obj["cluster"], client=obj["client"])
 
 
 @main.group()

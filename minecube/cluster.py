@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from minecube.errors import MinecubeError, MissingDependencyError
+from minecube.store import _is_url
 
 __all__ = [
     "AdaptSettings",
@@ -333,8 +334,7 @@ def shares_disk(settings: ClusterSettings | None = None, *, client=None) -> bool
 
 
 def _is_local(path: str | os.PathLike) -> bool:
-    text = os.fspath(path)
-    return "://" not in text or text.startswith("file://")
+    return not _is_url(path) or os.fspath(path).startswith("file://")
 
 
 def require_reachable(

@@ -35,6 +35,7 @@ from minecube.pretrained import (
     load_encoder,
     read_weights,
 )
+from minecube.store import _fs, _is_url
 
 __all__ = [
     "ARCHITECTURES",
@@ -359,10 +360,6 @@ def card_for(model: Segmenter, **fields: Any) -> ModelCard:
     )
 
 
-def _is_url(path: str | os.PathLike) -> bool:
-    return "://" in os.fspath(path)
-
-
 def _paths(path: str | os.PathLike) -> tuple[Any, Any]:
     """``(<name>.safetensors, <name>.json)``: paths, or strings for an fsspec URL."""
     if _is_url(path):
@@ -378,11 +375,9 @@ def _paths(path: str | os.PathLike) -> tuple[Any, Any]:
 
 def _read(file: Path | str) -> bytes:
     """A checkpoint file's bytes, from disk or any fsspec URL (``s3://…``, ``gs://…``)."""
-    if isinstance(file, Path):
-        return file.read_bytes()
     import fsspec
 
-    with fsspec.open(file, "rb") as f:
+    with fsspec.open(os.fspath(file), "rb") as f:
         return f.read()
 
 
@@ -419,20 +414,13 @@ def save(model: Segmenter, path: str | os.PathLike) -> Path:
     weights, card = _paths(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     data = save(state, metadata={"format": "minecube-model/1"})
-    text = json.dumps(model.card.to_dict(), indent=1)
-    if isinstance(weights, str):  # an fsspec URL
-        import fsspec
-
-        fs, _ = fsspec.core.url_to_fs(card)
-        if fs.exists(card):
-            fs.rm_file(card)
-        fs.pipe_file(weights, data)
-        fs.pipe_file(card, text.encode())
-        return weights
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    card.unlink(missing_ok=True)
-    weights.write_bytes(data)
-    card.write_text(text)
+    fs, card_file = _fs(card)  # a folder or any fsspec URL alike
+    weights_file = _fs(weights)[1]
+    fs.makedirs(weights_file.rsplit("/", 1)[0], exist_ok=True)
+    if fs.exists(card_file):
+        fs.rm_file(card_file)
+    fs.pipe_file(weights_file, data)
+    fs.pipe_file(card_file, json.dumps(model.card.to_dict(), indent=1).encode())
     return weights
 
 

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from minecube.cluster import ClusterSettings, connect, require_reachable
 from minecube.errors import MinecubeError
+from minecube.store import _fs, _is_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -447,15 +448,13 @@ def run(
 
 def _under(base: str | os.PathLike, *parts: str) -> Path | str:
     """``base/part/…``: a path, or a URL string for an fsspec URL."""
-    if "://" in os.fspath(base):
+    if _is_url(base):
         return "/".join([os.fspath(base).rstrip("/"), *parts])
     return Path(base).joinpath(*parts)
 
 
 def _exists(path: str | os.PathLike) -> bool:
-    import fsspec
-
-    fs, inner = fsspec.core.url_to_fs(os.fspath(path))
+    fs, inner = _fs(path)
     return fs.isfile(inner)
 
 
@@ -634,7 +633,7 @@ def build_cubes(
         items = _read_items(Path(items), sites.site_id)
     log.info(f"\nbuilding {composite} cubes in {store}")
     table = build_many(sites, items, store, composite=composite, **kwargs)
-    local = "://" not in str(store)
+    local = not _is_url(store)
     table["bytes"] = [
         sum(p.stat().st_size for p in (Path(store) / s).rglob("*") if p.is_file()) if local else 0
         for s in table.site_id
@@ -1070,7 +1069,7 @@ def _record(run_id, config: RunConfig, sites, found, store, model, predictions, 
     folder.mkdir(parents=True, exist_ok=True)
 
     def rel(path) -> str:
-        if "://" in os.fspath(path):  # object storage: the URL itself
+        if _is_url(path):  # object storage: the URL itself
             return os.fspath(path)
         return os.path.relpath(Path(path).absolute(), out.absolute())
 

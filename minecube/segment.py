@@ -48,6 +48,7 @@ import numpy as np
 
 from minecube.errors import MinecubeError
 from minecube.models import CheckpointError, ModelCard, Segmenter, _paths, _read, load
+from minecube.store import _fs, _is_url
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -223,11 +224,9 @@ def _on_device(model: Segmenter, device: str) -> Segmenter:
 def _version(ref: str) -> str:
     """What changes when a checkpoint file is replaced: its mtime on disk, its ETag (or size
     and modification time) in object storage."""
-    if "://" not in ref:
+    if not _is_url(ref):
         return str(Path(ref).stat().st_mtime_ns)
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(ref)
+    fs, path = _fs(ref)
     info = fs.info(path)
     return str(info.get("ETag") or (info.get("size"), info.get("LastModified", info.get("mtime"))))
 
@@ -768,8 +767,6 @@ def _write_block(
     once: a mark in ``marks`` written after the data tells a second run of this task (its
     worker was lost before the scheduler heard it finished) that there is nothing to do."""
     import zarr
-
-    from minecube.store import _fs
 
     fs, _ = _fs(store)
     mark = f"{marks}/{'.'.join(map(str, block_id))}"

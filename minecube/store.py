@@ -62,12 +62,17 @@ class StoreIntegrityError(MinecubeError, OSError):
     """A chunk that a manifest records is missing, truncated or corrupt."""
 
 
+def _is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an fsspec URL (``s3://…``, ``file://…``) rather than a plain path."""
+    return "://" in os.fspath(path)
+
+
 def _fs(store: str | os.PathLike):
     """(fsspec filesystem, path) of a store given as a local path or a URL."""
     import fsspec
 
     text = os.fspath(store)
-    if "://" not in text:
+    if not _is_url(text):
         return fsspec.filesystem("file"), str(Path(text).absolute())
     fs, path = fsspec.core.url_to_fs(text)
     return fs, path.rstrip("/")
