@@ -13,6 +13,7 @@ when the chips are made (it is not stored a second time). Every channel is stand
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,12 +32,15 @@ __all__ = [
     "PRESETS",
     "BandError",
     "ChipDataset",
+    "LeakageWarning",
     "Normalisation",
     "SiteSplit",
     "features",
     "hold_out",
+    "leaks",
     "normalisation",
     "resolve_bands",
+    "site_groups",
     "split_sites",
 ]
 
@@ -188,37 +192,219 @@ def _site_ids(sites) -> list[str]:
     return [str(s) for s in sites]
 
 
+class LeakageWarning(UserWarning):
+    """Training or validation sites overlap (or lie near) test sites: the score measures
+    memory, not skill."""
+
+
+def site_groups(
+    sites: pd.DataFrame,
+    *,
+    buffer_m: float | None = 0.0,
+    block_m: float | None = None,
+) -> dict[str, str]:
+    """Groups of sites that must stay on one side of a split: footprints that overlap or lie
+    within ``buffer_m`` metres of each other, transitively, and (with ``block_m``) sites whose
+    centres fall in one square spatial block of that side (equal-area metres, EPSG:6933).
+
+    Returns ``{site_id: group id}``, the group named by its first site.
+
+    >>> import geopandas as gpd
+    >>> from shapely.geometry import box
+    >>> table = gpd.GeoDataFrame({"site_id": ["a", "b", "c"]}, crs=4326,
+    ...     geometry=[box(0, 0, 0.02, 0.02), box(0.01, 0, 0.03, 0.02), box(1, 1, 1.02, 1.02)])
+    >>> site_groups(table)
+    {'a': 'a', 'b': 'a', 'c': 'c'}
+    """
+    import geopandas as gpd
+    import shapely
+    from pyproj import Transformer
+
+    from minecube.sites import utm_epsg
+
+    ids = [str(s) for s in sites["site_id"]]
+    parent = list(range(len(ids)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(i: int, j: int) -> None:
+        parent[root(j)] = root(i)
+
+    geometries = list(sites.geometry)
+    if buffer_m is not None:
+        grown = []
+        for g in geometries:  # each grown by half the distance: within buffer_m ⇔ they meet
+            c = g.centroid
+            epsg = utm_epsg(c.x, c.y)
+            to_utm = Transformer.from_crs(4326, epsg, always_xy=True).transform
+            back = Transformer.from_crs(epsg, 4326, always_xy=True).transform
+            local = shapely.transform(g, to_utm, interleaved=False).buffer(buffer_m / 2)
+            grown.append(shapely.transform(local, back, interleaved=False))
+        tree = shapely.STRtree(grown)
+        for i, j in zip(*tree.query(grown, predicate="intersects"), strict=True):
+            if i != j:
+                join(int(i), int(j))
+    if block_m is not None:
+        if not block_m > 0:
+            raise ValueError(f"block_m={block_m!r} must be a positive length in metres")
+        centres = gpd.GeoSeries([g.centroid for g in geometries], crs=4326).to_crs(6933)
+        blocks: dict[tuple[int, int], int] = {}
+        for i, c in enumerate(centres):
+            key = (int(np.floor(c.x / block_m)), int(np.floor(c.y / block_m)))
+            join(blocks.setdefault(key, i), i)
+    return {site: ids[root(i)] for i, site in enumerate(ids)}
+
+
+def leaks(split: SiteSplit, sites: pd.DataFrame, *, buffer_m: float = 0.0) -> list[tuple]:
+    """Pairs ``(part, site, test site)`` of training or validation sites that overlap or lie
+    within ``buffer_m`` metres of a test site."""
+    groups = site_groups(sites[sites.site_id.astype(str).isin(
+        [*split.train, *split.val, *split.test])], buffer_m=buffer_m)  # fmt: skip
+    found = []
+    for part in ("train", "val"):
+        for site in getattr(split, part):
+            for other in split.test:
+                if groups.get(site) == groups.get(other) and _near(sites, site, other, buffer_m):
+                    found.append((part, site, other))
+    return found
+
+
+def _near(sites, a: str, b: str, buffer_m: float) -> bool:
+    """Whether two sites' footprints lie within ``buffer_m`` (checked pairwise, not through a
+    chain of neighbours)."""
+    pair = sites[sites.site_id.astype(str).isin([a, b])]
+    return len(set(site_groups(pair, buffer_m=buffer_m).values())) == 1
+
+
 def split_sites(
     sites: pd.DataFrame | Sequence[str],
     *,
     test: int | Sequence[str] = 2,
     val: int | Sequence[str] = 1,
     seed: int = 0,
+    groups: str | Mapping[str, str] | None = None,
+    buffer_m: float | None = None,
+    block_m: float | None = None,
 ) -> SiteSplit:
-    """Split sites (never pixels or chips) into train, validation and test.
+    """Split sites (never pixels or chips) into train, validation and test, keeping groups of
+    sites together.
 
-    ``test`` and ``val`` are either site ids or a number of sites drawn with ``seed``.
+    ``test`` and ``val`` are either site ids or a number of sites drawn with ``seed``. Sites of
+    one group are never split: a number is filled with whole groups (so a part can hold a few
+    more sites than asked), and a named site brings its whole group along. Given a site table
+    with footprints, the split is checked for leakage: a :class:`LeakageWarning` names training
+    or validation sites that overlap a test site.
 
+    Parameters
+    ----------
+    sites
+        Site ids, or the site table (with ``geometry`` for ``buffer_m``/``block_m``).
+    test, val
+        Site ids, or how many sites to draw.
+    seed
+        Seed of the draw.
+    groups
+        A column of the site table, or a mapping ``{site_id: group}``, naming sites that belong
+        together (one mine's patches, one region).
+    buffer_m
+        Group sites whose footprints overlap (``0``) or lie within this many metres, through
+        chains of neighbours (:func:`site_groups`): overlapping patches of an export.
+    block_m
+        Group sites whose centres fall in one spatial block of this side, metres.
+
+    Examples
+    --------
     >>> split_sites(["a", "b", "c", "d", "e"], test=["e"], val=1, seed=0)
     SiteSplit(train=('a', 'b', 'c'), val=('d',), test=('e',))
+    >>> split_sites(["a", "b", "c", "d"], test=["d"], val=0, groups={"c": "g", "d": "g"})
+    SiteSplit(train=('a', 'b'), val=(), test=('c', 'd'))
     """
     ids = _site_ids(sites)
+    group_of = _groups(sites, ids, groups, buffer_m, block_m)
+    members: dict[str, list[str]] = {}
+    for s in ids:
+        members.setdefault(group_of[s], []).append(s)
     rng = random.Random(seed)
     parts = {}
     rest = list(ids)
     for name, want in (("test", test), ("val", val)):
         if isinstance(want, int):
-            if want > len(rest) - 1:
+            if want and want > len(rest) - 1:
                 raise ValueError(f"{name}={want} leaves no training site out of {len(ids)}")
-            chosen = rng.sample(rest, want)
+            order = list(dict.fromkeys(group_of[s] for s in rest))
+            if len(order) == len(rest):  # no groups: the draw of ungrouped splits
+                chosen = rng.sample(rest, want)
+            else:
+                rng.shuffle(order)
+                chosen = []
+                for g in order:
+                    if len(chosen) >= want:
+                        break
+                    chosen += [s for s in members[g] if s in rest]
         else:
-            chosen = [str(s) for s in want]
-            unknown = sorted(set(chosen) - set(ids))
+            named = [str(s) for s in want]
+            unknown = sorted(set(named) - set(ids))
             if unknown:
                 raise ValueError(f"{name} sites {unknown} are not among the sites {ids}")
+            chosen = [s for s in rest if group_of[s] in {group_of[n] for n in named}]
         parts[name] = tuple(s for s in ids if s in chosen)
         rest = [s for s in rest if s not in chosen]
-    return SiteSplit(tuple(rest), parts["val"], parts["test"])
+    if not rest:
+        raise ValueError(
+            f"the groups of the test and validation sites take every site ({len(ids)}); ask "
+            "for fewer, or group less (buffer_m=, groups=)"
+        )
+    split = SiteSplit(tuple(rest), parts["val"], parts["test"])
+    if hasattr(sites, "geometry"):
+        found = leaks(split, sites, buffer_m=buffer_m or 0.0)
+        if found:
+            warnings.warn(
+                f"{len(found)} training/validation sites overlap test sites, so the test score "
+                "measures memory, not skill: "
+                + ", ".join(f"{p} {a!r} ~ test {b!r}" for p, a, b in found[:10])
+                + (" …" if len(found) > 10 else "")
+                + "; split with buffer_m=0 (or more) to keep neighbours together",
+                LeakageWarning,
+                stacklevel=2,
+            )
+    return split
+
+
+def _groups(sites, ids, groups, buffer_m, block_m) -> dict[str, str]:
+    """Each site's group: one per site, joined by ``groups`` and by footprints."""
+    parent = {s: s for s in ids}
+    if isinstance(groups, str):
+        if not hasattr(sites, "columns") or groups not in sites.columns:
+            raise ValueError(f"groups={groups!r} is not a column of the site table")
+        groups = dict(zip(_site_ids(sites), sites[groups].astype(str), strict=True))
+    labels: dict[str, str] = {}
+    if groups is not None:
+        first: dict[str, str] = {}
+        for s in ids:
+            if s in groups:
+                labels[s] = first.setdefault(str(groups[s]), s)
+    if buffer_m is not None or block_m is not None:
+        if not hasattr(sites, "geometry"):
+            raise ValueError("buffer_m= and block_m= need the site table, with its footprints")
+        spatial = site_groups(sites, buffer_m=buffer_m, block_m=block_m)
+    else:
+        spatial = {}
+    # join the two partitions: union of the group given and the spatial group
+
+    def root(s):
+        while parent[s] != s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    for table in (labels, spatial):
+        for s, g in table.items():
+            parent[root(s)] = root(g)
+    return {s: root(s) for s in ids}
 
 
 def hold_out(
@@ -258,6 +444,27 @@ def _target(label: xr.DataArray, cube: xr.Dataset, schema: ClassSchema) -> np.nd
     if "time" not in label.dims:
         label = label.broadcast_like(cube.valid_count)
     return schema.to_index(label.transpose("time", "y", "x").values)
+
+
+def _starts(size: int, dim: int, overlap: int) -> list[int]:
+    """Where xbatcher starts its windows along one axis (whole windows only)."""
+    return list(range(0, size - dim + 1, dim - overlap))
+
+
+def _edge_windows(sizes, input_dims, input_overlap, frames: int):
+    """(time, y0, x0) of the chips that close the regular grid at the far edges: a last row
+    and column anchored at ``size - dim``, where xbatcher's windows stop short of the edge."""
+    starts, edges = {}, {}
+    for d in ("y", "x"):
+        regular = _starts(sizes[d], input_dims[d], input_overlap.get(d, 0))
+        edge = sizes[d] - input_dims[d]
+        starts[d] = regular + ([edge] if regular[-1] != edge else [])
+        edges[d] = set(starts[d]) - set(regular)
+    for t in range(frames - 1, sizes["time"]):
+        for y0 in starts["y"]:
+            for x0 in starts["x"]:
+                if y0 in edges["y"] or x0 in edges["x"]:
+                    yield t, y0, x0
 
 
 def _d4(image: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +508,13 @@ class ChipDataset(Dataset):
     Notes
     -----
     Items are dicts ``{"image": (C, H, W) or (C, T, H, W) float32 tensor, "mask": (H, W)
-    int64 tensor, "site": site index}``; :attr:`chips` lists each chip's site, time and window.
+    int64 tensor, "site": site index}``; :attr:`chips` lists each chip's site, time, window
+    and its pixels of each class (``class_px``).
+
+    Chips cover the whole cube: xbatcher cuts the regular grid of ``input_dims`` with
+    ``input_overlap``, and where that grid stops short of the far edge a last row and column
+    of chips is anchored at the edge (overlapping their neighbours more), so every labelled
+    pixel is in some chip. :meth:`sampler` draws chips with rare classes more often.
     """
 
     def __init__(
@@ -351,13 +564,17 @@ class ChipDataset(Dataset):
         self.seed = seed
         self._epoch = 0
         self._generators = []
+        self._blocks = []
         rows = []
+        labelled = observed_px = 0
         for s, site in enumerate(self.sites):
             cube = cubes[site]
             x = arrays.pop(site)
             observed = np.isfinite(x).all(axis=1)
             target = np.where(observed, _target(labels[site], cube, schema), IGNORE_INDEX)
             target = target.astype(np.uint8)
+            labelled += int((target != IGNORE_INDEX).sum())
+            observed_px += int(observed.sum())
             block = xr.Dataset(
                 {
                     "image": (("time", "channel", "y", "x"), self.norm.apply(x)),
@@ -378,22 +595,33 @@ class ChipDataset(Dataset):
                 input_overlap={"time": frames - 1, **input_overlap},
             )
             self._generators.append(gen)
+            self._blocks.append(block)
             times = cube.time.values
-            for i in range(len(gen)):
-                chip = gen[i]
-                valid = float((chip["mask"].values[-1] != IGNORE_INDEX).mean())
+            windows = [(i, int(c.time[-1]), int(c.y[0]), int(c.x[0])) for i, c in enumerate(gen)]
+            windows += [(-1, *w) for w in _edge_windows(block.sizes, input_dims, input_overlap,
+                                                       frames)]  # fmt: skip
+            h, w = input_dims["y"], input_dims["x"]
+            for i, t, y0, x0 in windows:
+                mask = target[t, y0 : y0 + h, x0 : x0 + w]
+                valid = float((mask != IGNORE_INDEX).mean())
                 if valid >= min_valid:
+                    px = np.bincount(mask.ravel(), minlength=256)[: len(schema)]
                     rows.append(
                         {
                             "site_index": s,
                             "site_id": site,
                             "chip": i,
-                            "time": times[int(chip.time[-1])],
-                            "y0": int(chip.y[0]),
-                            "x0": int(chip.x[0]),
+                            "t": t,
+                            "time": times[t],
+                            "y0": y0,
+                            "x0": x0,
                             "valid_fraction": valid,
+                            "class_px": px,
                         }
                     )
+        self.labelled_fraction = labelled / max(observed_px, 1)
+        """Share of the observed pixels that are labelled (1 for complete labels): only those
+        count in the loss, as the model card records."""
         self.chips = pd.DataFrame(rows)
         if self.chips.empty:
             raise ValueError(
@@ -416,13 +644,53 @@ class ChipDataset(Dataset):
         """Change the augmentation draw (the data loader keeps the order reproducible)."""
         self._epoch = epoch
 
+    def sampler(self, kind: str = "balanced", *, min_share: float = 0.01, seed: int = 0):
+        """A torch sampler that draws chips holding rare classes more often.
+
+        ``"balanced"``: a chip's weight is one over the number of chips holding its rarest
+        class (counted where the class covers at least ``min_share`` of the chip), so each
+        class is drawn about equally often; draws with replacement, as many as there are
+        chips per epoch, reproducible from ``seed``. :func:`minecube.train.fit` takes it as
+        ``sampler="balanced"``.
+        """
+        import torch
+        from torch.utils.data import WeightedRandomSampler
+
+        if kind != "balanced":
+            raise ValueError(f"sampler={kind!r} is not one of ['balanced']")
+        if not 0 <= min_share < 1:
+            raise ValueError(f"min_share={min_share!r} must be a share of a chip in [0, 1)")
+        px = np.stack(self.chips["class_px"].to_numpy()).astype(float)
+        present = px >= min_share * px.sum(axis=1, keepdims=True).clip(min=1)
+        present &= px > 0
+        holders = present.sum(axis=0)
+        inverse = np.where(holders > 0, 1.0 / np.maximum(holders, 1), 0.0)
+        weights = (present * inverse).max(axis=1)
+        weights[weights == 0] = inverse[inverse > 0].min() if (inverse > 0).any() else 1.0
+        return WeightedRandomSampler(
+            torch.as_tensor(weights, dtype=torch.double),
+            num_samples=len(self),
+            replacement=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         import torch
 
         row = self.chips.iloc[index]
-        chip = self._generators[row.site_index][int(row.chip)]
-        image = chip["image"].values  # (T, C, H, W)
-        mask = chip["mask"].values[-1]
+        if row.chip >= 0:
+            chip = self._generators[row.site_index][int(row.chip)]
+            image = chip["image"].values  # (T, C, H, W)
+            mask = chip["mask"].values[-1]
+        else:  # an edge chip, anchored at the far edge
+            block = self._blocks[row.site_index]
+            t, y, x = (
+                int(row.t),
+                slice(row.y0, row.y0 + self.input_dims["y"]),
+                slice(row.x0, row.x0 + self.input_dims["x"]),
+            )
+            image = block["image"].values[t - self.frames + 1 : t + 1, :, y, x]
+            mask = block["mask"].values[t, y, x]
         image = image[0] if self.frames == 1 else np.moveaxis(image, 0, 1)
         if self.augment:
             k = np.random.default_rng((self.seed, self._epoch, index)).integers(8)

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_CLASSES", "IGNORE_INDEX", "ClassSchema", "LandCoverClass", "read_schema"]
+__all__ = [
+    "BACKGROUND",
+    "DEFAULT_CLASSES",
+    "IGNORE_INDEX",
+    "ClassSchema",
+    "LandCoverClass",
+    "read_schema",
+]
 
 IGNORE_INDEX = 255
 """Training-target value of pixels without a label; losses and metrics skip it."""
@@ -53,6 +60,9 @@ class ClassSchema:
     classes: tuple[LandCoverClass, ...]
     nodata: int = 0
     """Raster value for pixels without a label or a valid observation."""
+    ignore: tuple[int, ...] = ()
+    """Other raster values that mean *no label* (a published map's "unclassified" or "cloud"
+    code): never a class, never counted, never refused as unknown."""
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.classes]
@@ -63,6 +73,11 @@ class ClassSchema:
             raise ValueError(f"nodata value {self.nodata} is also a class id; pick another nodata")
         if not all(0 <= i < IGNORE_INDEX for i in [*ids, self.nodata]):
             raise ValueError(f"class ids and nodata must lie in 0–254, got {ids}")
+        clash = sorted(set(self.ignore) & set(ids))
+        if clash or not all(0 <= i <= IGNORE_INDEX for i in self.ignore):
+            raise ValueError(
+                f"ignore values {list(self.ignore)} must be 0–255 and not class ids ({clash})"
+            )
 
     def __getitem__(self, name: str) -> LandCoverClass:
         for c in self.classes:
@@ -87,6 +102,37 @@ class ClassSchema:
     @property
     def mining(self) -> list[LandCoverClass]:
         return [c for c in self.classes if c.is_mining]
+
+    @property
+    def background(self) -> LandCoverClass | None:
+        """The class named ``background`` (or ``other``), if the schema has one."""
+        return next((c for c in self.classes if c.name in ("background", "other")), None)
+
+    def same_classes(self, other: ClassSchema) -> bool:
+        """Whether ``other`` gives every id the same class name (colours aside)."""
+        return [(c.id, c.name) for c in self] == [(c.id, c.name) for c in other]
+
+    def describe(self) -> str:
+        """``1=open_pit, 2=waste_dump, …`` for messages."""
+        return ", ".join(f"{c.id}={c.name}" for c in self)
+
+    def subset(self, names, *, background: bool = False) -> ClassSchema:
+        """A schema of some of these classes (ids kept), plus :data:`BACKGROUND` if asked:
+        a binary tailings mask is ``DEFAULT_CLASSES.subset(["tailings"], background=True)``.
+
+        >>> DEFAULT_CLASSES.subset(["tailings"], background=True).describe()
+        '3=tailings, 11=background'
+        """
+        wanted = [n for n in names if n not in ("background", "other")]
+        classes = [self[n] for n in wanted]
+        if background or len(wanted) < len(list(names)):
+            if self.background is not None:
+                classes.append(self.background)
+            elif BACKGROUND.id in [c.id for c in classes]:
+                raise ValueError(f"class id {BACKGROUND.id} is taken; add a background class")
+            else:
+                classes.append(BACKGROUND)
+        return ClassSchema(tuple(classes), nodata=self.nodata, ignore=self.ignore)
 
     def to_index(self, ids: np.ndarray) -> np.ndarray:
         """Class ids → model output indices ``0 … len(self) - 1``; anything else → IGNORE_INDEX.
@@ -146,7 +192,8 @@ class ClassSchema:
         return cls(classes, nodata=nodata)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nodata": self.nodata, "classes": [asdict(c) for c in self.classes]}
+        d = {"nodata": self.nodata, "classes": [asdict(c) for c in self.classes]}
+        return d | ({"ignore": list(self.ignore)} if self.ignore else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassSchema:
@@ -174,8 +221,14 @@ class ClassSchema:
                     description=str(c.get("description", "")),
                 )
             )
-        return cls(tuple(classes), nodata=int(d.get("nodata", 0)))
+        ignore = tuple(int(v) for v in d.get("ignore", ()))
+        return cls(tuple(classes), nodata=int(d.get("nodata", 0)), ignore=ignore)
 
+
+BACKGROUND = LandCoverClass(
+    11, "background", "#f0f0f0", False, "Everything that is not one of the labelled classes"
+)
+"""The class of a binary mask's 0: what :meth:`ClassSchema.subset` adds for ``background``."""
 
 DEFAULT_CLASSES = ClassSchema(
     (

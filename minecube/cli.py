@@ -59,6 +59,13 @@ class _Main(click.Group):
     "or an option of its manager (SLURM: cores=8, memory=32GB, walltime=02:00:00; gateway: "
     "worker_cores=4…); repeatable. Values are read as YAML.",
 )
+@click.option(
+    "--sensors",
+    "sensor_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML file of sensors to register first (minecube.sensors.read_sensors).",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -69,6 +76,7 @@ def main(
     workers: int | None,
     adapt: str | None,
     cluster_options: tuple[str, ...],
+    sensor_file: Path | None,
 ):
     """Map the footprint of mines in multispectral satellite image cubes.
 
@@ -76,6 +84,7 @@ def main(
     Examples:
       minecube demo run                 # the whole job on the demo world
       minecube sites sites.geojson      # check a site table
+      minecube items 'exports/*.tif' --out items.json   # your own rasters as STAC items
       minecube search sites.geojson --catalog https://earth-search.aws.element84.com/v1 \\
           --start 2022-01-01 --end 2024-12-31 --out items
       minecube cube build sites.geojson --items items --out cubes.zarr
@@ -86,6 +95,10 @@ def main(
       minecube experiment grid.yaml     # compare models and band presets
     """
     ctx.with_resource(_echo_logs())  # the library's step summaries, as this command's output
+    if sensor_file is not None:
+        from minecube.sensors import read_sensors
+
+        read_sensors(sensor_file, replace=True)
     if config is not None:
         ctx.default_map = _read_config(config)
         _check_defaults(ctx.command, ctx.default_map, str(config))
@@ -465,6 +478,18 @@ def sites_command(sites: Path) -> None:
 @click.option("--collection", default="sentinel-2-l2a", show_default=True)
 @click.option("--max-cloud", type=float, default=None, help="Most scene cloud cover, %.")
 @click.option(
+    "--cover",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Keep items covering at least this share of a site (0–1).",
+)
+@click.option(
+    "--one-per",
+    type=click.Choice(["date", "orbit"]),
+    default=None,
+    help="Keep one item per date (or date and orbit), the one covering most of the site.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default="items",
@@ -472,7 +497,7 @@ def sites_command(sites: Path) -> None:
     help="Folder for one item collection (JSON) per site.",
 )
 @_ONLY
-def search(sites, catalog, start, end, collection, max_cloud, out, only) -> None:
+def search(sites, catalog, start, end, collection, max_cloud, cover, one_per, out, only) -> None:
     """Search a STAC API for each site's scenes and save them per site.
 
     \b
@@ -481,7 +506,64 @@ def search(sites, catalog, start, end, collection, max_cloud, out, only) -> None
           --start 2023-01-01 --end 2023-12-31 --max-cloud 40 --out items
     """
     pipeline.search_sites(_site_table(sites, only), catalog=catalog, start=start, end=end,
-                          collection=collection, max_cloud=max_cloud, out=out)  # fmt: skip
+                          collection=collection, max_cloud=max_cloud, cover=cover,
+                          one_per=one_per, out=out)  # fmt: skip
+
+
+@main.command("items")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--sensor", default="sentinel-2-l2a", show_default=True, help="Registered sensor.")
+@click.option(
+    "--bands",
+    default=None,
+    help="Band names of each file, comma-separated (blue,green,red), or token=band pairs "
+    "(B4=red,B8=nir) [default: the files' descriptions or names].",
+)
+@click.option("--datetime", "when", default=None, help="Acquisition date of every file.")
+@click.option("--pattern", default=None, help="Regex on file names: (?P<scene>…), (?P<date>…).")
+@click.option("--scale", type=float, default=None, help="Scale of every band's numbers.")
+@click.option("--offset", type=float, default=None, help="Offset of every band's numbers.")
+@click.option("--nodata", type=float, default=None, help="Nodata value of every band.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="items.json",
+    show_default=True,
+    help="Item collection (JSON) to write; `cube build --items` reads it.",
+)
+@click.option(
+    "--sites-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a site table with one site per item (its footprint), GeoJSON.",
+)
+def items_command(paths, sensor, bands, when, pattern, scale, offset, nodata, out, sites_out):
+    """STAC items from GeoTIFFs/COGs on disk (files, folders or globs), one per scene.
+
+    \b
+    Example:
+      minecube items 'exports/*.tif' --bands blue,green,red --out items.json \\
+          --sites-out sites.geojson
+      minecube cube build sites.geojson --items items.json --out cubes.zarr
+    """
+    from minecube.sites import from_items
+    from minecube.stac import items_from_files
+
+    for path in filter(None, (out, sites_out)):  # before any work
+        if path.exists():
+            raise click.ClickException(f"{path} exists; remove it or choose another --out")
+    if bands is not None:
+        parts = [b.strip() for b in bands.split(",") if b.strip()]
+        bands = dict(p.split("=", 1) for p in parts) if all("=" in p for p in parts) else parts
+    found = items_from_files(
+        list(paths), sensor=sensor, bands=bands, datetime=when, pattern=pattern, scale=scale,
+        offset=offset, nodata=nodata,
+    )  # fmt: skip
+    found.save_object(str(out))
+    click.echo(f"{len(found)} items from {sum(len(i.assets) for i in found)} bands → {out}")
+    if sites_out is not None:
+        from_items(found).to_file(sites_out, driver="GeoJSON")
+        click.echo(f"{len(found)} sites (one per item) → {sites_out}")
 
 
 @main.group()
@@ -499,9 +581,15 @@ def cube() -> None:
 @click.option(
     "--items",
     "items_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="Folder written by `minecube search`.",
+    help="Folder written by `minecube search`, or an item file of `minecube items`.",
+)
+@click.option(
+    "--bands",
+    default=None,
+    help="Bands, comma-separated (blue,green,red,nir,swir16) [default: the sensor's "
+    "blue, green, red and NIR that the items have].",
 )
 @click.option("--catalog", default=None, help="Search this STAC API instead of --items.")
 @click.option("--start", default=None, help="First day (with --catalog).")
@@ -556,6 +644,7 @@ def cube_build(
     mask,
     quicklooks,
     only,
+    bands,
 ) -> None:
     """Build each site's cloud-masked, composited cube into a Zarr store, many sites at once
     on the dask scheduler (--workers/--scheduler, else threads); a site that fails is listed
@@ -579,8 +668,9 @@ def cube_build(
         items_dir = pipeline.search_sites(
             table, catalog=catalog, start=start, end=end, collection=collection
         )
+    bands = None if bands is None else tuple(b.strip() for b in bands.split(",") if b.strip())
     pipeline.build_cubes(table, items_dir, out, composite=composite, quicklooks=quicklooks,
-                         resolution=resolution, engine=engine, mask=mask)  # fmt: skip
+                         resolution=resolution, engine=engine, mask=mask, bands=bands)  # fmt: skip
 
 
 @main.command()

@@ -20,7 +20,6 @@ import numpy as np
 from minecube import __version__
 from minecube.errors import MinecubeError
 from minecube.sensors import (
-    BANDS,
     BASELINE_DN_OFFSET,
     LEARNED_MASKS,
     MASKED_SCL,
@@ -49,6 +48,7 @@ __all__ = [
     "DegradedPeriodWarning",
     "EmptyPeriodWarning",
     "LoadPlan",
+    "NoMaskWarning",
     "RadiometryWarning",
     "SiteGrid",
     "build",
@@ -86,6 +86,10 @@ class BrokenAssetWarning(UserWarning):
 
 class BuildFailedWarning(UserWarning):
     """Some sites of :func:`build_many` failed; the others were built."""
+
+
+class NoMaskWarning(UserWarning):
+    """The items have no layer for the sensor's default cloud mask: built without one."""
 
 
 class RadiometryWarning(UserWarning):
@@ -154,7 +158,7 @@ def _inspect_item(item, r: Radiometry, mask: str, retries: int, scl_codes) -> tu
         if error:
             return f"{asset.key}: {redact(error)}", {}  # no tokens kept
         arrays[band] = small
-    refl = [b for b in r.bands if b in BANDS]
+    refl = [b for b in r.bands if b not in MASKS]
     dn = np.stack([arrays[b].astype("float64") for b in refl])
     nodata = r.bands[refl[0]].nodata  # the same for every band of an item
     clear = np.all(dn != nodata, axis=0) if nodata is not None else np.ones(dn.shape[1:], bool)
@@ -165,7 +169,7 @@ def _inspect_item(item, r: Radiometry, mask: str, retries: int, scl_codes) -> tu
     if clear.any():
         negative = (dn[:, clear] * r.scale + r.offset) < -0.02
         figures["negative_fraction"] = round(float(negative.mean(axis=1).max()), 4)
-    if r.sensor == "sentinel-2-l2a":
+    if r.baseline_offset:  # every sensor with the Sentinel-2 convention, not one name
         carries, evidence = dn_offset_evidence(dn, clear, BASELINE_DN_OFFSET)
         figures.update(evidence, carries_offset=carries)
     return "", figures
@@ -264,7 +268,8 @@ def site_grid(site, *, resolution: float = 10.0) -> SiteGrid:
         float(np.ceil(maxy / r) * r),
     )
     grid = SiteGrid(epsg, bounds, float(resolution))
-    check_grid(grid.shape, float(projected.area.sum()) / r**2, site_id=site_id)
+    parts = len(getattr(unwrapped, "geoms", [unwrapped]))
+    check_grid(grid.shape, float(projected.area.sum()) / r**2, site_id=site_id, parts=parts)
     return grid
 
 
@@ -332,7 +337,7 @@ def build(
     site,
     items: Sequence[pystac.Item],
     *,
-    bands: Sequence[str] = BANDS,
+    bands: Sequence[str] | None = None,
     resolution: float | None = None,
     composite: Composite = "month",
     engine: Engine = "stackstac",
@@ -359,7 +364,11 @@ def build(
         STAC items over the site from one sensor (:data:`minecube.sensors.SENSORS`), e.g. from
         :func:`minecube.stac.search`.
     bands
-        Reflectance bands by common name.
+        Reflectance bands by name, any the sensor declares (``swir16``, ``rededge1``… for
+        Sentinel-2); default the sensor's :attr:`~minecube.sensors.Sensor.default_bands` (blue,
+        green, red and NIR where it has them) that the items have: items of three bands give a
+        three-band cube. A band asked for that the sensor or the items lack is refused, naming
+        the ``bands=`` that works.
     resolution
         Pixel size in metres; default the sensor's (10 m Sentinel-2, 30 m Landsat and HLS).
     composite
@@ -375,7 +384,8 @@ def build(
         without a mask layer, :mod:`minecube.csmask`), ``"none"`` (only nodata is masked;
         recorded), or a callable that
         takes the per-scene reflectance (time, band, y, x) and returns where it is clear
-        (time, y, x). Default: the sensor's own (:data:`minecube.sensors.MASKS`).
+        (time, y, x). Default: the sensor's own (:data:`minecube.sensors.MASKS`) where the
+        items carry its layer, else none (a :class:`NoMaskWarning` says so).
     mask_scl
         SCL codes that ``mask="scl"`` masks (default :data:`MASKED_SCL`).
     sign
@@ -552,7 +562,7 @@ def plan(
     site,
     items: Sequence[pystac.Item],
     *,
-    bands: Sequence[str] = BANDS,
+    bands: Sequence[str] | None = None,
     resolution: float | None = None,
     mask: str | Callable | None = None,
 ) -> LoadPlan:
@@ -580,9 +590,6 @@ def plan(
     items = sorted(items, key=item_order)
     if not items:
         raise CubeError("no items to build a cube from; search() with wider dates or max_cloud")
-    unknown = [b for b in bands if b not in BANDS]
-    if unknown:
-        raise ValueError(f"unknown bands {unknown}; available bands are {list(BANDS)}")
     sensors = {i.id: sensor_for(i) for i in items}
     names = sorted({s.name for s in sensors.values()})
     if len(names) > 1:
@@ -591,7 +598,19 @@ def plan(
             "(filter the items by collection)"
         )
     sensor = next(iter(sensors.values()))
+    if bands is None:  # the sensor's default bands that the items have
+        bands = sensor.bands_of(items[0]) or sensor.default_bands
+    bands = sensor.check_bands(bands)
     mask_name = _mask_name(mask, sensor)
+    if mask is None and not _has_mask(items[0], sensor, mask_name):
+        warnings.warn(
+            f"the items carry no {mask_name!r} mask layer (looked for "
+            f"{list(sensor.masks[mask_name])}): the cube is built without a cloud mask (recorded "
+            "as mask='none'); pass mask='csmask' for a learned one, or mask='none' to silence this",
+            NoMaskWarning,
+            stacklevel=3,
+        )
+        mask_name = "none"
     asset_mask = mask_name if mask_name in sensor.masks else "none"
     grid = site_grid(site, resolution=float(resolution or sensor.resolution))
     geom = site_geometry(site)
@@ -614,6 +633,11 @@ def plan(
         tuple(keys),
         tuple(declared),
     )
+
+
+def _has_mask(item, sensor, mask_name: str) -> bool:
+    keys = sensor.masks.get(mask_name, ())
+    return mask_name == "none" or any(k in item.assets for k in keys)
 
 
 def _mask_name(mask, sensor) -> str:

@@ -244,7 +244,7 @@ def run(
 
     from minecube.chips import ChipDataset
     from minecube.classes import DEFAULT_CLASSES, read_schema
-    from minecube.evaluate import _majority_baseline, _summary, evaluate, scores
+    from minecube.evaluate import baselines, evaluate
     from minecube.models import save
     from minecube.sites import read_sites
     from minecube.train import fit
@@ -306,19 +306,21 @@ def run(
     finished = [out / "runs" / f"{r['run']}.json" for r in runs]
     records = [json.loads(p.read_text()) for p in finished if p.exists()]
     left = len(runs) - len(records)
-    # the trivial baseline every model must beat: the training sites' most frequent class
-    majority, cm = _majority_baseline(subset(split.train)[1], *subset(split.test), schema)
-    base, per_class = _summary(cm), scores(cm, schema)
-    records.append(
-        {
-            "run": "baseline",
-            "architecture": f"majority class: {majority}",
-            "test_miou": base["miou"],
-            "test_overall_accuracy": base["overall_accuracy"],
-            **{f"iou_{c}": v for c, v in zip(per_class["class"], per_class["iou"], strict=True)},
-            "groups": [],
-        }
-    )
+    # the trivial models every model must beat: the training sites' most frequent class
+    # everywhere, and no mine anywhere (all background)
+    trivial = baselines(*subset(split.test), schema=schema, train_labels=subset(split.train)[1])
+    for row in trivial.to_dict("records"):
+        kind = "majority" if row["baseline"] == "majority" else "background"
+        records.append(
+            {
+                "run": "baseline" if kind == "majority" else f"baseline-{kind}",
+                "architecture": f"{kind} class: {row['class']}",
+                "test_miou": row["miou"],
+                "test_overall_accuracy": row["overall_accuracy"],
+                **{k: v for k, v in row.items() if k.startswith("iou_")},
+                "groups": [],
+            }
+        )
     groups = pd.DataFrame([{"run": rec["run"], **g} for rec in records for g in rec.pop("groups")])
     if groups.empty:  # no run finished yet (a first sitting out of time): the baseline alone
         groups = pd.DataFrame(columns=["run", "level", "group", "miou"])

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minecube import __version__
-from minecube.chips import Normalisation
+from minecube.chips import Normalisation, resolve_bands
 from minecube.classes import ClassSchema
 from minecube.errors import MinecubeError, MissingDependencyError
 from minecube.pretrained import (
@@ -150,6 +151,37 @@ class ModelCard:
                 f"(it has {available}); build the cube with those bands or use another model"
             )
 
+    def check_sensor(self, cube, *, any_sensor: bool = False) -> None:
+        """Refuse a cube of another sensor than the model was trained on (its
+        ``attrs["sensor"]`` against ``training["sensors"]``) unless ``any_sensor``."""
+        sensor = getattr(cube, "attrs", {}).get("sensor")
+        trained = self.training.get("sensors") or []
+        if sensor and trained and sensor not in trained and not any_sensor:
+            raise CheckpointError(
+                f"the model was trained on {trained} cubes, this cube is {sensor!r}; train a "
+                "model on this sensor's cubes, or pass any_sensor=True to use it anyway"
+            )
+
+    def check_labels(self, label) -> None:
+        """Refuse labels whose class schema (their CF ``flag_values``/``flag_meanings``) is not
+        the model's: id 1 must mean the same class on both sides of a score."""
+        try:
+            theirs = ClassSchema.from_cf_attrs(getattr(label, "attrs", {}))
+        except ValueError:
+            raise CheckpointError(
+                "the labels carry no class schema (CF flag_values/flag_meanings attributes), "
+                "so their ids cannot be checked against the model's classes "
+                f"({self.schema.describe()}); make them with minecube.labels.rasterize or "
+                "from_raster, or label.attrs.update(schema.cf_attrs()) with their schema"
+            ) from None
+        if not theirs.same_classes(self.schema):
+            raise CheckpointError(
+                f"the labels' classes ({theirs.describe()}) are not the model's "
+                f"({self.schema.describe()}); rasterise the labels with the model's schema "
+                "(schema=model.card.schema, mapping their codes with from_raster(mapping=…)), "
+                "or train a model on this schema"
+            )
+
 
 def _up(cin: int, cout: int) -> nn.Module:
     """×2 bilinear upsampling, then conv–BN–ReLU."""
@@ -253,11 +285,11 @@ def create(
     architecture: Architecture = "fpn",
     *,
     encoder_name: str | None = None,
-    in_channels: int = 4,
+    in_channels: int | None = None,
     classes: int = 10,
     encoder_weights: str | os.PathLike | None = None,
     frames: int = 1,
-    bands: list[str] | None = None,
+    bands: str | Sequence[str] | None = None,
 ) -> Segmenter:
     """Build a segmentation model.
 
@@ -270,7 +302,9 @@ def create(
         An smp / timm encoder, or a Prithvi backbone such as ``"prithvi_eo_tiny"`` or
         ``"prithvi_eo_v2_300"``; default from :data:`ARCHITECTURES`.
     in_channels
-        Input channels (bands). With pretrained weights for other bands, the first convolution
+        Input channels; default ``len(bands)`` when ``bands`` is given, else 4. A value that
+        differs from the bands' count is refused. With pretrained weights for other bands, the
+        first convolution
         is adapted: by band name when ``bands`` is given (filters of bands the weights lack
         start from the mean filter), else by cycling the filters; rescaled to the weights'
         channel count.
@@ -288,7 +322,8 @@ def create(
     frames
         Periods per input; Prithvi takes the cube's time axis as its temporal frames.
     bands
-        Band names: matched to the bands pretrained weights were trained on (first
+        Band names or a preset of :data:`minecube.chips.PRESETS` (``"rgb"``): they set
+        ``in_channels``, and are matched to the bands pretrained weights were trained on (first
         convolution; Prithvi's patch embedding).
 
     Examples
@@ -297,7 +332,10 @@ def create(
     >>> model = create("fpn", encoder_name="resnet18", in_channels=4, classes=10)
     >>> model(torch.zeros(1, 4, 100, 90)).shape
     torch.Size([1, 10, 100, 90])
+    >>> create("unet", encoder_name="resnet18", bands="rgb").spec.in_channels
+    3
     """
+    bands, in_channels = _channels(bands, in_channels)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r} is not one of {list(ARCHITECTURES)}")
     weights = None if encoder_weights is None else str(encoder_weights)
@@ -334,6 +372,19 @@ def create(
     if source is not None:
         model.pretrained = load_encoder(net.encoder, source, bands=tuple(bands or ()) or None)
     return model
+
+
+def _channels(bands, in_channels: int | None) -> tuple[list[str] | None, int]:
+    """The bands (a preset resolved) and the input channels they imply."""
+    if bands is None:
+        return None, 4 if in_channels is None else int(in_channels)
+    bands = list(resolve_bands(bands))
+    if in_channels is not None and int(in_channels) != len(bands):
+        raise ValueError(
+            f"in_channels={in_channels} but bands {bands} are {len(bands)} channels; give "
+            "bands= alone (it sets in_channels)"
+        )
+    return bands, len(bands)
 
 
 def _versions(spec: ModelSpec) -> dict[str, str]:

@@ -83,6 +83,12 @@ class SearchSettings(_Section):
     max_cloud: float | None = Field(
         None, ge=0, le=100, description="Most scene cloud cover, percent."
     )
+    cover: float | None = Field(
+        None, gt=0, le=1, description="Keep items covering at least this share of a site (0–1)."
+    )
+    one_per: Literal["date", "orbit"] | None = Field(
+        None, description="Keep one item per date (or date and orbit): the one covering most."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> SearchSettings:
@@ -184,7 +190,7 @@ class ReportSettings(_Section):
     )
 
 
-_FLAT_SEARCH = ("catalog", "start", "end", "collection", "max_cloud")
+_FLAT_SEARCH = ("catalog", "start", "end", "collection", "max_cloud", "cover", "one_per")
 
 
 class RunConfig(_Section):
@@ -216,6 +222,28 @@ class RunConfig(_Section):
     cluster: ClusterSettings | None = Field(
         None, description="The dask cluster to run on (default: the active one, else threads)."
     )
+    sensors: list[dict[str, Any]] | Path | None = Field(
+        None,
+        description="Sensors to register before the search: a list of sensors (the fields of "
+        "minecube.sensors.Sensor) or a YAML file of them.",
+    )
+
+    @field_validator("sensors")
+    @classmethod
+    def _valid_sensors(cls, value: Any) -> Any:
+        from minecube.sensors import Sensor
+
+        if isinstance(value, Path):
+            if not value.exists():
+                raise ValueError(f"sensor file {str(value)!r} does not exist")
+            return value
+        if value is not None:
+            sensors = [Sensor.from_dict(s) for s in value]  # each checked, none registered
+            names = [s.name for s in sensors]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"sensors {twice} are defined more than once")
+        return value
 
     @field_validator("model", "stores", mode="before")
     @classmethod
@@ -385,6 +413,10 @@ def run(
     from minecube.sites import read_sites
 
     config = load_config(config)
+    if config.sensors is not None:  # before the search, which maps items to sensors
+        from minecube.sensors import read_sensors
+
+        read_sensors(config.sensors, replace=True)
     run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{os.urandom(4).hex()}"
     with contextlib.ExitStack() as stack:
         if verbose and not log.handlers:
@@ -406,9 +438,7 @@ def run(
             stack.enter_context(client.as_current())
         sites = read_sites(config.sites)
         search = config.search
-        found = search_sites(sites, catalog=search.catalog, start=search.start, end=search.end,
-                             collection=search.collection, max_cloud=search.max_cloud,
-                             out=out / "items")  # fmt: skip
+        found = search_sites(sites, **search.model_dump(), out=out / "items")
         built = build_cubes(sites, found, store, quicklooks=out / "quicklook",
                             **config.cube.model_dump(exclude_none=True))  # fmt: skip
         failed = built[built.status != "ok"]
@@ -487,6 +517,8 @@ def search_sites(
     end: str | dt.date,
     collection: str = "sentinel-2-l2a",
     max_cloud: float | None = None,
+    cover: float | None = None,
+    one_per: str | None = None,
     out: str | os.PathLike | None = None,
 ) -> dict[str, list]:
     """Search a STAC API for every site's scenes, one search per group of nearby sites
@@ -496,7 +528,7 @@ def search_sites(
     ----------
     sites
         The site table, or its file.
-    catalog, start, end, collection, max_cloud
+    catalog, start, end, collection, max_cloud, cover, one_per
         As for :func:`minecube.stac.search`.
     out
         Folder to keep each site's items in, as ``<site_id>.json`` (an ItemCollection that
@@ -518,7 +550,7 @@ def search_sites(
 
     sites = _sites(sites)
     found = search_many(sites, start, end, catalog=catalog, max_cloud=max_cloud,
-                        collection=collection)  # fmt: skip
+                        collection=collection, cover=cover, one_per=one_per)  # fmt: skip
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
     for site in sites.itertuples():
@@ -539,18 +571,40 @@ def search_sites(
     return {s: list(items) for s, items in found.items()}
 
 
-def _read_items(folder: Path, site_ids) -> dict[str, list]:
+def _read_items(source: Path, site_ids, sites=None) -> dict[str, list]:
+    """Each site's items: ``<site_id>.json`` of a folder :func:`search_sites` wrote, or, from
+    one item collection (``minecube items --out items.json``), the items over each site, one
+    per date (the one covering most of it: a patch's own scene, not its neighbours')."""
     import pystac
 
+    from minecube.stac import select_items
+
+    if Path(source).is_file():
+        if sites is None:
+            raise ValueError("items from one file need the site table to place them")
+        items = list(pystac.ItemCollection.from_file(str(source)))
+        geometries = dict(zip(sites.site_id, sites.geometry, strict=True))
+        found = {s: select_items(items, geometries[s], one_per="date") for s in site_ids}
+        found = {s: [i for i in v if _covers_any(i, geometries[s])] for s, v in found.items()}
+        empty = [s for s, v in found.items() if not v]
+        if empty:
+            raise FileNotFoundError(f"no item of {source} covers the sites {empty}")
+        return found
     found = {}
     for site in site_ids:
-        path = Path(folder) / f"{site}.json"
+        path = Path(source) / f"{site}.json"
         if not path.is_file():
             raise FileNotFoundError(
                 f"no items for {site!r} at {path}; search first (`minecube search`)"
             )
         found[site] = list(pystac.ItemCollection.from_file(str(path)))
     return found
+
+
+def _covers_any(item, geometry) -> bool:
+    import shapely.geometry
+
+    return shapely.geometry.shape(item.geometry).intersects(geometry)
 
 
 def _split(sites, val: Sequence[str] = (), test: Sequence[str] = ()):
@@ -602,7 +656,9 @@ def build_cubes(
     sites
         The site table, or its file.
     items
-        Each site's items by site id, or the folder :func:`search_sites` kept them in.
+        Each site's items by site id, the folder :func:`search_sites` kept them in, or one item
+        collection file for all sites (:func:`minecube.stac.items_from_files`): each site gets
+        the items over it, one per date (the one covering most of it).
     store
         The cube Zarr store (path or URL); a store minecube may not write is refused first.
     composite
@@ -610,8 +666,8 @@ def build_cubes(
     quicklooks
         Folder for a PNG quicklook per site.
     **kwargs
-        Passed to :func:`minecube.cube.build` (``resolution``, ``engine``, ``mask``,
-        ``chunks``).
+        Passed to :func:`minecube.cube.build` (``bands``, ``resolution``, ``engine``,
+        ``mask``, ``chunks``).
 
     Returns
     -------
@@ -630,7 +686,7 @@ def build_cubes(
 
     sites = _sites(sites)
     if not isinstance(items, Mapping):
-        items = _read_items(Path(items), sites.site_id)
+        items = _read_items(Path(items), sites.site_id, sites)
     log.info(f"\nbuilding {composite} cubes in {store}")
     table = build_many(sites, items, store, composite=composite, **kwargs)
     local = not _is_url(store)
@@ -746,13 +802,14 @@ def train_model(
     model = fit(model, train, val, epochs=epochs, batch_size=batch_size, lr=lr,
                 loss="ce+dice", class_weights="balanced", patience=epochs)  # fmt: skip
     if split.test:
-        result = evaluate(model, *part(split.test), sites)
+        result = evaluate(model, *part(split.test), sites, train_labels=part(split.train)[1])
         model.card.metrics["test"] = result.summary.to_dict("records")
         for row in result.summary.itertuples():
             if row.level in ("all", "site_id"):
                 log.info(
                     f"  held out {row.group:18s} mIoU {row.miou:.3f}, overall accuracy "
-                    f"{row.overall_accuracy:.3f}"
+                    f"{row.overall_accuracy:.3f} (all {result.baselines['majority']}: mIoU "
+                    f"{row.majority_miou:.3f}, accuracy {row.majority_accuracy:.3f})"
                 )
     save(model, path)
     log.info(f"model: {path}.safetensors + .json (card)")

@@ -594,7 +594,7 @@ def segment(
         )
     if isinstance(cube, xr.DataArray | xr.Dataset) and "band" in cube.coords:
         card.check_bands([str(b) for b in cube.band.values])
-    _check_sensor(cube, card, any_sensor)
+    card.check_sensor(cube, any_sensor=any_sensor)
     feats = _cube_features(cube, card.bands)
     if spec.architecture == "prithvi" and input_dims is None:
         input_dims = card.training.get("input_dims")
@@ -715,16 +715,6 @@ def segment(
         "tta": tta,
     }
     return result.rio.write_crs(crs).rio.write_nodata(nodata)
-
-
-def _check_sensor(cube, card, any_sensor: bool) -> None:
-    sensor = getattr(cube, "attrs", {}).get("sensor")
-    trained = card.training.get("sensors") or []
-    if sensor and trained and sensor not in trained and not any_sensor:
-        raise CheckpointError(
-            f"the model was trained on {trained} cubes, this cube is {sensor!r}; train a model "
-            "on this sensor's cubes, or pass any_sensor=True to segment it anyway"
-        )
 
 
 def _fingerprint(pred: xr.DataArray, card) -> dict:

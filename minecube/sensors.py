@@ -20,8 +20,10 @@ against the answer (:func:`dn_offset_evidence`).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BANDS",
     "BASELINE_DN_OFFSET",
+    "COMMON_BANDS",
     "LEARNED_MASKS",
     "MASKED_SCL",
     "MASKS",
@@ -41,17 +44,29 @@ __all__ = [
     "BandAsset",
     "Radiometry",
     "Sensor",
+    "SensorPluginWarning",
     "UnknownSensorError",
     "band_assets",
     "dn_offset_evidence",
     "mask_valid",
     "radiometry",
+    "read_sensors",
     "register_sensor",
     "sensor_for",
 ]
 
 BANDS = ("blue", "green", "red", "nir")
-"""Reflectance bands minecube uses, by common name."""
+"""The bands a cube holds by default, where its sensor has them (RGB + NIR, the paper's)."""
+
+COMMON_BANDS = (
+    "coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
+    "nir09", "cirrus", "swir16", "swir22", "pan", "lwir11", "lwir12",
+)  # fmt: skip
+"""Band names of the built-in sensors: the STAC ``eo`` common names (``rededge1…3`` as Earth
+Search names Sentinel-2's red-edge bands). A registered sensor may name others: any lower-case
+name (letters, digits, ``_``) that is not a mask or ``ndvi``."""
+
+_BAND_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 MASKS = ("scl", "qa_pixel", "fmask", "none")
 """Cloud masks :func:`minecube.cube.build` applies by name (or give a callable):
@@ -146,14 +161,91 @@ class Sensor:
     notes: dict[str, str] = field(default_factory=dict, compare=False)
     """Catalogue → what minecube does there (for the docs)."""
 
+    @property
+    def default_bands(self) -> tuple[str, ...]:
+        """The bands a cube gets when none are asked for: those of :data:`BANDS` the sensor
+        has, else all of its bands."""
+        return tuple(b for b in BANDS if b in self.bands) or tuple(self.bands)
 
-_S2_BANDS = {
+    def bands_of(self, item: pystac.Item) -> tuple[str, ...]:
+        """The :attr:`default_bands` that ``item`` has an asset for (a three-band archive's
+        items give three)."""
+        return tuple(b for b in self.default_bands if any(k in item.assets for k in self.bands[b]))
+
+    def check_bands(self, bands: Sequence[str]) -> tuple[str, ...]:
+        """``bands`` as a tuple, or a :class:`UnknownSensorError` naming those the sensor
+        lacks and the ``bands=`` that works."""
+        bands = tuple(str(b) for b in bands)
+        missing = [b for b in bands if b not in self.bands]
+        if missing or not bands:
+            have = [b for b in bands if b in self.bands] or list(self.default_bands)
+            raise UnknownSensorError(
+                f"sensor {self.name!r} has no band {missing[0] if missing else None!r}"
+                f"{f' (nor {missing[1:]})' if len(missing) > 1 else ''}; it declares "
+                f"{list(self.bands)}. Ask for bands it has, e.g. bands={tuple(have)!r}, or "
+                "declare the band with register_sensor (the sensor's bands: mapping)"
+            )
+        return bands
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for YAML/JSON (:func:`read_sensors` reads it back)."""
+        d = asdict(self)
+        d["bands"] = {b: list(k) for b, k in self.bands.items()}
+        d["masks"] = {m: list(k) for m, k in self.masks.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Sensor:
+        """A sensor from plain data (a YAML file, the run configuration), validated.
+
+        >>> s = Sensor.from_dict({"name": "ee-s2", "title": "Earth Engine S2 export",
+        ...     "collections": ["ee-s2"], "bands": {"blue": ["B2"], "green": ["B3"],
+        ...     "red": ["B4"]}, "resolution": 10, "scale": 1.0, "offset": 0.0})
+        >>> s.default_bands, s.default_mask
+        (('blue', 'green', 'red'), 'none')
+        """
+        import pydantic
+
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a sensor is a mapping of settings, got {d!r:.120}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"sensor {d.get('name')!r}: unknown keys {unknown}; a sensor has {sorted(known)}"
+            )
+        data = {"masks": {}, "default_mask": "none", "nodata": None, **d}
+        try:
+            return pydantic.TypeAdapter(cls).validate_python(data)
+        except pydantic.ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()
+            )
+            raise ValueError(f"sensor {d.get('name')!r}: {problems}") from None
+
+
+_S2_BANDS = {  # Earth Search v1, Planetary Computer / Earth Search v0, Copernicus Data Space
     "blue": ("blue", "B02", "B02_10m"),
     "green": ("green", "B03", "B03_10m"),
     "red": ("red", "B04", "B04_10m"),
     "nir": ("nir", "B08", "B08_10m"),
+    "coastal": ("coastal", "B01", "B01_60m"),
+    "rededge1": ("rededge1", "B05", "B05_20m"),
+    "rededge2": ("rededge2", "B06", "B06_20m"),
+    "rededge3": ("rededge3", "B07", "B07_20m"),
+    "nir08": ("nir08", "B8A", "B8A_20m"),
+    "swir16": ("swir16", "B11", "B11_20m"),
+    "swir22": ("swir22", "B12", "B12_20m"),
 }
-_LANDSAT_BANDS = {"blue": ("blue",), "green": ("green",), "red": ("red",), "nir": ("nir08",)}
+_LANDSAT_BANDS = {
+    "blue": ("blue",),
+    "green": ("green",),
+    "red": ("red",),
+    "nir": ("nir08",),
+    "coastal": ("coastal",),
+    "swir16": ("swir16",),
+    "swir22": ("swir22",),
+}
 
 SENSORS: dict[str, Sensor] = {}
 """The registry: sensor name → :class:`Sensor`. Add to it with :func:`register_sensor`."""
@@ -162,14 +254,32 @@ SENSORS: dict[str, Sensor] = {}
 def register_sensor(sensor: Sensor, *, replace: bool = False) -> Sensor:
     """Add a sensor (or another catalogue's layout of one) to :data:`SENSORS`.
 
-    Raises ``ValueError`` if the name is taken (pass ``replace=True``), a band or mask is not
-    one minecube knows, or the default mask is not among the sensor's masks.
+    A sensor declares the bands it has: any of :data:`COMMON_BANDS` (a three-band archive
+    declares three), or other lower-case names. Raises ``ValueError`` if the name is taken (pass
+    ``replace=True``), a band name is not allowed or has no asset key, a mask is not one minecube
+    knows, or the default mask is not among the sensor's masks. Sensors can also be registered
+    from a file (:func:`read_sensors`), the run configuration's ``sensors:`` and packages'
+    ``minecube.sensors`` entry points.
     """
     if sensor.name in SENSORS and not replace:
         raise ValueError(f"sensor {sensor.name!r} is registered already; pass replace=True")
-    unknown = [b for b in sensor.bands if b not in BANDS]
-    if unknown or set(sensor.bands) != set(BANDS):
-        raise ValueError(f"sensor bands must be exactly {list(BANDS)}, got {list(sensor.bands)}")
+    bad = [
+        b
+        for b in sensor.bands
+        if not _BAND_NAME.match(str(b)) or b in (*MASKS, *LEARNED_MASKS, "ndvi")
+    ]
+    if not sensor.bands or bad:
+        raise ValueError(
+            f"sensor {sensor.name!r}: bands must be a non-empty mapping of lower-case band "
+            f"names (e.g. {list(BANDS)}, or any of {list(COMMON_BANDS)}) to asset keys; "
+            f"not allowed: {bad or 'an empty mapping'}"
+        )
+    empty = [b for b, keys in sensor.bands.items() if not keys or isinstance(keys, str)]
+    if empty:
+        raise ValueError(
+            f"sensor {sensor.name!r}: bands {empty} need a list of asset keys to look for, "
+            "e.g. {'red': ['red', 'B04']}"
+        )
     if [m for m in sensor.masks if m not in MASKS]:
         raise ValueError(f"sensor masks must be among {list(MASKS)}, got {list(sensor.masks)}")
     if sensor.default_mask not in (*sensor.masks, "none"):
@@ -222,7 +332,18 @@ register_sensor(
         "hls-s30",
         "Harmonized Landsat Sentinel-2 v2.0, Sentinel-2 part (S30)",
         collections=("HLSS30_2.0", "HLSS30.v2.0"),
-        bands={"blue": ("B02",), "green": ("B03",), "red": ("B04",), "nir": ("B8A",)},
+        bands={
+            "coastal": ("B01",),
+            "blue": ("B02",),
+            "green": ("B03",),
+            "red": ("B04",),
+            "rededge1": ("B05",),
+            "rededge2": ("B06",),
+            "rededge3": ("B07",),
+            "nir": ("B8A",),
+            "swir16": ("B11",),
+            "swir22": ("B12",),
+        },
         masks={"fmask": ("Fmask",)},
         default_mask="fmask",
         resolution=30.0,
@@ -236,7 +357,15 @@ register_sensor(
         "hls-l30",
         "Harmonized Landsat Sentinel-2 v2.0, Landsat part (L30)",
         collections=("HLSL30_2.0", "HLSL30.v2.0"),
-        bands={"blue": ("B02",), "green": ("B03",), "red": ("B04",), "nir": ("B05",)},
+        bands={
+            "coastal": ("B01",),
+            "blue": ("B02",),
+            "green": ("B03",),
+            "red": ("B04",),
+            "nir": ("B05",),
+            "swir16": ("B06",),
+            "swir22": ("B07",),
+        },
         masks={"fmask": ("Fmask",)},
         default_mask="fmask",
         resolution=30.0,
@@ -282,14 +411,18 @@ def sensor_for(item: pystac.Item) -> Sensor:
     )
 
 
-def _asset_key(item: pystac.Item, band: str, keys: tuple[str, ...], sensor: Sensor) -> str:
+def _asset_key(item: pystac.Item, band: str, bands: Sequence[str], sensor: Sensor) -> str:
+    keys = sensor.bands[band]
     key = next((k for k in keys if k in item.assets), None)
     if key is None:
+        present = [b for b in bands if any(k in item.assets for k in sensor.bands[b])]
         raise UnknownSensorError(
             f"item {item.id!r} (collection {item.collection_id!r}, read as {sensor.name!r}) has "
             f"no asset for {band!r} (looked for {list(keys)}); its assets are "
-            f"{sorted(item.assets)}. If this catalogue names them differently, register its "
-            "layout with minecube.sensors.register_sensor"
+            f"{sorted(item.assets)}. "
+            + (f"To build without it, pass bands={tuple(present)!r}; if" if present else "If")
+            + " this catalogue names the band differently, register its layout with "
+            "minecube.sensors.register_sensor"
         )
     return key
 
@@ -341,10 +474,13 @@ class Radiometry:
     baseline: str | None = None
     baseline_from: str | None = None
     notes: tuple[str, ...] = ()
+    baseline_offset: bool = False
+    """The sensor follows the Sentinel-2 offset convention (:attr:`Sensor.baseline_offset`):
+    the scene check tests its pixels for the +1000 DN offset."""
 
     @property
     def _first(self) -> BandAsset:
-        return next(b for name, b in self.bands.items() if name in BANDS)
+        return next(b for name, b in self.bands.items() if name not in MASKS)
 
     @property
     def offset(self) -> float:
@@ -375,23 +511,15 @@ class Radiometry:
 
     def with_offset(self, offset: float, source: str, note: str) -> Radiometry:
         bands = {
-            k: BandAsset(b.key, b.scale, offset, b.nodata) if k in BANDS else b
+            k: b if k in MASKS else BandAsset(b.key, b.scale, offset, b.nodata)
             for k, b in self.bands.items()
         }
-        return Radiometry(
-            self.item,
-            self.sensor,
-            bands,
-            source,
-            self.baseline,
-            self.baseline_from,
-            (*self.notes, note),
-        )
+        return replace(self, bands=bands, source=source, notes=(*self.notes, note))
 
 
 def radiometry(
     item: pystac.Item,
-    bands: tuple[str, ...] = BANDS,
+    bands: Sequence[str] | None = None,
     *,
     mask: str | None = None,
     sensor: Sensor | None = None,
@@ -419,13 +547,12 @@ def radiometry(
     (BandAsset(key='B08', scale=0.0001, offset=-0.1, nodata=0), 'baseline', '05.09')
     """
     sensor = sensor or sensor_for(item)
+    bands = sensor.default_bands if bands is None else sensor.check_bands(bands)
     mask = sensor.default_mask if mask is None else mask
     out: dict[str, BandAsset] = {}
     declared_any = False
     for band in bands:
-        if band not in BANDS:
-            raise ValueError(f"unknown band {band!r}; minecube reads {list(BANDS)}")
-        key = _asset_key(item, band, sensor.bands[band], sensor)
+        key = _asset_key(item, band, bands, sensor)
         scale, offset, nodata = _declared(item.assets[key])
         declared_any |= scale is not None
         out[band] = BandAsset(
@@ -449,7 +576,8 @@ def radiometry(
             )
         nodata = _declared(item.assets[key])[2]
         out[mask] = BandAsset(key, 1.0, 0.0, nodata)
-    result = Radiometry(item.id, sensor.name, out, "item" if declared_any else "sensor default")
+    source = "item" if declared_any else "sensor default"
+    result = Radiometry(item.id, sensor.name, out, source, baseline_offset=sensor.baseline_offset)
     if sensor.baseline_offset:
         result = _sentinel2_offset(item, result, declared_any)
     return result
@@ -460,7 +588,7 @@ def _sentinel2_offset(item: pystac.Item, r: Radiometry, declared: bool) -> Radio
     applied = item.properties.get(
         "earthsearch:boa_offset_applied", item.properties.get("sentinel:boa_offset_applied")
     )
-    r = Radiometry(r.item, r.sensor, r.bands, r.source, baseline, where)
+    r = replace(r, baseline=baseline, baseline_from=where)
     carried = r.carried_offset
     if applied is True:
         if r.offset == 0.0:
@@ -514,9 +642,6 @@ def band_assets(
     """
     masks = [b for b in bands if b in MASKS]
     reflectance = tuple(b for b in bands if b not in MASKS)
-    unknown = [b for b in reflectance if b not in BANDS]
-    if unknown:
-        raise ValueError(f"unknown band {unknown[0]!r}; minecube reads {[*BANDS, *MASKS]}")
     return radiometry(item, reflectance, mask=masks[0] if masks else "none").bands
 
 
@@ -580,3 +705,84 @@ def dn_offset_evidence(
     if below <= 0.002 and p1 < dn_offset * 1.3:
         return True, figures
     return None, figures
+
+
+def read_sensors(
+    source: str | os.PathLike | Sequence[Mapping[str, Any]], *, replace: bool = False
+) -> list[Sensor]:
+    """Register the sensors of a YAML/JSON file (or a list of mappings), and return them.
+
+    The file holds a list of sensors, or a mapping with a ``sensors:`` list; each sensor has the
+    fields of :class:`Sensor` (``masks``, ``default_mask``, ``nodata`` may be left out for an
+    archive without a mask layer). A run configuration takes the same list as ``sensors:``, and a
+    package can ship sensors through the ``minecube.sensors`` entry-point group (an entry
+    pointing to a :class:`Sensor`, a list of them, or a function returning either), so nothing
+    has to be registered again in every process.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> _ = Path("/tmp/sensors.yaml").write_text('''
+    ... - name: ee-s2-rgb
+    ...   title: Sentinel-2 RGB exported from Earth Engine
+    ...   collections: [ee-s2-rgb]
+    ...   bands: {blue: [B2], green: [B3], red: [B4]}
+    ...   resolution: 10
+    ...   scale: 0.0001
+    ...   offset: 0
+    ... ''')
+    >>> [s.name for s in read_sensors("/tmp/sensors.yaml", replace=True)]
+    ['ee-s2-rgb']
+    >>> SENSORS["ee-s2-rgb"].default_bands
+    ('blue', 'green', 'red')
+    >>> _ = SENSORS.pop("ee-s2-rgb")
+    """
+    where = "the sensors"
+    if isinstance(source, str | os.PathLike):
+        import yaml
+
+        where = os.fspath(source)
+        if not os.path.exists(where):
+            raise FileNotFoundError(f"sensor file {where!r} does not exist")
+        with open(where) as f:
+            source = yaml.safe_load(f)
+    if isinstance(source, Mapping):
+        source = source.get("sensors", source)
+    if not isinstance(source, Sequence) or isinstance(source, str):
+        raise ValueError(f"{where}: expected a list of sensors, got {type(source).__name__}")
+    try:
+        sensors = [s if isinstance(s, Sensor) else Sensor.from_dict(s) for s in source]
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    names = [s.name for s in sensors]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{where}: the sensors {twice} are defined more than once")
+    return [register_sensor(s, replace=replace) for s in sensors]
+
+
+class SensorPluginWarning(UserWarning):
+    """A package's ``minecube.sensors`` entry point could not be loaded."""
+
+
+def _load_entry_points() -> None:
+    """Register the sensors that installed packages declare (``minecube.sensors`` group)."""
+    import warnings
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="minecube.sensors"):
+        try:
+            value = ep.load()
+            value = value() if callable(value) and not isinstance(value, Sensor) else value
+            value = [value] if isinstance(value, Sensor | Mapping) else list(value)
+            read_sensors(value, replace=True)
+        except Exception as e:  # a broken plugin must not break minecube
+            warnings.warn(
+                f"the minecube.sensors entry point {ep.name!r} ({ep.value}) of an installed "
+                f"package could not be registered: {e}",
+                SensorPluginWarning,
+                stacklevel=2,
+            )
+
+
+_load_entry_points()

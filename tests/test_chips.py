@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dask.callbacks import Callback
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minecube.chips import (
     PRESETS,
@@ -146,3 +148,112 @@ def test_splits_are_by_site(lab):
         SiteSplit(("a",), ("a",), ())
     with pytest.raises(ValueError, match=r"test sites \['nowhere'\] are not among"):
         split_sites(sites, test=["nowhere"])
+
+
+# --- chips that cover the cube, rare classes drawn, splits without leakage -----------------
+
+
+def _synthetic(h=438, w=423, rare=None):
+    """A one-period cube of random reflectance and labels everywhere (vegetation), with a
+    rare class in a small square if asked."""
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    coords = {"time": np.array(["2023-01-01"], "datetime64[ns]"),
+              "band": ["red", "green", "blue", "nir"],
+              "y": 5e6 - 10 * np.arange(h), "x": 5e5 + 10 * np.arange(w)}  # fmt: skip
+    values = rng.uniform(0, 0.3, (1, 4, h, w)).astype("float32")
+    cube = xr.Dataset({"reflectance": (("time", "band", "y", "x"), values),
+                       "valid_count": (("time", "y", "x"), np.ones((1, h, w), "int16"))},
+                      coords=coords).rio.write_crs("EPSG:32633")  # fmt: skip
+    label = np.full((h, w), DEFAULT_CLASSES["vegetation"].id, "uint8")
+    if rare is not None:
+        label[rare] = DEFAULT_CLASSES["tailings"].id
+    label = xr.DataArray(label, dims=("y", "x"), coords={"y": coords["y"], "x": coords["x"]},
+                         attrs=DEFAULT_CLASSES.cf_attrs())  # fmt: skip
+    return cube, label
+
+
+@pytest.mark.parametrize("overlap", [0, 48])
+def test_chips_cover_every_labelled_pixel_of_the_cube(overlap):
+    cube, label = _synthetic()
+    data = ChipDataset({"s": cube}, {"s": label}, bands="rgbn", input_dims={"y": 128, "x": 128},
+                       input_overlap={"y": overlap, "x": overlap})  # fmt: skip
+    seen = np.zeros((438, 423), bool)
+    for row in data.chips.itertuples():
+        seen[row.y0 : row.y0 + 128, row.x0 : row.x0 + 128] = True
+    assert seen.all()  # xbatcher's grid alone covers 79.6 % of a 438 × 423 cube with 0 overlap
+    assert (data.chips.y0.max(), data.chips.x0.max()) == (438 - 128, 423 - 128)
+    edge = data.chips[data.chips.chip < 0].iloc[0]
+    item = data[int(edge.name)]
+    assert item["image"].shape == (4, 128, 128)
+    expected = data.norm.apply(cube.reflectance.values[0])[:, edge.y0 : edge.y0 + 128,
+                                                           edge.x0 : edge.x0 + 128]  # fmt: skip
+    np.testing.assert_array_equal(item["image"].numpy(), expected)
+    assert data.labelled_fraction == 1.0
+
+
+def test_a_balanced_sampler_draws_chips_of_rare_classes_more_often():
+    cube, label = _synthetic(rare=(slice(0, 40), slice(0, 40)))
+    data = ChipDataset({"s": cube}, {"s": label}, bands="rgbn", input_dims={"y": 64, "x": 64})
+    tailings = DEFAULT_CLASSES.names.index("tailings")
+    holds = np.array([px[tailings] > 0.01 * px.sum() for px in data.chips.class_px])
+    draws = list(data.sampler("balanced", seed=3))
+    assert draws == list(data.sampler("balanced", seed=3))  # seeded
+    assert holds.mean() < 0.05  # one chip of 36
+    assert holds[draws].mean() > 0.3  # drawn about as often as vegetation-only chips
+    with pytest.raises(ValueError, match="sampler='rare' is not one of"):
+        data.sampler("rare")
+
+
+def test_overlapping_real_patches_stay_on_one_side_of_a_split(patches):
+    import warnings
+
+    from minecube.chips import LeakageWarning, leaks, site_groups
+    from minecube.sites import from_items
+
+    sites = from_items(patches)
+    ids = list(sites.site_id)
+    with pytest.warns(LeakageWarning, match=rf"train '{ids[0]}' ~ test '{ids[1]}'"):
+        split = split_sites(sites, test=[ids[1]], val=0)
+    assert leaks(split, sites) == [("train", ids[0], ids[1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert site_groups(sites) == {ids[0]: ids[0], ids[1]: ids[0]}
+        with pytest.raises(ValueError, match="take every site"):
+            split_sites(sites, test=[ids[1]], val=0, buffer_m=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    boxes=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=4, max_size=14),
+    seed=st.integers(0, 10_000),
+    buffer_m=st.sampled_from([0.0, 500.0, 3000.0]),
+)
+def test_grouped_splits_are_disjoint_complete_and_never_split_a_group(boxes, seed, buffer_m):
+    import warnings
+
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from minecube.chips import site_groups
+
+    # 1 km squares on a 1 km lattice near 27.8° E, -26.2° (some touch, some overlap)
+    step = 0.01
+    geoms = [box(27.8 + i * step, -26.2 + j * step, 27.8 + (i + 1.2) * step,
+                 -26.2 + (j + 1.2) * step) for i, j in boxes]  # fmt: skip
+    sites = gpd.GeoDataFrame({"site_id": [f"s{k}" for k in range(len(geoms))]}, geometry=geoms,
+                             crs=4326)  # fmt: skip
+    groups = site_groups(sites, buffer_m=buffer_m)
+    if len(set(groups.values())) < 3:
+        return  # too few groups for a three-way split
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no leakage warning: groups are kept together
+        split = split_sites(sites, test=1, val=1, seed=seed, buffer_m=buffer_m)
+    parts = [split.train, split.val, split.test]
+    assert sorted(s for p in parts for s in p) == sorted(sites.site_id)
+    assert all(len(p) for p in parts)
+    side = {s: k for k, p in enumerate(parts) for s in p}
+    for site, group in groups.items():
+        assert side[site] == side[group]

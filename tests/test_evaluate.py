@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minecube.classes import DEFAULT_CLASSES, IGNORE_INDEX, ClassSchema, LandCoverClass
-from minecube.evaluate import _summary, confusion_matrix, evaluate, scores
+from minecube.evaluate import _summary, baselines, confusion_matrix, evaluate, scores
 from minecube.models import create
 from tests.test_models import _trained
 
@@ -60,4 +60,74 @@ def test_evaluate_groups_sites_and_their_sums_agree(lab):
     assert result.confusion.attrs["units"] == "px"
     table = result.table("site_id")
     assert list(table.columns) == sorted(sites)
-    assert list(table.index) == [*DEFAULT_CLASSES.names, "mIoU"]
+    majority, background = result.baselines["majority"], result.baselines["background"]
+    assert list(table.index) == [
+        *DEFAULT_CLASSES.names,
+        "mIoU",
+        f"mIoU, all {majority} (majority)",
+        f"mIoU, all {background} (background)",
+    ]
+
+
+# --- a score that cannot lie -------------------------------------------------------------------
+
+
+def _two_sites(lab):
+    sites = ["hunter-coal", "atacama-copper"]
+    return {s: lab["cubes"][s] for s in sites}, {s: lab["labels"][s] for s in sites}
+
+
+def test_labels_of_another_schema_or_cubes_of_another_sensor_are_refused(lab):
+    import dataclasses
+
+    from minecube.classes import LandCoverClass
+    from minecube.models import CheckpointError
+
+    model = _trained(create("segformer", in_channels=4))
+    cubes, labels = _two_sites(lab)
+    # the same ids, another meaning: id 1 is open_pit for the labels, tailings for the model
+    swapped = ClassSchema(tuple(
+        LandCoverClass(c.id, {"open_pit": "tailings", "tailings": "open_pit"}.get(c.name, c.name),
+                       c.colour, c.is_mining) for c in DEFAULT_CLASSES))  # fmt: skip
+    model.card = dataclasses.replace(model.card, schema=swapped)
+    with pytest.raises(
+        CheckpointError, match=r"labels' classes \(1=open_pit.*model's \(1=tailings"
+    ):
+        evaluate(model, cubes, labels, resamples=0)
+    model = _trained(create("segformer", in_channels=4))
+    bare = {s: lab.copy(data=lab.values) for s, lab in labels.items()}
+    for lab_ in bare.values():
+        lab_.attrs = {}
+    with pytest.raises(CheckpointError, match="carry no class schema"):
+        evaluate(model, cubes, bare, resamples=0)
+    model.card.training["sensors"] = ["landsat-c2-l2"]
+    with pytest.raises(CheckpointError, match=r"trained on \['landsat-c2-l2'\] cubes.*any_sensor"):
+        evaluate(model, cubes, labels, resamples=0)
+    assert evaluate(model, cubes, labels, any_sensor=True, resamples=0).summary.shape[0] == 3
+
+
+def test_baselines_stand_beside_every_score_with_an_interval_over_sites(lab):
+    cubes, labels = _two_sites(lab)
+    model = _trained(create("segformer", in_channels=4))
+    result = evaluate(model, cubes, labels, resamples=200, seed=1)
+    table = baselines(cubes, labels, schema=DEFAULT_CLASSES).set_index("baseline")
+    every = result.summary.set_index("group")
+    assert every.loc["all", "majority_miou"] == pytest.approx(table.loc["majority", "miou"])
+    assert result.baselines["majority"] == table.loc["majority", "class"]
+    # all background: the schema has no background class, so its commonest land class
+    assert not DEFAULT_CLASSES[result.baselines["background"]].is_mining
+    # by hand: a constant map's accuracy is its class's share of the counted pixels
+    truth = sum(np.bincount(DEFAULT_CLASSES.to_index(
+        labels[s].where(cubes[s].reflectance.notnull().all("band"), 0).values).ravel(),
+        minlength=256)[:10] for s in cubes)  # fmt: skip
+    majority = DEFAULT_CLASSES.names.index(table.loc["majority", "class"])
+    assert table.loc["majority", "overall_accuracy"] == pytest.approx(truth[majority] / truth.sum())
+    assert table.loc["majority", "miou"] == pytest.approx(
+        truth[majority] / truth.sum() / np.count_nonzero(truth)
+    )
+    low, high = every.loc["all", ["miou_low", "miou_high"]]
+    assert low <= every.loc["all", "miou"] + 1e-9
+    assert high >= low
+    assert np.isnan(every.loc["hunter-coal", "miou_low"])  # one site: no interval
+    again = evaluate(model, cubes, labels, resamples=200, seed=1).summary
+    assert again.miou_low.equals(result.summary.miou_low)  # seeded

