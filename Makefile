@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.minecube-installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint docs format clean
+.PHONY: setup demo test test-fast lint docs format clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest
 	$(MAKE) docs
+
+# the inner loop: every test but those marked slow (`pytest -m "not slow"`)
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 # the documentation site, with every warning an error
 docs: setup

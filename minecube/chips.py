@@ -197,6 +197,43 @@ class LeakageWarning(UserWarning):
     memory, not skill."""
 
 
+def _partition(ids: Sequence[str], pairs) -> dict[str, str]:
+    """Each id's group, the groups joined by ``pairs`` of ids (transitively), each named by its
+    first id in ``ids``."""
+    parent = {s: s for s in ids}
+
+    def root(s: str) -> str:
+        while parent[s] != s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    order = {s: k for k, s in enumerate(ids)}
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:  # the earlier id names the group
+            parent[max(ra, rb, key=order.get)] = min(ra, rb, key=order.get)
+    return {s: root(s) for s in ids}
+
+
+def _grown(sites: pd.DataFrame, buffer_m: float) -> list:
+    """The sites' footprints grown by half of ``buffer_m`` in their local UTM zone (back in
+    lon/lat): two sites lie within ``buffer_m`` of each other exactly when theirs meet."""
+    import shapely
+    from pyproj import Transformer
+
+    from minecube.sites import utm_epsg
+
+    grown = []
+    for g in sites.geometry:
+        epsg = utm_epsg(g.centroid.x, g.centroid.y)
+        to_utm = Transformer.from_crs(4326, epsg, always_xy=True).transform
+        back = Transformer.from_crs(epsg, 4326, always_xy=True).transform
+        local = shapely.transform(g, to_utm, interleaved=False).buffer(buffer_m / 2)
+        grown.append(shapely.transform(local, back, interleaved=False))
+    return grown
+
+
 def site_groups(
     sites: pd.DataFrame,
     *,
@@ -218,66 +255,48 @@ def site_groups(
     """
     import geopandas as gpd
     import shapely
-    from pyproj import Transformer
-
-    from minecube.sites import utm_epsg
 
     ids = [str(s) for s in sites["site_id"]]
-    parent = list(range(len(ids)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def join(i: int, j: int) -> None:
-        parent[root(j)] = root(i)
-
-    geometries = list(sites.geometry)
+    pairs = []
     if buffer_m is not None:
-        grown = []
-        for g in geometries:  # each grown by half the distance: within buffer_m ⇔ they meet
-            c = g.centroid
-            epsg = utm_epsg(c.x, c.y)
-            to_utm = Transformer.from_crs(4326, epsg, always_xy=True).transform
-            back = Transformer.from_crs(epsg, 4326, always_xy=True).transform
-            local = shapely.transform(g, to_utm, interleaved=False).buffer(buffer_m / 2)
-            grown.append(shapely.transform(local, back, interleaved=False))
-        tree = shapely.STRtree(grown)
-        for i, j in zip(*tree.query(grown, predicate="intersects"), strict=True):
-            if i != j:
-                join(int(i), int(j))
+        grown = _grown(sites, buffer_m)
+        near = shapely.STRtree(grown).query(grown, predicate="intersects")
+        pairs += [(ids[i], ids[j]) for i, j in zip(*near, strict=True)]
     if block_m is not None:
         if not block_m > 0:
             raise ValueError(f"block_m={block_m!r} must be a positive length in metres")
-        centres = gpd.GeoSeries([g.centroid for g in geometries], crs=4326).to_crs(6933)
-        blocks: dict[tuple[int, int], int] = {}
-        for i, c in enumerate(centres):
+        centres = gpd.GeoSeries(sites.geometry.centroid.values, crs=4326).to_crs(6933)
+        first: dict[tuple[int, int], str] = {}
+        for site, c in zip(ids, centres, strict=True):
             key = (int(np.floor(c.x / block_m)), int(np.floor(c.y / block_m)))
-            join(blocks.setdefault(key, i), i)
-    return {site: ids[root(i)] for i, site in enumerate(ids)}
+            pairs.append((first.setdefault(key, site), site))
+    return _partition(ids, pairs)
 
 
 def leaks(split: SiteSplit, sites: pd.DataFrame, *, buffer_m: float = 0.0) -> list[tuple]:
-    """Pairs ``(part, site, test site)`` of training or validation sites that overlap or lie
-    within ``buffer_m`` metres of a test site."""
-    groups = site_groups(sites[sites.site_id.astype(str).isin(
-        [*split.train, *split.val, *split.test])], buffer_m=buffer_m)  # fmt: skip
+    """``(part, site, test site)`` for each training or validation site whose footprint
+    overlaps, or lies within ``buffer_m`` metres of, a test site's.
+
+    >>> import geopandas as gpd
+    >>> from shapely.geometry import box
+    >>> table = gpd.GeoDataFrame({"site_id": ["a", "b", "c"]}, crs=4326,
+    ...     geometry=[box(0, 0, 0.02, 0.02), box(0.01, 0, 0.03, 0.02), box(1, 1, 1.02, 1.02)])
+    >>> leaks(SiteSplit(("a", "c"), (), ("b",)), table)
+    [('train', 'a', 'b')]
+    """
+    import shapely
+
+    table = sites.set_index(sites["site_id"].astype(str))
+    test = list(split.test)
+    tree = shapely.STRtree(_grown(table.loc[test], buffer_m))
     found = []
     for part in ("train", "val"):
-        for site in getattr(split, part):
-            for other in split.test:
-                if groups.get(site) == groups.get(other) and _near(sites, site, other, buffer_m):
-                    found.append((part, site, other))
+        others = list(getattr(split, part))
+        if not others or not test:
+            continue
+        near = tree.query(_grown(table.loc[others], buffer_m), predicate="intersects")
+        found += [(part, others[i], test[j]) for i, j in sorted(zip(*near, strict=True))]
     return found
-
-
-def _near(sites, a: str, b: str, buffer_m: float) -> bool:
-    """Whether two sites' footprints lie within ``buffer_m`` (checked pairwise, not through a
-    chain of neighbours)."""
-    pair = sites[sites.site_id.astype(str).isin([a, b])]
-    return len(set(site_groups(pair, buffer_m=buffer_m).values())) == 1
 
 
 def split_sites(
@@ -375,36 +394,21 @@ def split_sites(
 
 
 def _groups(sites, ids, groups, buffer_m, block_m) -> dict[str, str]:
-    """Each site's group: one per site, joined by ``groups`` and by footprints."""
-    parent = {s: s for s in ids}
+    """Each site's group: one per site, joined by ``groups`` (a column or a mapping) and by
+    footprints (:func:`site_groups`)."""
     if isinstance(groups, str):
         if not hasattr(sites, "columns") or groups not in sites.columns:
             raise ValueError(f"groups={groups!r} is not a column of the site table")
         groups = dict(zip(_site_ids(sites), sites[groups].astype(str), strict=True))
-    labels: dict[str, str] = {}
+    pairs = []
     if groups is not None:
         first: dict[str, str] = {}
-        for s in ids:
-            if s in groups:
-                labels[s] = first.setdefault(str(groups[s]), s)
+        pairs += [(first.setdefault(str(groups[s]), s), s) for s in ids if s in groups]
     if buffer_m is not None or block_m is not None:
         if not hasattr(sites, "geometry"):
             raise ValueError("buffer_m= and block_m= need the site table, with its footprints")
-        spatial = site_groups(sites, buffer_m=buffer_m, block_m=block_m)
-    else:
-        spatial = {}
-    # join the two partitions: union of the group given and the spatial group
-
-    def root(s):
-        while parent[s] != s:
-            parent[s] = parent[parent[s]]
-            s = parent[s]
-        return s
-
-    for table in (labels, spatial):
-        for s, g in table.items():
-            parent[root(s)] = root(g)
-    return {s: root(s) for s in ids}
+        pairs += list(site_groups(sites, buffer_m=buffer_m, block_m=block_m).items())
+    return _partition(ids, pairs)
 
 
 def hold_out(

@@ -48,7 +48,6 @@ __all__ = [
     "DegradedPeriodWarning",
     "EmptyPeriodWarning",
     "LoadPlan",
-    "NoMaskWarning",
     "RadiometryWarning",
     "SiteGrid",
     "build",
@@ -86,10 +85,6 @@ class BrokenAssetWarning(UserWarning):
 
 class BuildFailedWarning(UserWarning):
     """Some sites of :func:`build_many` failed; the others were built."""
-
-
-class NoMaskWarning(UserWarning):
-    """The items have no layer for the sensor's default cloud mask: built without one."""
 
 
 class RadiometryWarning(UserWarning):
@@ -384,8 +379,8 @@ def build(
         without a mask layer, :mod:`minecube.csmask`), ``"none"`` (only nodata is masked;
         recorded), or a callable that
         takes the per-scene reflectance (time, band, y, x) and returns where it is clear
-        (time, y, x). Default: the sensor's own (:data:`minecube.sensors.MASKS`) where the
-        items carry its layer, else none (a :class:`NoMaskWarning` says so).
+        (time, y, x). Default: the sensor's own (:data:`minecube.sensors.MASKS`); items
+        without its layer are refused, naming ``mask="none"`` and ``"csmask"``.
     mask_scl
         SCL codes that ``mask="scl"`` masks (default :data:`MASKED_SCL`).
     sign
@@ -602,15 +597,6 @@ def plan(
         bands = sensor.bands_of(items[0]) or sensor.default_bands
     bands = sensor.check_bands(bands)
     mask_name = _mask_name(mask, sensor)
-    if mask is None and not _has_mask(items[0], sensor, mask_name):
-        warnings.warn(
-            f"the items carry no {mask_name!r} mask layer (looked for "
-            f"{list(sensor.masks[mask_name])}): the cube is built without a cloud mask (recorded "
-            "as mask='none'); pass mask='csmask' for a learned one, or mask='none' to silence this",
-            NoMaskWarning,
-            stacklevel=3,
-        )
-        mask_name = "none"
     asset_mask = mask_name if mask_name in sensor.masks else "none"
     grid = site_grid(site, resolution=float(resolution or sensor.resolution))
     geom = site_geometry(site)
@@ -633,11 +619,6 @@ def plan(
         tuple(keys),
         tuple(declared),
     )
-
-
-def _has_mask(item, sensor, mask_name: str) -> bool:
-    keys = sensor.masks.get(mask_name, ())
-    return mask_name == "none" or any(k in item.assets for k in keys)
 
 
 def _mask_name(mask, sensor) -> str:

@@ -148,7 +148,8 @@ class ModelCard:
         if missing:
             raise CheckpointError(
                 f"the model was trained on bands {list(self.bands)} but the cube lacks {missing} "
-                f"(it has {available}); build the cube with those bands or use another model"
+                f"(it has {available}); build the cube with bands={tuple(sorted(needed))!r} (or "
+                "more), or use a model trained on the cube's bands"
             )
 
     def check_sensor(self, cube, *, any_sensor: bool = False) -> None:

@@ -604,6 +604,55 @@ def _asset(path: str, band_index: int, count: int, src, radiometry: dict) -> dic
     }
 
 
+def _file_assets(path: str, src, sensor, names: list[str], declared: dict) -> dict[str, dict]:
+    """The file's bands as assets, keyed by the sensor's first asset key of each band."""
+    assets = {}
+    for i, name in enumerate(names):
+        if name not in sensor.masks:
+            sensor.check_bands([name])  # a band the sensor lacks: names the fix
+        table = sensor.masks if name in sensor.masks else sensor.bands
+        assets[table[name][0]] = _asset(path, i, src.count, src, declared)
+    return assets
+
+
+def _scene_id(path: str, names: list[str], lookup: dict[str, str], match) -> str:
+    """The scene a file belongs to: the pattern's ``scene`` group, a single-band file's name
+    without its band token (``T33UWP_20230612_B04`` → ``T33UWP_20230612``), else its name."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if match and match.groupdict().get("scene"):
+        return match["scene"]
+    if len(names) != 1:
+        return stem
+    tokens = [t for t in re.split(r"[_\-.\s]+", stem) if lookup.get(_token(t)) == names[0]]
+    if not tokens:
+        return stem
+    band = re.escape(tokens[-1])
+    return re.sub(rf"(^|[_\-.\s]){band}(?=$|[_\-.\s])", "", stem, count=1).strip("_-. ") or stem
+
+
+def _scene_item(scene_id: str, scene: dict[str, Any], sensor) -> pystac.Item:
+    import pystac
+
+    geometry = scene["footprint"]
+    item = pystac.Item(
+        scene_id,
+        geometry.__geo_interface__,
+        list(geometry.bounds),
+        scene["datetime"],
+        {"proj:epsg": scene["epsg"], "minecube:source": "files"},
+        collection=sensor.collections[0],
+    )
+    for key, asset in scene["assets"].items():
+        fields = {k: v for k, v in asset.items() if k not in ("href", "type", "roles")}
+        item.add_asset(
+            key,
+            pystac.Asset(
+                asset["href"], media_type=asset["type"], roles=asset["roles"], extra_fields=fields
+            ),
+        )
+    return item
+
+
 def _footprint(src):
     import shapely.geometry
     from rasterio.warp import transform_geom
@@ -714,26 +763,9 @@ def items_from_files(
             names = _file_bands(path, src, the_sensor, bands, lookup, match)
             when = _file_datetime(path, src, datetime, match)
             _check_cog(path, src)
-            assets = {}
-            for i, name in enumerate(names):
-                if name not in the_sensor.masks:
-                    the_sensor.check_bands([name])  # a band the sensor lacks: names the fix
-                table = the_sensor.masks if name in the_sensor.masks else the_sensor.bands
-                assets[table[name][0]] = _asset(path, i, src.count, src, declared)
-            footprint = _footprint(src)
-            epsg = src.crs.to_epsg()
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if match and match.groupdict().get("scene"):
-            scene_id = match["scene"]
-        elif len(names) == 1:  # the name without its band token (and one separator)
-            tokens = [t for t in re.split(r"[_\-.\s]+", stem) if lookup.get(_token(t)) == names[0]]
-            scene_id = stem
-            if tokens:
-                band = re.escape(tokens[-1])
-                scene_id = re.sub(rf"(^|[_\-.\s]){band}(?=$|[_\-.\s])", "", stem, count=1)
-                scene_id = scene_id.strip("_-. ") or stem
-        else:
-            scene_id = stem
+            assets = _file_assets(path, src, the_sensor, names, declared)
+            footprint, epsg = _footprint(src), src.crs.to_epsg()
+        scene_id = _scene_id(path, names, lookup, match)
         scene = scenes.setdefault(
             scene_id, {"datetime": when, "assets": {}, "footprint": footprint, "epsg": epsg}
         )
@@ -747,28 +779,6 @@ def items_from_files(
             )
         scene["assets"].update(assets)
         scene["footprint"] = scene["footprint"].union(footprint)
-    items = []
-    for scene_id, scene in scenes.items():
-        geometry = scene["footprint"]
-        item = pystac.Item(
-            scene_id,
-            geometry.__geo_interface__,
-            list(geometry.bounds),
-            scene["datetime"],
-            {"proj:epsg": scene["epsg"], "minecube:source": "files"},
-            collection=the_sensor.collections[0],
-        )
-        for key, asset in scene["assets"].items():
-            fields = {k: v for k, v in asset.items() if k not in ("href", "type", "roles")}
-            item.add_asset(
-                key,
-                pystac.Asset(
-                    asset["href"],
-                    media_type=asset["type"],
-                    roles=asset["roles"],
-                    extra_fields=fields,
-                ),
-            )
-        items.append(item)
+    items = [_scene_item(scene_id, scene, the_sensor) for scene_id, scene in scenes.items()]
     items.sort(key=item_order)
     return pystac.ItemCollection(items, extra_fields={"minecube:search": {"files": len(items)}})

@@ -311,15 +311,16 @@ def test_sensors_register_from_yaml_the_run_configuration_and_entry_points(tmp_p
     from minecube.sensors import read_sensors
     from tests.conftest import FILES
 
-    registered = read_sensors(FILES / "sensors.yaml", replace=True)
+    before = dict(SENSORS)  # the session's fixtures may have registered these already
     try:
+        read_sensors(FILES / "sensors.yaml", replace=True)
         assert SENSORS["ee-s2-rgb"].default_bands == ("blue", "green", "red")
         assert SENSORS["eolearn-s2-ndvi"].bands == {"ndvi_l1c": ("ndvi",)}
         with pytest.raises(ValueError, match="registered already"):
             read_sensors(FILES / "sensors.yaml")
     finally:
-        for s in registered:
-            SENSORS.pop(s.name)
+        SENSORS.clear()
+        SENSORS.update(before)
     base = {"sites": "s.geojson", "catalog": "x", "start": "2022-01-01", "end": "2022-12-31",
             "model": "m"}  # fmt: skip
     sensor = {"name": "cfg-s2", "title": "t", "collections": ["cfg-s2"], "resolution": 10,

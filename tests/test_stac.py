@@ -334,11 +334,13 @@ def test_three_band_float_exports_in_lonlat_build_three_band_cubes(ee_export, ow
     assert items[0].assets["red"].extra_fields["raster:bands"][0]["scale"] == 1.0  # floats
     assert str(items[0].datetime.date()) == "2016-01-01"  # from the file name
     site = from_items(items).iloc[0]
-    assert plan(site, [items[0]]).bands == ("blue", "green", "red")  # what exists
+    assert plan(site, [items[0]], mask="none").bands == ("blue", "green", "red")  # what exists
+    with pytest.raises(ValueError, match=r"no 'scl' mask asset .* mask='none'"):
+        plan(site, [items[0]])  # Sentinel-2 without its cloud mask: said, not guessed
     with pytest.raises(
         UnknownSensorError, match=r"no asset for 'nir'.*bands=\('blue', 'green', 'red'\)"
     ):
-        plan(site, [items[0]], bands=("blue", "green", "red", "nir"))
+        plan(site, [items[0]], bands=("blue", "green", "red", "nir"), mask="none")
     # a sensor of three bands, registered from YAML, keyed B2/B3/B4
     items = items_from_files(ee_export, sensor="ee-s2-rgb")
     assert sorted(items[0].assets) == ["B2", "B3", "B4"]
