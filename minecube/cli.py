@@ -352,6 +352,7 @@ def demo_serve(path, host, stac_port, data_port, style) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # `kill` stops the servers too, not only Ctrl-C
+    signal.signal(signal.SIGHUP, stop)  # and so does closing the terminal
     with server:
         click.echo(f"STAC API:  {server.stac_url}\nCOGs:      {server.data_url}\nCtrl-C stops.")
         try:
@@ -701,7 +702,7 @@ def cube_build(
     help="Pretrained encoder: csmask-l2a, imagenet (local cache) or a weights file.",
 )
 @click.option("--bands", default="rgbn", show_default=True, help="Band preset or list.")
-@click.option("--epochs", default=8, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--val-site", multiple=True, help="Validation site (repeatable).")

@@ -245,6 +245,7 @@ def run(
     from minecube.chips import ChipDataset
     from minecube.classes import DEFAULT_CLASSES, read_schema
     from minecube.evaluate import baselines, evaluate
+    from minecube.export import safe_cells
     from minecube.models import save
     from minecube.sites import read_sites
     from minecube.train import fit
@@ -330,8 +331,8 @@ def run(
     results = pd.DataFrame(records)
     results = results.assign(**{c: None for c in columns if c not in results.columns})
     results = results.astype({"epochs_run": "Int64"})
-    results.to_csv(out / "results.csv", index=False)
-    groups.to_csv(out / "groups.csv", index=False)
+    safe_cells(results).to_csv(out / "results.csv", index=False)
+    safe_cells(groups).to_csv(out / "groups.csv", index=False)
     header = (
         f"# Experiment results\n\nTrain sites: {', '.join(split.train)}; validation: "
         f"{', '.join(split.val) or '—'}; test: {', '.join(split.test)}. Scores are on the test "

@@ -18,14 +18,40 @@ if TYPE_CHECKING:
 
     from minecube.classes import ClassSchema
 
-__all__ = ["to_cog", "to_polygons", "write_table"]
+__all__ = ["safe_cells", "to_cog", "to_polygons", "write_table"]
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a text cell as a formula (OWASP)."""
+
+
+def safe_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with text cells that a spreadsheet would run as formulas (``=HYPERLINK(…)``,
+    ``+…``, ``-…``, ``@…``) prefixed with ``'``, so they open as text; numbers are left alone.
+
+    >>> import pandas as pd
+    >>> safe_cells(pd.DataFrame({"commodity": ["=HYPERLINK(1)", "gold"], "x": [-1.5, 2]}))
+            commodity    x
+    0  '=HYPERLINK(1) -1.5
+    1            gold  2.0
+    """
+    import pandas as pd
+
+    out = table.copy()
+    for column in out.columns:
+        if pd.api.types.is_object_dtype(out[column]) or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v
+            )
+    return out
 
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a table as CSV (``.csv``) or Parquet (``.parquet``), keeping its units.
 
     Parquet keeps ``table.attrs`` (the units) in its metadata; CSV keeps them in the column
-    names (``area_ha``).
+    names (``area_ha``). In CSV, text cells that a spreadsheet would run as a formula are
+    neutralised (:func:`safe_cells`); Parquet keeps every value as it is.
 
     Examples
     --------
@@ -36,7 +62,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":
-        table.to_csv(path, index=False, date_format="%Y-%m-%d")
+        safe_cells(table).to_csv(path, index=False, date_format="%Y-%m-%d")
     elif path.suffix == ".parquet":
         table.to_parquet(path, index=False)
     else:

@@ -452,6 +452,17 @@ def check_writable(path: str | os.PathLike) -> None:
         ) from None
 
 
+def _refuse_non_finite(state: dict, what: str, consequence: str) -> None:
+    """A :class:`CheckpointError` if any floating-point tensor holds NaN or infinity."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{what} has non-finite values (NaN or inf) in {len(bad)} of {len(state)} tensors "
+            f"(first: {bad[:3]}); {consequence}. Training diverged or started from bad weights: "
+            "retrain with a lower lr, or check the encoder weights file"
+        )
+
+
 def save(model: Segmenter, path: str | os.PathLike) -> Path:
     """Write ``model`` as ``<path>.safetensors`` + its card as ``<path>.json``.
 
@@ -465,6 +476,7 @@ def save(model: Segmenter, path: str | os.PathLike) -> Path:
         raise CheckpointError("the model has no card; train it with minecube.train.fit first")
     weights, card = _paths(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _refuse_non_finite(state, f"the model to save at {str(weights)!r}", "it is not saved")
     data = save(state, metadata={"format": "minecube-model/1"})
     fs, card_file = _fs(card)  # a folder or any fsspec URL alike
     weights_file = _fs(weights)[1]
@@ -515,6 +527,9 @@ def load(path: str | os.PathLike, *, device: str = "cpu") -> Segmenter:
         state = {k: v.to(device) for k, v in load_bytes(data).items()}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"weights {str(weights)!r} are corrupt: {e}") from e
+    _refuse_non_finite(
+        state, f"the checkpoint {str(weights)!r}", "it would label every pixel alike"
+    )
     spec = replace(card.spec, encoder_weights=None)  # the checkpoint holds the trained weights
     model = create(
         spec.architecture,

@@ -316,12 +316,28 @@ def redact(text: str) -> str:
     Tokens (``?token=``, ``subscription-key=``, SAS and presigned signatures) travel in query
     strings and ``user:password@``; minecube stores and prints URLs only through this.
 
+    GDAL's ``vrt://`` connection strings keep their ``bands=`` option: it picks the band an
+    asset of :func:`items_from_files` reads, and holds no secret.
+
     Examples
     --------
     >>> redact("GET https://user:pw@example.com/a.tif?sig=abc&se=2026 failed")
     'GET https://example.com/a.tif failed'
+    >>> redact("vrt:///data/patch.tif?bands=2&token=x")
+    'vrt:///data/patch.tif?bands=2'
     """
-    return _URL.sub(lambda m: m["scheme"] + m["rest"], text)
+    return _URL.sub(_redacted, text)
+
+
+_VRT_OPTIONS = ("bands",)
+
+
+def _redacted(m: re.Match) -> str:
+    kept = m["scheme"] + m["rest"]
+    if m["scheme"].lower() == "vrt://" and m["query"]:
+        options = [o for o in m["query"][1:].split("&") if o.split("=")[0] in _VRT_OPTIONS]
+        kept += "?" + "&".join(options) if options else ""
+    return kept
 
 
 def item_order(item: pystac.Item) -> tuple:

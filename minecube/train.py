@@ -8,6 +8,7 @@ safetensors + JSON.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from minecube.classes import IGNORE_INDEX
+from minecube.errors import MinecubeError
 from minecube.evaluate import _summary, confusion_matrix
 from minecube.models import Segmenter, card_for
 
@@ -23,11 +25,15 @@ if TYPE_CHECKING:
 
     from minecube.chips import ChipDataset
 
-__all__ = ["LOSSES", "fit", "pick_device"]
+__all__ = ["LOSSES", "NonFiniteError", "fit", "pick_device"]
 
 Loss = Literal["ce", "ce+dice"]
 LOSSES: tuple[str, ...] = ("ce", "ce+dice")
 """``"ce"``: cross-entropy; ``"ce+dice"``: cross-entropy plus multiclass Dice loss."""
+
+
+class NonFiniteError(MinecubeError, FloatingPointError):
+    """Training diverged: the loss (or a weight) is NaN or infinite."""
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -161,6 +167,8 @@ def fit(
 
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is not one of {list(LOSSES)}")
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs}: train at least one epoch (a model of 0 is random)")
     classes = len(train.schema)
     spec = model.spec
     if spec.in_channels != len(train.bands) or spec.classes != classes:
@@ -206,12 +214,20 @@ def fit(
                 value = F.cross_entropy(logits, mask, weight=weight_t, ignore_index=IGNORE_INDEX)
                 if dice is not None:
                     value = value + dice(logits, mask)
+            loss_value = float(value.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteError(
+                    f"the training loss became {loss_value} at epoch {epoch + 1}, step "
+                    f"{steps + 1}: nothing is saved. Lower lr= (now {lr}), check the chips for "
+                    "non-finite values, or the encoder weights (a file of NaN weights trains to "
+                    "NaN)"
+                )
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(value).backward()
             scaler.step(optimiser)
             scaler.update()
             schedule.step()
-            running += value.item()
+            running += loss_value
             steps += 1
             bar.update()
         record = {

@@ -38,6 +38,7 @@ def _table(output: str, header: str, rows: int) -> list[list[str]]:
     return [line.split() for line in lines[start + 1 : start + 1 + rows]]
 
 
+@pytest.mark.slow
 def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
     from minecube.segment import open_predictions
 
@@ -121,6 +122,7 @@ def _run(*args) -> str:
     return result.output
 
 
+@pytest.mark.slow
 def test_pipeline_on_object_storage_local_and_on_a_cluster(world, server, s3, tmp_path):
     """search → cube build → segment → stats with s3:// stores, on threads and on 2 processes."""
     import xarray as xr
@@ -297,7 +299,7 @@ def test_sample_then_stats_with_the_labelled_sample(lab, tmp_path):
 def test_items_from_files_then_a_cube_store_without_a_server(own_sensors, tmp_path):
     import xarray as xr
 
-    from minecube.cube import open_cube
+    from minecube.cube import items_path, open_cube
     from tests.conftest import FILES
 
     sensors = str(FILES / "sensors.yaml")
@@ -326,3 +328,6 @@ def test_items_from_files_then_a_cube_store_without_a_server(own_sensors, tmp_pa
         assert list(cube.reflectance.band.values) == ["red", "nir"]
         assert cube.attrs["item_ids"] == [site]  # each patch its own item, not its neighbour's
         assert isinstance(cube.ndvi, xr.DataArray)
+        # the frozen items still say which band of the file each asset is
+        frozen = ItemCollection.from_file(str(items_path(tmp_path / "cubes.zarr", site)))
+        assert frozen[0].assets["nir"].href.endswith(f"{site}.tif?bands=4")

@@ -168,6 +168,7 @@ def _same_as(reference, *, stores: str, out) -> None:
         )
 
 
+@pytest.mark.slow
 def test_demo_core_on_dask_gateway(core, gateway, s3, caplog):
     """A real gateway makes an adaptive cluster whose workers get the object store's settings
     through the cluster options, as on a Pangeo hub; the run closes it at the end."""

@@ -592,6 +592,7 @@ def test_open_cube_has_rio_without_importing_rioxarray(cube_store):
     assert out.stdout.strip() == "32756"
 
 
+@pytest.mark.slow
 def test_build_many_builds_every_site_alike_on_threads_and_a_cluster(
     many_world, many_server, cluster, tmp_path
 ):
@@ -641,3 +642,33 @@ def test_build_many_builds_every_site_alike_on_threads_and_a_cluster(
     again = build_many(sites, found, tmp_path / "threads.zarr", composite="year", progress=False)
     assert (again.status == "ok").all()
     assert list(again.written) == [2 if s == "atacama-copper-001" else 0 for s in sites.site_id]
+
+
+def test_a_sensor_registered_in_the_client_alone_builds_on_cluster_workers(
+    patches, cluster, tmp_path
+):
+    """The registry lives in the client: workers read with the radiometry resolved there, so
+    a sensor registered only in this process builds the same cube on a LocalCluster."""
+    from distributed import Client
+
+    from minecube.cube import build_many, open_cube
+    from minecube.sites import from_items
+
+    sites = from_items(patches)
+    items = {s: [i for i in patches if i.id == s] for s in sites.site_id}
+    with Client(cluster) as client:
+        registered = client.run(
+            lambda: "rgbn-8bit" in __import__("minecube.sensors").sensors.SENSORS
+        )
+        assert not any(registered.values())  # the workers never heard of it
+        table = build_many(sites, items, tmp_path / "cluster.zarr", mask="none", progress=False)
+    assert (table.status == "ok").all(), table.error.tolist()
+    threads = build_many(sites, items, tmp_path / "threads.zarr", mask="none", progress=False)
+    assert (threads.status == "ok").all()
+    for site in sites.site_id:
+        a, b = (
+            open_cube(tmp_path / "cluster.zarr", site),
+            open_cube(tmp_path / "threads.zarr", site),
+        )
+        np.testing.assert_array_equal(a.reflectance.values, b.reflectance.values)
+        assert a.attrs["sensor"] == "rgbn-8bit"

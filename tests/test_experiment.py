@@ -40,6 +40,7 @@ def grid_file(world, cube_store, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_grid_writes_its_results_and_resumes(grid_file):
     import dataclasses
 

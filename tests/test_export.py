@@ -54,3 +54,13 @@ def test_polygon_areas_equal_the_class_areas(tmp_path):
     assert (table[table > 0].index.isin(polygons.index)).all()
     with pytest.raises(StatsError, match="projected"):
         to_polygons(_grid(HAND, crs="EPSG:4326", res=0.001, y0=10.0, x0=10.0))
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path):
+    table = pd.DataFrame({"site_id": ["a", "b"], "commodity": ['=HYPERLINK("http://x")', "@SUM(1)"],
+                          "area_ha": [-1.5, 2.0]})  # fmt: skip
+    text = write_table(table, tmp_path / "t.csv").read_text().splitlines()
+    assert text[1] == 'a,"\'=HYPERLINK(""http://x"")",-1.5'
+    assert text[2] == "b,'@SUM(1),2.0"  # numbers, negative ones too, stay numbers
+    back = pd.read_parquet(write_table(table, tmp_path / "t.parquet"))
+    pd.testing.assert_frame_equal(back, table)  # Parquet keeps values as they are

@@ -244,3 +244,14 @@ def test_pretrained_weights_follow_the_bands_given():
     assert model.spec.in_channels == 3
     first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.in_channels == 3
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):
+    model = _trained(create("segformer", in_channels=4))
+    path = save(model, tmp_path / "m")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first].view(-1)[0] = float("nan")
+    save_file(state, str(path), metadata={"format": "minecube-model/1"})  # a damaged file
+    with pytest.raises(CheckpointError, match=r"non-finite values.*would label every pixel"):
+        load(path)

@@ -41,6 +41,7 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("notebooks")
 
 
+@pytest.mark.slow
 def test_quickstart(world, workdir):
     env = {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"}
     _run("01-quickstart.ipynb", workdir, env, figures=4)
@@ -50,12 +51,14 @@ def test_quickstart(world, workdir):
     assert len(list((out / "runs").glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_training_lab(world, workdir):
     env = {"MINECUBE_WORLD": str(world.path), "MINECUBE_EPOCHS": "1"}
     _run("02-training-lab.ipynb", workdir, env, figures=1)
     assert (workdir / "lab-output" / "experiment" / "results.md").is_file()
 
 
+@pytest.mark.slow
 def test_scaling_out_on_object_storage(world, workdir, s3):
     model = workdir / "quickstart-output" / "model" / "fpn-rgbn"
     if not model.with_suffix(".json").is_file():

@@ -79,6 +79,7 @@ def test_chip_grid_owns_every_pixel_once():
         _axis(500, 64, 48, None, multiple=32)
 
 
+@pytest.mark.slow
 def test_same_labels_for_any_chunking(big_cube, model):
     kwargs = {"input_dims": {"y": 288, "x": 288}, "overlap": 32}
     one = segment(big_cube, model, chunks=4096, **kwargs)

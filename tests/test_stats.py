@@ -369,6 +369,7 @@ def _noisy_maps(world):
     return maps, truths, true_area
 
 
+@pytest.mark.slow
 def test_adjusted_intervals_cover_the_true_area_on_the_demo_world(world):
     """A map with a systematic error (pits drawn two pixels too wide) and noise, against the
     demo world's truth: over repeated samples labelled from the truth, the 95 % intervals cover

@@ -56,6 +56,7 @@ def test_early_stopping_keeps_the_best_epoch(data):
     assert model.card.metrics["best_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_trained_model_beats_the_majority_baseline_on_a_held_out_site(lab, data, tmp_path):
     train, val = data
     model = fit(_small(train), train, val, epochs=3, batch_size=16, lr=3e-3,
@@ -146,3 +147,24 @@ def test_partial_labels_and_the_sampler_are_in_the_card():
     assert training["sampler"] == "balanced"
     assert training["labelled_fraction"] == 0.75
     assert training["labels"].startswith("partial: 75.0% of the observed pixels")
+
+
+def test_a_diverging_run_stops_and_saves_nothing(data, tmp_path):
+    from minecube.models import CheckpointError, save
+    from minecube.train import NonFiniteError
+
+    train, _ = data
+    model = _small(train)
+    with torch.no_grad():  # as an encoder file of NaN weights leaves it
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"loss became nan at epoch 1, step 1.*lr="):
+        fit(model, train.take(range(8)), epochs=1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="epochs=0: train at least one epoch"):
+        fit(_small(train), train, epochs=0, progress=False)
+    trained = fit(_small(train), train.take(range(8)), epochs=1, batch_size=4, progress=False)
+    with torch.no_grad():
+        next(trained.parameters()).view(-1)[0] = float("inf")
+    with pytest.raises(CheckpointError, match=r"non-finite values .* in 1 of \d+ tensors"):
+        save(trained, tmp_path / "m")
+    assert not list(tmp_path.iterdir())  # nothing written

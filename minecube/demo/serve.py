@@ -121,7 +121,7 @@ class DemoServer:
     def _spawn(self, args: list[str], name: str) -> subprocess.Popen:
         log = open(self._tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed in close()
         process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            _with_parent(args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         self._processes.append((process, log))
         return process
@@ -216,6 +216,27 @@ class DemoServer:
 
     def __repr__(self) -> str:
         return f"DemoServer(stac_url={self.stac_url!r}, data_url={self.data_url!r})"
+
+
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)  # the parent died before prctl\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def _with_parent(args: list[str]) -> list[str]:
+    """``args`` run so that the server dies with this process, even when it is killed with
+    SIGKILL (Linux ``PR_SET_PDEATHSIG``, set before ``exec``, kept across it). Only from the
+    main thread: the signal follows the thread that started the child, not the process."""
+    import threading
+
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return args
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *args]
 
 
 def _wait_for(url: str, process: subprocess.Popen) -> bool:

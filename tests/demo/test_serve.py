@@ -130,7 +130,7 @@ def test_servers_stop_cleanly(world):
     running.close()  # a second close is harmless
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_demo_serve_stops_both_servers_when_signalled(world, how):
     import os
     import signal
@@ -156,6 +156,38 @@ def test_demo_serve_stops_both_servers_when_signalled(world, how):
     for url in urls:
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(url, timeout=2)
+
+
+def test_demo_serve_servers_die_with_a_killed_parent(world):
+    """SIGKILL leaves no handler to run: the servers must go by themselves."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).with_name("minecube")), "demo", "serve", str(world.path)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().startswith("STAC API:")
+    servers = _children(child.pid)
+    assert len(servers) == 2
+    child.send_signal(signal.SIGKILL)
+    child.wait(15)
+    deadline = time.monotonic() + 15  # bounded: the servers get SIGTERM from the kernel
+    while any(map(_alive, servers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, servers)), [p for p in servers if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet is not)."""
+    from pathlib import Path
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _children(pid: int) -> list[int]:
