@@ -742,6 +742,8 @@ def to_zarr(
             f"the cube starts at {periods[0]}, before the stored {existing[0]}; build "
             "from the stored start or write to a new group"
         )
+    if existing:
+        _check_same_settings(cube, store, group)
     damaged = stores.verify(store, group, manifest)
     whole = {p for p, u in units.items() if u.get("status") == "complete" and p not in damaged}
     degraded = json.loads(cube.attrs.get("degraded_periods", "{}"))
@@ -830,6 +832,51 @@ def to_zarr(
         with fs.open(path, "w") as f:
             f.write(json.dumps(frozen))
     return written
+
+
+_DEFINING = ("sensor", "composite", "mask", "masked_scl", "resolution")
+"""Attributes that define what a stored period is: an append must share them."""
+
+
+def _check_same_settings(cube, store, group: str) -> None:
+    """Refuse appending periods built with other defining settings (or bands) than the stored
+    ones: the attributes would claim one composite or mask for every period."""
+    import zarr
+
+    stored = dict(zarr.open_group(store, path=group, mode="r").attrs)
+    new = {k: cube.attrs.get(k) for k in _DEFINING}
+    differ = {k: (stored.get(k), v) for k, v in new.items()
+              if k in stored and _plain(stored[k]) != _plain(v)}  # fmt: skip
+    bands = [str(b) for b in cube.band.values]
+    stored_bands = _stored_bands(store, group)
+    if stored_bands is not None and stored_bands != bands:
+        differ["bands"] = (stored_bands, bands)
+    if differ:
+        listed = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in differ.items())
+        raise CubeError(
+            f"site {group!r} of {redact(str(store))} was built with other settings than these "
+            f"periods ({listed}); appending would mix them under one set of attributes. Build "
+            "with the stored settings, write to a new store, or replace the site's cube "
+            "(to_zarr(..., overwrite=True))"
+        )
+
+
+def _plain(value):
+    """Settings compared as JSON would store them (tuples as lists, 10 as 10.0)."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _stored_bands(store, group: str) -> list[str] | None:
+    import zarr
+
+    try:
+        return [str(b) for b in zarr.open_group(store, path=group, mode="r")["band"][:]]
+    except KeyError:
+        return None
 
 
 def build_many(

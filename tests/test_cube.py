@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -173,6 +174,30 @@ def test_a_killed_write_resumes_and_a_later_end_date_appends(site, server, tmp_p
     xr.testing.assert_allclose(
         open_cube(store, SITE).reflectance.load(), longer.reflectance.compute()
     )
+
+
+def test_an_append_with_other_settings_is_refused_and_loses_nothing(site, server, tmp_path):
+    """A quarterly store appended with monthly periods, or SCL-masked with unmasked ones,
+    would claim one composite and mask for all of them."""
+    store = tmp_path / "cubes.zarr"
+    first = search(site, "2022-01-01", "2022-12-31", catalog=server.stac_url)
+    later = search(site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
+    stored = to_zarr(build(site, first, composite="quarter"), store)
+    before = open_cube(store, SITE).load()
+    cases = [
+        ({"composite": "month"}, "composite: stored 'quarter', now 'month'"),
+        ({"composite": "quarter", "mask": "none"}, "mask: stored 'scl', now 'none'"),
+        ({"composite": "quarter", "bands": ("red", "nir")}, "bands: stored"),
+    ]
+    for kwargs, named in cases:
+        with pytest.raises(CubeError, match=re.escape(named)):
+            to_zarr(build(site, later, **kwargs), store)
+    xr.testing.assert_identical(open_cube(store, SITE).load(), before)  # nothing written
+    assert to_zarr(build(site, later, composite="quarter"), store)  # the same settings append
+    assert [str(t)[:10] for t in open_cube(store, SITE).time.values][: len(stored)] == stored
+    replaced = to_zarr(build(site, later, composite="month"), store, overwrite=True)
+    assert open_cube(store, SITE).attrs["composite"] == "month"
+    assert len(replaced) == open_cube(store, SITE).sizes["time"]
 
 
 def test_half_written_period_is_not_read_as_complete(site, items, tmp_path):
