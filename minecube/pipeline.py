@@ -577,15 +577,17 @@ def _read_items(source: Path, site_ids, sites=None) -> dict[str, list]:
     per date (the one covering most of it: a patch's own scene, not its neighbours')."""
     import pystac
 
-    from minecube.stac import select_items
+    from minecube.stac import _coverage, select_items
 
     if Path(source).is_file():
         if sites is None:
             raise ValueError("items from one file need the site table to place them")
         items = list(pystac.ItemCollection.from_file(str(source)))
         geometries = dict(zip(sites.site_id, sites.geometry, strict=True))
-        found = {s: select_items(items, geometries[s], one_per="date") for s in site_ids}
-        found = {s: [i for i in v if _covers_any(i, geometries[s])] for s, v in found.items()}
+        found = {}
+        for s in site_ids:
+            over = [i for i in items if _coverage(i, geometries[s]) > 0]
+            found[s] = select_items(over, geometries[s], one_per="date")
         empty = [s for s, v in found.items() if not v]
         if empty:
             raise FileNotFoundError(f"no item of {source} covers the sites {empty}")
@@ -599,12 +601,6 @@ def _read_items(source: Path, site_ids, sites=None) -> dict[str, list]:
             )
         found[site] = list(pystac.ItemCollection.from_file(str(path)))
     return found
-
-
-def _covers_any(item, geometry) -> bool:
-    import shapely.geometry
-
-    return shapely.geometry.shape(item.geometry).intersects(geometry)
 
 
 def _split(sites, val: Sequence[str] = (), test: Sequence[str] = ()):

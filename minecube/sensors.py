@@ -203,6 +203,8 @@ class Sensor:
         ...     "red": ["B4"]}, "resolution": 10, "scale": 1.0, "offset": 0.0})
         >>> s.default_bands, s.default_mask
         (('blue', 'green', 'red'), 'none')
+        >>> all(Sensor.from_dict(s.to_dict()) == s for s in SENSORS.values())  # round trip
+        True
         """
         import pydantic
 
