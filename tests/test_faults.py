@@ -24,6 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -318,12 +319,16 @@ def test_flaky_reads_are_retried_inside_the_graph(
 
     monkeypatch.setattr(cubes, "_RETRY_DELAY", 0.05)  # GDAL's wait, carried into the graph
 
-    with demo.serve(tiny_world) as steady:
+    # everything but the graph under test runs in this process (the scene check runs on the
+    # active scheduler, and a freed port can come back with the steady server's URLs), so the
+    # workers' GDAL has cached none of the flaky server's file ranges when the graph reads
+    with demo.serve(tiny_world) as steady, dask.config.set(scheduler="threads"):
         items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=steady.stac_url)
         expected = build(tiny_site, items, composite="year", engine=engine).compute()
     with demo.serve(tiny_world, fail_every=2) as flaky:
         items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=flaky.stac_url)
-        cube = build(tiny_site, items, composite="year", engine=engine)
+        with dask.config.set(scheduler="threads"):
+            cube = build(tiny_site, items, composite="year", engine=engine)
         checked = len(flaky.refused)
         cube = cube.compute()  # on the workers: each read is refused once (503), then served
         assert len(flaky.refused) - checked >= 10  # failures met inside the graph
