@@ -123,9 +123,10 @@ class ClassSchema:
         >>> DEFAULT_CLASSES.subset(["tailings"], background=True).describe()
         '3=tailings, 11=background'
         """
+        names = list(names)
         wanted = [n for n in names if n not in ("background", "other")]
         classes = [self[n] for n in wanted]
-        if background or len(wanted) < len(list(names)):
+        if background or len(wanted) < len(names):
             if self.background is not None:
                 classes.append(self.background)
             elif BACKGROUND.id in [c.id for c in classes]:

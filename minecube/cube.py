@@ -843,12 +843,13 @@ def _check_same_settings(cube, store, group: str) -> None:
     ones: the attributes would claim one composite or mask for every period."""
     import zarr
 
-    stored = dict(zarr.open_group(store, path=group, mode="r").attrs)
+    opened = zarr.open_group(store, path=group, mode="r")
+    stored = dict(opened.attrs)
     new = {k: cube.attrs.get(k) for k in _DEFINING}
     differ = {k: (stored.get(k), v) for k, v in new.items()
               if k in stored and _plain(stored[k]) != _plain(v)}  # fmt: skip
     bands = [str(b) for b in cube.band.values]
-    stored_bands = _stored_bands(store, group)
+    stored_bands = [str(b) for b in opened["band"][:]] if "band" in opened else None
     if stored_bands is not None and stored_bands != bands:
         differ["bands"] = (stored_bands, bands)
     if differ:
@@ -868,15 +869,6 @@ def _plain(value):
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return value
-
-
-def _stored_bands(store, group: str) -> list[str] | None:
-    import zarr
-
-    try:
-        return [str(b) for b in zarr.open_group(store, path=group, mode="r")["band"][:]]
-    except KeyError:
-        return None
 
 
 def build_many(
