@@ -718,9 +718,6 @@ def to_zarr(
     list of str
         The periods written by this call (ISO dates).
     """
-    import dask
-    from tqdm.auto import tqdm
-
     from minecube import store as stores
     from minecube.sites import check_site_id
 
@@ -728,9 +725,27 @@ def to_zarr(
     if not group:
         raise ValueError("give group= (the cube has no site_id to name its Zarr group)")
     check_site_id(group, what="group")
-    manifest = stores.claim_group(store, group, "cubes")
-    if overwrite and manifest["units"]:
-        manifest = stores.clear_group(store, group, manifest)
+    with stores.writing(store, group, "cubes") as manifest:  # the group's only writer
+        if overwrite and manifest["units"]:
+            manifest = stores.clear_group(store, group, manifest)
+        stores.require_meta(
+            store, group, manifest,
+            "Replace the site's cube (to_zarr(..., overwrite=True)) or build into a new store",
+        )  # fmt: skip
+        written = _write_cube(cube, store, group, manifest, progress, fail_after)
+        if items is not None:
+            _freeze_items(items, store, group)
+    return written
+
+
+def _write_cube(cube, store, group: str, manifest: dict, progress: bool, fail_after) -> list[str]:
+    """The periods of ``cube`` that the group's manifest does not record whole, written and
+    recorded batch by batch; then the group's attributes. The periods written."""
+    import dask
+    from tqdm.auto import tqdm
+
+    from minecube import store as stores
+
     units = manifest["units"]
     periods = [str(t)[:10] for t in cube.time.values]
     existing = _stored_periods(store, group, [str(v) for v in cube.variables])
@@ -816,22 +831,26 @@ def to_zarr(
     import zarr
 
     zarr.open_group(store, path=group, mode="a").attrs.update(attrs)
-    if items is not None:
-        import fsspec
-        import pystac
-
-        fs, path = fsspec.core.url_to_fs(str(items_path(store, group)))
-        fs.makedirs(fs._parent(path), exist_ok=True)
-        frozen = pystac.ItemCollection(list(items)).to_dict(transform_hrefs=False)
-        for item in frozen["features"]:  # no token kept: links and asset hrefs redacted
-            item["links"] = [
-                {**link, "href": redact(link["href"])} for link in item.get("links", [])
-            ]
-            for asset in item.get("assets", {}).values():
-                asset["href"] = redact(asset["href"])
-        with fs.open(path, "w") as f:
-            f.write(json.dumps(frozen))
+    manifest["settings"] = {k: attrs.get(k) for k in _DEFINING}
+    stores.write_manifest(store, group, manifest)
     return written
+
+
+def _freeze_items(items, store, group: str) -> None:
+    """Keep the items a cube was built from in its store (:func:`items_path`), redacted."""
+    import pystac
+
+    from minecube import store as stores
+
+    fs, _ = stores._fs(store)
+    path = stores.items_path(store, group)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    frozen = pystac.ItemCollection(list(items)).to_dict(transform_hrefs=False)
+    for item in frozen["features"]:  # no token kept: links and asset hrefs redacted
+        item["links"] = [{**link, "href": redact(link["href"])} for link in item.get("links", [])]
+        for asset in item.get("assets", {}).values():
+            asset["href"] = redact(asset["href"])
+    stores._write_json(fs, path, frozen)
 
 
 _DEFINING = ("sensor", "composite", "mask", "masked_scl", "resolution")
@@ -1105,14 +1124,21 @@ def _write_periods(
 
 
 def items_path(store: str | os.PathLike, group: str) -> Path | str:
-    """Where :func:`to_zarr` freezes a cube's items: ``<store>.items/<group>.json``, beside it.
+    """Where :func:`to_zarr` freezes a cube's items: ``<store>/.minecube/items/<group>.json``,
+    inside the store (so a copy of the store keeps them).
 
-    A path for a local store, a URL for one in object storage (``s3://…``).
+    A path for a local store, a URL for one in object storage (``s3://…``); a store of the
+    earlier layout keeps them beside it until its first write moves them.
     """
+    from minecube import store as stores
+
+    inside = stores.items_path(store, group)
     if "://" in str(store):
-        return f"{str(store).rstrip('/')}.items/{group}.json"
-    store = Path(store)
-    return store.with_name(store.name + ".items") / f"{group}.json"
+        fs, _ = stores._fs(store)
+        return fs.unstrip_protocol(inside)
+    if not Path(inside).exists() and (old := Path(f"{Path(store).absolute()}.items")).is_dir():
+        return old / f"{group}.json"
+    return Path(inside)
 
 
 def _open_periods(store, group: str) -> xr.Dataset:
@@ -1163,7 +1189,7 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
             raise stores.StoreError(
                 f"group {group!r} of {os.fspath(store)!r} has no cube manifest "
                 f"({stores.manifest_path(store, group)}): it was not written by minecube's "
-                "to_zarr, or the store was copied without its .minecube folder"
+                "to_zarr"
             )
         raise CubeError(
             f"no cube {group!r} in {os.fspath(store)!r}; it holds {sorted(root.group_keys())}"
@@ -1180,6 +1206,16 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
             "write was interrupted); run the same cube build again"
         )
     ds = _open_periods(store, group)
+    recorded = manifest.get("settings") or {}
+    changed = {k: (v, ds.attrs.get(k)) for k, v in recorded.items()
+               if _plain(ds.attrs.get(k)) != _plain(v)}  # fmt: skip
+    if changed:
+        listed = "; ".join(f"{k}: built with {a!r}, the attributes say {b!r}"
+                           for k, (a, b) in changed.items())  # fmt: skip
+        raise stores.StoreIntegrityError(
+            f"cube {group!r} of {os.fspath(store)!r}: its attributes were changed since minecube "
+            f"wrote them ({listed}); rebuild the site (to_zarr(..., overwrite=True))"
+        )
     keep = [str(t)[:10] in units for t in ds.time.values]
     ds = ds.isel(time=np.flatnonzero(keep))
     bad = {p: u.get("skipped", {}) for p, u in units.items() if u.get("status") == "degraded"}

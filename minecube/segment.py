@@ -859,8 +859,6 @@ def segment_to_zarr(
     ``segment_to_zarr(open_cube("cubes.zarr", "hunter-coal"), "models/fpn-rgbn",
     "predictions.zarr")`` writes group ``hunter-coal`` of ``predictions.zarr``.
     """
-    from tqdm.auto import tqdm
-
     from minecube import store as stores
     from minecube.sites import check_site_id
 
@@ -874,7 +872,22 @@ def segment_to_zarr(
     else:  # segment() has checked the checkpoint; its card is enough here
         card = ModelCard.from_dict(json.loads(_read(_paths(model)[1])))
     fingerprint = _fingerprint(pred, card)
-    manifest = stores.claim_group(store, group, "predictions")
+    with stores.writing(store, group, "predictions") as manifest:  # the group's only writer
+        _write_predictions(pred, store, group, manifest, fingerprint, overwrite=overwrite,
+                           progress=progress, fail_after=fail_after)  # fmt: skip
+    return open_predictions(store, group)
+
+
+def _write_predictions(
+    pred, store, group: str, manifest: dict, fingerprint: dict, *,
+    overwrite: bool, progress: bool, fail_after: int | None,
+) -> None:  # fmt: skip
+    """Write the regions of ``pred`` that the group's manifest does not record whole, marking
+    each as its write finishes; the manifest says ``complete`` when all are."""
+    from tqdm.auto import tqdm
+
+    from minecube import store as stores
+
     stored = manifest.get("fingerprint")
     if stored is not None and stored != fingerprint and not overwrite:
         differ = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
@@ -898,6 +911,10 @@ def segment_to_zarr(
         )  # fmt: skip
         manifest |= {"fingerprint": fingerprint, "complete": False}
         stores.write_manifest(store, group, manifest)  # after the template is whole
+    stores.require_meta(
+        store, group, manifest,
+        "Write the predictions again with overwrite=True (--overwrite), or into a new store",
+    )  # fmt: skip
     damaged = stores.verify(store, group, manifest)
     units = manifest["units"]
     for name in damaged:
@@ -908,8 +925,7 @@ def segment_to_zarr(
 
     fs, root = stores._fs(store)
     # regions written whole, by fingerprint: a region the manifest found damaged is redone
-    marks = f"{stores.manifest_path(store, group).removesuffix('.json')}.regions/"
-    marks += tokenize(fingerprint)
+    marks = f"{stores.marks_path(store, group)}/{tokenize(fingerprint)}"
     fs.makedirs(marks, exist_ok=True)
     blocks = {
         name: index
@@ -971,7 +987,6 @@ def segment_to_zarr(
     stores.write_manifest(store, group, manifest)
     if manifest["complete"]:  # the record says it all now
         fs.rm(marks.rsplit("/", 1)[0], recursive=True)
-    return open_predictions(store, group)
 
 
 def _open_store(store: str | os.PathLike):

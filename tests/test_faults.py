@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import warnings
@@ -220,6 +221,200 @@ def test_the_segment_command_keeps_another_models_predictions_unless_told(tmp_pa
     assert read_manifest(out, "tiny-pit")["fingerprint"] != fingerprint
 
 
+def test_a_store_is_never_made_inside_another(tmp_path):
+    from minecube.models import save
+    from tests.test_segment import _model
+
+    cubes = tmp_path / "cubes.zarr"
+    to_zarr(_cube(), cubes)
+    before = open_cube(cubes, "tiny-pit").load()
+    with pytest.raises(StoreError, match="is inside the Zarr store"):
+        segment_to_zarr(before, _model(), cubes / "preds.zarr", progress=False)
+    with pytest.raises(StoreError, match="is inside the Zarr store"):
+        to_zarr(_cube("other"), cubes / "tiny-pit" / "more.zarr")
+    checkpoint = save(_model(), tmp_path / "m" / "fpn")
+    result = CliRunner().invoke(
+        main, ["segment", str(cubes), str(checkpoint), "--out", str(cubes / "preds.zarr")]
+    )
+    assert result.exit_code != 0
+    assert "is inside the Zarr store" in result.output
+    assert not (cubes / "preds.zarr").exists()
+    xr.testing.assert_identical(open_cube(cubes, "tiny-pit").load(), before)
+    assert check(cubes).ok
+
+
+# ----------------------------------------------------------------------- one store, one folder
+
+
+def test_a_store_copied_as_zarr_stores_are_copied_opens_and_appends(tmp_path):
+    import shutil
+
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(periods=PERIODS[:3]), store, items=[])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cubes.zarr"]  # nothing beside it
+    copy = tmp_path / "elsewhere" / "copied.zarr"
+    shutil.copytree(store, copy)  # cp -r, aws s3 sync: the store's folder, nothing else
+    xr.testing.assert_identical(open_cube(copy, "tiny-pit").load(), open_cube(store, "tiny-pit").load())
+    assert check(copy).ok
+    assert to_zarr(_cube(), copy) == PERIODS[3:]  # the copy is a store of its own
+    assert _periods(copy) == PERIODS
+    assert _periods(store) == PERIODS[:3]
+
+
+def test_a_store_of_the_earlier_layout_is_read_and_moved_inside_on_its_first_write(tmp_path):
+    from minecube.cube import items_path
+
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(periods=PERIODS[:3]), store, items=[])
+    expected = open_cube(store, "tiny-pit").load()
+    inside = store / ".minecube"
+    old_manifests, old_items = tmp_path / "cubes.zarr.minecube", tmp_path / "cubes.zarr.items"
+    old_manifests.mkdir()
+    old_items.mkdir()
+    manifest = json.loads((inside / "groups" / "tiny-pit.json").read_text())
+    del manifest["meta"], manifest["settings"]  # as the earlier layout wrote them
+    (old_manifests / "tiny-pit.json").write_text(json.dumps(manifest))
+    (inside / "items" / "tiny-pit.json").rename(old_items / "tiny-pit.json")
+    import shutil
+
+    shutil.rmtree(inside)
+    (old_manifests / "notes.txt").write_text("not minecube's")  # never moved nor deleted
+    xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
+    assert check(store).ok
+    assert items_path(store, "tiny-pit") == old_items / "tiny-pit.json"
+    assert to_zarr(_cube(), store) == PERIODS[3:]  # the first write moves it inside
+    assert (inside / "groups" / "tiny-pit.json").is_file()
+    assert (inside / "items" / "tiny-pit.json").is_file()
+    assert items_path(store, "tiny-pit") == inside / "items" / "tiny-pit.json"
+    assert not old_items.exists()
+    assert sorted(p.name for p in old_manifests.iterdir()) == ["notes.txt"]
+    assert _periods(store) == PERIODS
+    assert check(store).ok
+
+
+# ---------------------------------------------------------------------------- two writers
+
+_RACER = """
+import os, sys, time
+from pathlib import Path
+from minecube.store import StoreBusyError
+from tests.test_faults import _cube
+kind, store, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+if kind == "segment":
+    from minecube.cube import open_cube
+    from minecube.segment import segment_to_zarr
+    from tests.test_segment import _model
+    cube, model = open_cube(sys.argv[4], "tiny-pit"), _model()
+else:
+    from minecube.cube import to_zarr
+    cube = _cube()
+Path(f"{go}.{os.getpid()}.ready").touch()
+while not go.exists():  # both start writing at the same instant
+    time.sleep(0.001)
+try:
+    if kind == "segment":
+        segment_to_zarr(cube, model, store, input_dims={"y": 64, "x": 64}, overlap=16,
+                        chunks=48, progress=False)
+    else:
+        to_zarr(cube, store, progress=False)
+except StoreBusyError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+def _race(tmp_path: Path, kind: str, trial: int, *extra: str) -> tuple[Path, list[int], str]:
+    """Two processes write one group of a new store at once: (store, exit codes, output)."""
+    store, go = tmp_path / f"{kind}-{trial}.zarr", tmp_path / f"go-{kind}-{trial}"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, kind, str(store), str(go), *extra],
+            cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    while len(list(tmp_path.glob(f"go-{kind}-{trial}.*.ready"))) < 2:
+        assert all(r.poll() is None for r in racers), [r.communicate()[0] for r in racers]
+    go.touch()
+    outputs = [r.communicate(timeout=300)[0] for r in racers]
+    return store, [r.returncode for r in racers], "\n".join(outputs)
+
+
+@pytest.mark.slow
+def test_two_cube_builds_of_one_group_at_once_never_mix(tmp_path):
+    reference = tmp_path / "reference.zarr"
+    to_zarr(_cube(), reference)
+    expected = open_cube(reference, "tiny-pit").load()
+    outcomes = []
+    for trial in range(4):
+        store, codes, output = _race(tmp_path, "cube", trial)
+        assert sorted(codes) in ([0, 0], [0, 3]), output  # one writes; the other waits or refuses
+        if 3 in codes:
+            assert "is being written by another process (pid" in output
+        xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
+        assert check(store).ok, str(check(store))
+        assert to_zarr(_cube(), store) == []  # a re-run finds it whole
+        outcomes.append(tuple(sorted(codes)))
+    assert not list(tmp_path.glob("*.zarr/.minecube/leases/*.json"))  # every lease released
+    print("cube races:", outcomes)
+
+
+@pytest.mark.slow
+def test_two_segments_of_one_group_at_once_never_mix(tmp_path):
+    from tests.test_segment import _model
+
+    cubes, reference = tmp_path / "cubes.zarr", tmp_path / "reference.zarr"
+    to_zarr(_cube(size=128), cubes)
+    kwargs = {"input_dims": {"y": 64, "x": 64}, "overlap": 16, "chunks": 48, "progress": False}
+    cube = open_cube(cubes, "tiny-pit")
+    expected = segment_to_zarr(cube, _model(), reference, **kwargs).load()
+    for trial in range(3):
+        store, codes, output = _race(tmp_path, "segment", trial, str(cubes))
+        assert sorted(codes) in ([0, 0], [0, 3]), output
+        assert "Error" not in output.replace("StoreBusyError", ""), output
+        xr.testing.assert_identical(open_predictions(store, "tiny-pit").load(), expected)
+        assert check(store).ok, str(check(store))
+
+
+def _lease_of(store: Path, pid: int, *, renewed_ago: float = 0.0) -> Path:
+    import socket
+    import time
+
+    path = store / ".minecube" / "leases" / "tiny-pit.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    holder = {"host": socket.gethostname(), "pid": pid, "token": "theirs",
+              "since": now - 42, "renewed": now - renewed_ago}  # fmt: skip
+    path.write_text(json.dumps(holder))
+    return path
+
+
+def test_a_live_writers_lease_is_refused_naming_it_and_a_dead_writers_is_taken_over(tmp_path):
+    from minecube.store import StoreBusyError
+
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(periods=PERIODS[:2]), store)
+    before = open_cube(store, "tiny-pit").load()
+    alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        lease = _lease_of(store, alive.pid)
+        with pytest.raises(StoreBusyError, match=rf"pid {alive.pid} on .*42 s ago"):
+            to_zarr(_cube(), store)
+        result = CliRunner().invoke(main, ["check", str(store)])  # reading needs no lease
+        assert result.exit_code == 0, result.output
+        xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), before)
+        assert json.loads(lease.read_text())["token"] == "theirs"  # never taken from the living
+    finally:
+        alive.communicate(b"")
+    assert to_zarr(_cube(), store) == PERIODS[2:]  # its process is gone: taken over
+    assert not lease.exists()
+    _lease_of(store, os.getpid(), renewed_ago=3600)  # a writer on a host now silent for an hour
+    assert to_zarr(_cube(), store, overwrite=True) == PERIODS
+    assert not lease.exists()
+
+
 # --------------------------------------------------------------------------------- damage
 
 
@@ -282,6 +477,78 @@ def test_a_missing_prediction_region_is_named_and_recomputed_alone(tmp_path):
     # the last region spans two Zarr chunks (its block absorbs the remainder): both recorded
     last = read_manifest(store, "tiny-pit")["units"]["time0:y1:x1"]["chunks"]
     assert sorted(last) == [f"prediction/c/0/{y}/{x}" for y in (1, 2) for x in (1, 2)]
+
+
+def _reencode_time(store: Path) -> None:
+    """Rewrite the time axis with other raw values (as re-encoding a chunk would)."""
+    time = zarr.open_array(store / "tiny-pit" / "time", mode="r+")
+    values = time[:]
+    time[:] = values[::-1].copy()
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("time/c/1", "the values of 'time' differ"),
+        ("x/c/0", "'x/c/0' is missing"),
+        ("reflectance/zarr.json", "'reflectance/zarr.json' is missing"),
+        ("y/zarr.json", "'y/zarr.json' was changed"),
+        ("reencoded time", "the values of 'time' differ"),
+    ],
+)
+def test_damaged_metadata_or_coordinates_are_named_by_check_and_refused_on_open(
+    tmp_path, damage, named
+):
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(), store)
+    expected = open_cube(store, "tiny-pit").load()
+    path = store / "tiny-pit" / damage
+    if damage == "reencoded time":
+        _reencode_time(store)
+    elif damage == "y/zarr.json":
+        meta = json.loads(path.read_text())
+        meta["attributes"]["units"] = "km"
+        path.write_text(json.dumps(meta))
+    else:
+        path.unlink()
+    report = check(store)
+    assert not report.ok
+    assert named in str(report)
+    result = CliRunner().invoke(main, ["check", str(store)])
+    assert result.exit_code == 1, result.output
+    assert named in result.output
+    with pytest.raises(StoreIntegrityError, match=re.escape(named)):
+        open_cube(store, "tiny-pit")
+    with pytest.raises(StoreIntegrityError, match="overwrite=True"):
+        to_zarr(_cube(), store)  # nothing built on damaged coordinates
+    to_zarr(_cube(), store, overwrite=True)
+    xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
+    assert check(store).ok
+
+
+def test_a_removed_group_is_named_by_check(tmp_path):
+    import shutil
+
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(), store)
+    to_zarr(_cube("other-pit"), store)
+    shutil.rmtree(store / "tiny-pit")
+    report = check(store)
+    assert not report.ok
+    assert "group 'tiny-pit' is missing" in str(report)
+    assert CliRunner().invoke(main, ["check", str(store)]).exit_code == 1
+    with pytest.raises(StoreIntegrityError, match="group 'tiny-pit' is missing"):
+        open_cube(store, "tiny-pit")
+    assert to_zarr(_cube(), store) == PERIODS  # built again, whole
+    assert check(store).ok
+
+
+def test_changed_defining_attributes_are_refused_on_open(tmp_path):
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(), store)
+    zarr.open_group(store, path="tiny-pit", mode="a").attrs["sensor"] = "landsat-c2-l2"
+    with pytest.raises(StoreIntegrityError, match="sensor: built with 'sentinel-2-l2a'"):
+        open_cube(store, "tiny-pit")
 
 
 # -------------------------------------------------------------------------------- outages

@@ -297,7 +297,7 @@ import json, os, sys
 real = os.replace
 def replace(source, target, *args, **kwargs):  # the manifest lands with one os.replace
     real(source, target, *args, **kwargs)
-    if str(target).endswith(".minecube/hunter-coal.json"):
+    if str(target).endswith(".minecube/groups/hunter-coal.json"):
         with open(target) as f:
             if len(json.load(f)["units"]) >= 2:
                 os._exit(137)  # as kill -9, right after two regions are recorded
