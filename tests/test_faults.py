@@ -254,7 +254,8 @@ def test_a_store_copied_as_zarr_stores_are_copied_opens_and_appends(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cubes.zarr"]  # nothing beside it
     copy = tmp_path / "elsewhere" / "copied.zarr"
     shutil.copytree(store, copy)  # cp -r, aws s3 sync: the store's folder, nothing else
-    xr.testing.assert_identical(open_cube(copy, "tiny-pit").load(), open_cube(store, "tiny-pit").load())
+    original = open_cube(store, "tiny-pit").load()
+    xr.testing.assert_identical(open_cube(copy, "tiny-pit").load(), original)
     assert check(copy).ok
     assert to_zarr(_cube(), copy) == PERIODS[3:]  # the copy is a store of its own
     assert _periods(copy) == PERIODS
@@ -329,9 +330,11 @@ def _race(tmp_path: Path, kind: str, trial: int, *extra: str) -> tuple[Path, lis
     racers = [
         subprocess.Popen(
             [sys.executable, "-c", _RACER, kind, str(store), str(go), *extra],
-            cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     while len(list(tmp_path.glob(f"go-{kind}-{trial}.*.ready"))) < 2:
