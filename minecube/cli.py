@@ -418,20 +418,34 @@ def _errors(debug: bool):
     def reported():
         try:
             yield
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except (MinecubeError, ValueError, KeyError, FileNotFoundError) as e:
             if debug:
                 raise
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(redact(str(e))) from e
         except (OSError, TimeoutError, APIError) as e:  # network, filesystem, scheduler
             if debug:
                 raise
             raise click.ClickException(
-                f"{type(e).__name__}: {redact(str(e)).splitlines()[0] if str(e) else e!r}. "
+                f"{type(e).__name__}: {_first_line(e)}. "
                 "Check the path, the URL or the scheduler address and that it is reachable; "
                 "run again with `minecube --debug ...` for the traceback"
             ) from e
+        except Exception as e:  # anything else: one line, redacted; --debug shows it all
+            if debug:
+                raise
+            raise click.ClickException(
+                f"{type(e).__name__}: {_first_line(e)} (an unexpected error; run again with "
+                "`minecube --debug ...` for the traceback, and report it if it is minecube's)"
+            ) from e
 
     return reported()
+
+
+def _first_line(error: BaseException) -> str:
+    """An error's first line, redacted (:func:`minecube.stac.redact`)."""
+    return redact(str(error)).splitlines()[0] if str(error) else repr(error)
 
 
 def _site_table(path: Path, only: tuple[str, ...] = ()):

@@ -846,11 +846,7 @@ def _freeze_items(items, store, group: str) -> None:
     path = stores.items_path(store, group)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     frozen = pystac.ItemCollection(list(items)).to_dict(transform_hrefs=False)
-    for item in frozen["features"]:  # no token kept: links and asset hrefs redacted
-        item["links"] = [{**link, "href": redact(link["href"])} for link in item.get("links", [])]
-        for asset in item.get("assets", {}).values():
-            asset["href"] = redact(asset["href"])
-    stores._write_json(fs, path, frozen)
+    stores._write_json(fs, path, redact(frozen))  # no token kept in any href
 
 
 _DEFINING = ("sensor", "composite", "mask", "masked_scl", "resolution")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import difflib
+import json
 import logging
 import os
 import sys
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from minecube.cluster import ClusterSettings, connect, require_reachable
 from minecube.errors import MinecubeError
+from minecube.stac import redact
 from minecube.store import _fs, _is_url
 
 if TYPE_CHECKING:
@@ -556,7 +558,8 @@ def search_sites(
     for site in sites.itertuples():
         items = found[site.site_id]
         if out is not None:
-            items.save_object(str(Path(out) / f"{site.site_id}.json"))
+            frozen = redact(items.to_dict(transform_hrefs=False))  # no token kept
+            (Path(out) / f"{site.site_id}.json").write_text(json.dumps(frozen))
         clouds = [i.properties.get("eo:cloud_cover", float("nan")) for i in items]
         log.info(
             f"{site.site_id} ({site.commodity}, {site.climate}): {len(items)} items, median "
@@ -1111,7 +1114,6 @@ def _record(run_id, config: RunConfig, sites, found, store, model, predictions, 
     record, the model's checksums and each prediction's fingerprint. Paths are relative to
     the run folder, so the record stays true when the folder moves."""
     import hashlib
-    import json
     from importlib.metadata import PackageNotFoundError, version
 
     from minecube import __version__
@@ -1135,7 +1137,7 @@ def _record(run_id, config: RunConfig, sites, found, store, model, predictions, 
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = None
-    settings = config.model_dump(mode="json")
+    settings = redact(config.model_dump(mode="json"))  # no token of a URL setting
     for key in ("sites", "out", "model", "labels"):
         if settings.get(key) is not None:
             settings[key] = rel(settings[key]) if key != "out" else "."
@@ -1210,13 +1212,10 @@ def lineage(table: pd.DataFrame | str | os.PathLike, *, row: int = 0,
     ``lineage("run-output/report/tables/class_areas.csv", row=3)["items"]`` — the scenes
     behind the fourth row.
     """
-    import json
-
     import pandas as pd
     import pystac
 
     from minecube.cube import COMPOSITES
-    from minecube.stac import redact
 
     path = None
     if not isinstance(table, pd.DataFrame):

@@ -5,10 +5,11 @@ pgstac and the demo world. Band assets and their radiometry across catalogues li
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from minecube.errors import MinecubeError
 from minecube.sensors import BANDS, BandAsset, band_assets
@@ -310,11 +311,15 @@ _URL = re.compile(
 )
 
 
-def redact(text: str) -> str:
-    """``text`` with the credentials and query strings of every URL in it removed.
+def redact(text: T) -> T:
+    """``text`` with the credentials, query strings and secret parameters of every URL removed.
 
     Tokens (``?token=``, ``subscription-key=``, SAS and presigned signatures) travel in query
-    strings and ``user:password@``; minecube stores and prints URLs only through this.
+    strings and ``user:password@``; minecube stores and prints URLs only through this. A query
+    string without a scheme before it (``/search?token=…``) goes too, and a known secret
+    parameter (``token=``, ``sig=``, ``password=``, ``X-Amz-Signature=``, …) anywhere in the
+    text keeps its name only. A dict, list or tuple (the JSON minecube writes) is redacted in
+    every string it holds, keys kept.
 
     GDAL's ``vrt://`` connection strings keep their ``bands=`` option: it picks the band an
     asset of :func:`items_from_files` reads, and holds no secret.
@@ -325,11 +330,48 @@ def redact(text: str) -> str:
     'GET https://example.com/a.tif failed'
     >>> redact("vrt:///data/patch.tif?bands=2&token=x")
     'vrt:///data/patch.tif?bands=2'
+    >>> redact("url: /?token=SECRET123, s3://KEY:SECRET@bucket/cubes.zarr")
+    'url: /, s3://bucket/cubes.zarr'
+    >>> redact({"catalog": "https://a.b/v1?token=x", "n": 3})
+    {'catalog': 'https://a.b/v1', 'n': 3}
     """
-    return _URL.sub(_redacted, text)
+    if isinstance(text, dict):
+        return {k: redact(v) for k, v in text.items()}
+    if isinstance(text, list | tuple):
+        return type(text)(redact(v) for v in text)
+    if not isinstance(text, str):
+        return text
+    parts, last = [], 0
+    for m in _URL.finditer(text):  # URLs with a scheme; between them, bare query strings
+        parts += [_QUERY.sub("", text[last : m.start()]), _redacted(m)]
+        last = m.end()
+    text = "".join([*parts, _QUERY.sub("", text[last:])])
+    return _SECRET.sub(lambda m: f"{m['name']}=<redacted>", text)
 
 
+T = TypeVar("T")
+_QUERY = re.compile(r"\?(?=[^\s'\"?,)]*=)[^\s'\",)]*")
+"""A query string after a path without a scheme (``/search?token=…``)."""
+_SECRET = re.compile(
+    r"(?i)(?<![\w-])(?P<name>(?:access_|auth_|api_?|session_|security_|refresh_|id_)?token|"
+    r"api_?key|apikey|subscription-key|sig|signature|password|passwd|pwd|secret"
+    r"|(?:aws_)?secret_access_key|client_secret|x-amz-(?:signature|security-token|credential)"
+    r")=(?!<redacted>)[^&\s'\",;]+"
+)
+"""A known secret parameter anywhere in a text (its value goes, its name stays)."""
 _VRT_OPTIONS = ("bands",)
+
+
+class _Redacting(logging.Filter):
+    """Redact every record of the ``minecube`` logger (:func:`redact`), whatever handler
+    prints it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        return True
+
+
+logging.getLogger("minecube").addFilter(_Redacting())
 
 
 def _redacted(m: re.Match) -> str:

@@ -730,3 +730,56 @@ def test_no_token_from_the_catalogue_url_or_a_signing_hook_reaches_disk_or_messa
     assert all(SECRET not in m for m in messages), messages
     assert SECRET not in _files_text(out)
     assert "?" not in json.dumps(json.loads(cube.attrs["search"]))
+
+
+@pytest.mark.slow
+def test_a_canary_secret_in_every_url_setting_is_never_written_or_printed(
+    world, server, s3, tmp_path
+):
+    import s3fs
+    import yaml
+
+    from minecube.models import save
+    from tests.test_segment import _model
+
+    world.sites[world.sites.site_id == "hunter-coal"].to_file(tmp_path / "sites.geojson")
+    host = server.stac_url.split("://", 1)[1]
+    config = {
+        "sites": str(tmp_path / "sites.geojson"),
+        "catalog": f"http://canary:{SECRET}@{host}/?token={SECRET}&sig={SECRET}",
+        "start": "2022-01-01",
+        "end": "2023-12-31",
+        "out": str(tmp_path / "run"),
+        "stores": f"{s3}/canary",
+        "cube": {"composite": "year"},
+        "model": str(save(_model(), tmp_path / "model" / "fpn").with_suffix("")),
+        "labels": str(world.path / "labels"),
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    printed = [CliRunner().invoke(main, ["run", str(path)])]
+    assert printed[0].exit_code == 0, printed[0].output
+    # a store URL with credentials in it, and an unreachable catalogue with a token
+    path.write_text(yaml.safe_dump({**config, "stores": f"s3://AKIA:{SECRET}@minecube-test/x"}))
+    printed.append(CliRunner().invoke(main, ["run", str(path)]))
+    sites = str(tmp_path / "sites.geojson")
+    printed.append(CliRunner().invoke(main, [
+        "search", sites, "--catalog", f"http://127.0.0.1:9/?token={SECRET}", "--start",
+        "2022-01-01", "--end", "2022-12-31", "--out", str(tmp_path / "items"),
+    ]))  # fmt: skip
+    printed.append(CliRunner().invoke(main, [
+        "search", sites, "--catalog", config["catalog"], "--start", "2022-01-01", "--end",
+        "2022-12-31", "--out", str(tmp_path / "run" / "items"),
+    ]))  # fmt: skip
+    assert [p.exit_code for p in printed] == [0, 1, 1, 0], [p.output for p in printed]
+    for result in printed:
+        assert SECRET not in result.output, result.output
+        assert "Traceback" not in result.output
+    written = _files_text(tmp_path / "run")
+    assert "canary" in _files_text(tmp_path / "run" / "runs")  # the record was searched
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    stored = fs.find(f"{s3}/canary")
+    assert any(".minecube/items/" in p for p in stored)
+    written += "".join(v.decode("latin-1") for v in fs.cat(stored).values())
+    assert SECRET not in written
