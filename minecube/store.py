@@ -135,14 +135,20 @@ def _write_json(fs, path: str, value: dict) -> None:
     from fsspec.implementations.local import LocalFileSystem
 
     if isinstance(fs, LocalFileSystem):
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(_staged(path, data), path)
     else:  # object storage: a single PUT is atomic
         fs.pipe_file(path, data)
+
+
+def _staged(path: str, data: bytes) -> str:
+    """``data`` written and synced to a new file beside ``path``, to be put in place in one
+    step (a rename or a hard link); its path."""
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
 
 
 def claim_store(store: str | os.PathLike, kind: Kind) -> None:
@@ -394,11 +400,11 @@ def claim_group(store: str | os.PathLike, group: str, kind: Kind) -> dict:
 
     The manifest of a new group is written before the group itself, so a group that exists
     without a manifest was never minecube's. Refuses (:class:`StoreError`) a group that exists
-    without a manifest or holds the other kind.
+    without a manifest or holds the other kind. The store must be claimed first
+    (:func:`claim_store`; :func:`writing` does both, with the group's lease between).
     """
     import zarr
 
-    claim_store(store, kind)
     fs, root = _fs(store)
     name = os.fspath(store)
     manifest = read_manifest(store, group)
@@ -469,9 +475,7 @@ def _create(fs, path: str, data: bytes) -> bool:
 
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     if isinstance(fs, LocalFileSystem):  # a hard link appears whole, and only once
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
+        tmp = _staged(path, data)
         try:
             os.link(tmp, path)
             return True

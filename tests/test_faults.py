@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -247,8 +248,6 @@ def test_a_store_is_never_made_inside_another(tmp_path):
 
 
 def test_a_store_copied_as_zarr_stores_are_copied_opens_and_appends(tmp_path):
-    import shutil
-
     store = tmp_path / "cubes.zarr"
     to_zarr(_cube(periods=PERIODS[:3]), store, items=[])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cubes.zarr"]  # nothing beside it
@@ -276,8 +275,6 @@ def test_a_store_of_the_earlier_layout_is_read_and_moved_inside_on_its_first_wri
     del manifest["meta"], manifest["settings"]  # as the earlier layout wrote them
     (old_manifests / "tiny-pit.json").write_text(json.dumps(manifest))
     (inside / "items" / "tiny-pit.json").rename(old_items / "tiny-pit.json")
-    import shutil
-
     shutil.rmtree(inside)
     (old_manifests / "notes.txt").write_text("not minecube's")  # never moved nor deleted
     xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
@@ -530,8 +527,6 @@ def test_damaged_metadata_or_coordinates_are_named_by_check_and_refused_on_open(
 
 
 def test_a_removed_group_is_named_by_check(tmp_path):
-    import shutil
-
     store = tmp_path / "cubes.zarr"
     to_zarr(_cube(), store)
     to_zarr(_cube("other-pit"), store)
