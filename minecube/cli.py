@@ -722,6 +722,11 @@ def cube_build(
 @click.option("--val-site", multiple=True, help="Validation site (repeatable).")
 @click.option("--test-site", multiple=True, help="Held-out test site (repeatable).")
 @click.option("--label-time-column", default="year", show_default=True)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a checkpoint already at --out.",
+)
 def train(cubes, site_file, labels, out, val_site, test_site, **options) -> None:
     """Train a segmentation model on the cubes' sites and score it on held-out ones.
 
@@ -787,7 +792,12 @@ def segment(cubes, model, out, only, batch_size, overlap, tta, device, overwrite
     default=None,
     help="Labelled sample (from `minecube sample`): adds error-adjusted areas with 95 % intervals.",
 )
-def stats(predictions, out, site_file, units, min_observed, reference) -> None:
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace files in --out that minecube did not write.",
+)
+def stats(predictions, out, site_file, units, min_observed, reference, overwrite) -> None:
     """Class areas, mine expansion and summaries of a prediction store, as CSV and Parquet;
     with a labelled sample, error-adjusted areas with their 95 % intervals.
 
@@ -798,7 +808,7 @@ def stats(predictions, out, site_file, units, min_observed, reference) -> None:
     """
     pipeline.write_area_tables(predictions, out, units=units, min_observed=min_observed,
                                sites=_site_table(site_file) if site_file else None,
-                               reference=reference)  # fmt: skip
+                               reference=reference, overwrite=overwrite)  # fmt: skip
 
 
 @main.command("sample")
@@ -826,7 +836,14 @@ def stats(predictions, out, site_file, units, min_observed, reference) -> None:
     show_default=True,
     help="GeoPackage (for QGIS) or .csv.",
 )
-def sample_command(predictions, n, allocation, min_per_stratum, seed, change, out) -> None:
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a file at --out that minecube did not write (a labelled sample never is).",
+)
+def sample_command(
+    predictions, n, allocation, min_per_stratum, seed, change, out, overwrite
+) -> None:
     """Draw a stratified random sample of every map (site and period) to label, for
     error-adjusted areas (Olofsson et al. 2014): fill its `reference` column, then
     `minecube stats --reference`.
@@ -837,7 +854,8 @@ def sample_command(predictions, n, allocation, min_per_stratum, seed, change, ou
       minecube sample predictions.zarr --n 300 --change 2022-01-01 2024-01-01
     """
     pipeline.write_sample(predictions, out, n=n, allocation=allocation, seed=seed,
-                          min_per_stratum=min_per_stratum, periods=change)  # fmt: skip
+                          min_per_stratum=min_per_stratum, periods=change,
+                          overwrite=overwrite)  # fmt: skip
 
 
 @main.command("lineage")
@@ -988,8 +1006,22 @@ def experiment(grid, out, budget) -> None:
     default=None,
     help="Labelled sample (from `minecube sample`): adds error-adjusted areas with intervals.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace files in --out that minecube did not write.",
+)
 def report(
-    predictions, out, cubes, sites, labels, label_time_column, units, min_observed, reference
+    predictions,
+    out,
+    cubes,
+    sites,
+    labels,
+    label_time_column,
+    units,
+    min_observed,
+    reference,
+    overwrite,
 ):
     """Write the HTML report of a prediction store: class areas, mine expansion, transitions,
     maps, and CSV/Parquet, COG and GeoPackage exports.
@@ -1001,7 +1033,8 @@ def report(
     """
     pipeline.report_predictions(predictions, out, cubes=cubes, sites=sites, labels=labels,
                                 label_time_column=label_time_column, units=units,
-                                min_observed=min_observed, reference=reference)  # fmt: skip
+                                min_observed=min_observed, reference=reference,
+                                overwrite=overwrite)  # fmt: skip
 
 
 if __name__ == "__main__":

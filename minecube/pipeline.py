@@ -131,6 +131,11 @@ class TrainSettings(_Section):
     lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
     val_site: list[str] = Field([], description="Validation sites (default: one, chosen).")
     test_site: list[str] = Field([], description="Held-out test sites (default: one, chosen).")
+    overwrite: bool = Field(
+        False,
+        description="Train again, replacing the run's model, when it was trained with other "
+        "settings (else such a re-run is refused).",
+    )
 
     @property
     def name(self) -> str:
@@ -184,6 +189,9 @@ class ReportSettings(_Section):
         0.8, ge=0, le=1, description="Share of a site observed for a period to count in changes."
     )
     title: str = Field("minecube report", description="Title of the report page.")
+    overwrite: bool = Field(
+        False, description="Replace files in the report folder that minecube did not write."
+    )
     sample: int = Field(
         0,
         ge=0,
@@ -452,18 +460,18 @@ def run(
         if len(failed):  # the others go on; a re-run retries these
             log.warning(f"\n{len(failed)} sites failed and are left out: {list(failed.site_id)}")
             sites = sites[~sites.site_id.isin(failed.site_id)]
-        trained = False
-        if config.model is None and not _exists(f"{model}.json"):
-            train_model(store, sites, config.labels, model,
+        trained = config.model is None and _needs_training(model, config)
+        if trained:
+            train_model(store, sites, config.labels, model, overwrite=True,
                         label_time_column=config.label_time_column,
-                        **train.model_dump())  # fmt: skip
-            trained = True
-        elif config.model is None:
-            log.info(f"\nmodel: reusing {model}.safetensors (delete it to train again)")
+                        **train.model_dump(exclude={"overwrite"}))  # fmt: skip
         segment = config.segment.model_dump(exclude_none=True)
         segment["overwrite"] |= trained  # a model trained anew replaces this run's predictions
         segment_cubes(store, model, predictions, sites=list(sites.site_id), **segment)
-        preds = {s: open_predictions(predictions, s) for s in sites.site_id}  # this run's sites
+        preds = {  # exactly this run's sites and periods: the stores may hold more
+            s: _periods_of(open_predictions(predictions, s), search, config.cube.composite)
+            for s in sites.site_id
+        }
         page = report_predictions(preds, out / "report", cubes=store, sites=sites,
                                   labels=config.labels, run_id=run_id,
                                   label_time_column=config.label_time_column,
@@ -476,6 +484,49 @@ def run(
         log.info(f"run record: {record}")
     return RunResult(config, store, model, predictions, page, tables["class_areas"],
                      tables["expansion_summary"], run_id)  # fmt: skip
+
+
+def _periods_of(pred, search: SearchSettings, composite: str):
+    """The periods of ``pred`` that the search's dates cover (a store appended by earlier runs
+    may hold others)."""
+    import pandas as pd
+
+    from minecube.cube import COMPOSITES
+
+    first = pd.Timestamp(search.start).to_period(COMPOSITES[composite]).start_time
+    return pred.sel(time=slice(first, pd.Timestamp(search.end)))
+
+
+def _needs_training(model: str | os.PathLike, config: RunConfig) -> bool:
+    """Whether the run's model must be trained: none yet, or (with ``train.overwrite``) one
+    trained with other settings; a :class:`ConfigError` names the settings that differ."""
+    if not _exists(f"{model}.json"):
+        return True
+    fs, inner = _fs(f"{model}.json")
+    with fs.open(inner, "r") as f:
+        recorded = json.load(f).get("training", {}).get("settings")
+    wanted = {**config.train.model_dump(exclude={"overwrite"}),
+              "label_time_column": config.label_time_column}  # fmt: skip
+    shown = redact(os.fspath(model))
+    if recorded is None:
+        log.warning(f"\nmodel: reusing {shown}; its training settings were not recorded")
+        return False
+    differ = {k: (recorded.get(k), v) for k, v in wanted.items() if recorded.get(k) != v}
+    if not differ:
+        log.info(f"\nmodel: reusing {shown} (trained with these settings)")
+        return False
+    named = "; ".join(
+        f"{'train.' * (k in TrainSettings.model_fields)}{k}: {old!r} then, {new!r} now"
+        for k, (old, new) in differ.items()
+    )
+    if config.train.overwrite:
+        log.info(f"\nmodel: training again ({named})")
+        return True
+    raise ConfigError(
+        f"the run's model {shown} was trained with other settings ({named}); set "
+        "train.overwrite: true to train again and replace it (and this run's predictions), "
+        "put the settings back, or use another stores/out folder"
+    )
 
 
 def _under(base: str | os.PathLike, *parts: str) -> Path | str:
@@ -734,6 +785,7 @@ def train_model(
     batch_size: int = 8,
     lr: float = 2e-3,
     label_time_column: str = "year",
+    overwrite: bool = False,
 ) -> Path:
     """Train a model on chips of the stored cubes, score it on held-out sites and save it.
 
@@ -754,11 +806,14 @@ def train_model(
         As for :func:`minecube.models.create` and :func:`minecube.train.fit`.
     label_time_column
         Label column holding the year each polygon describes.
+    overwrite
+        Replace a checkpoint already at ``path``; without it one is refused before training.
 
     Returns
     -------
     pathlib.Path
-        ``path``; the card records the test sites' scores.
+        ``path``; the card records the test sites' scores and these settings
+        (``training["settings"]``, compared by :func:`run` before it reuses the model).
 
     Examples
     --------
@@ -772,9 +827,20 @@ def train_model(
 
     if labels is None:
         raise ConfigError("training needs labels: a folder of <site_id>.gpkg label polygons")
+    settings = {
+        "architecture": architecture, "encoder_name": encoder_name,
+        "encoder_weights": encoder_weights, "bands": bands, "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "val_site": list(val_site),
+        "test_site": list(test_site), "label_time_column": label_time_column,
+    }  # fmt: skip
     sites = _sites(sites)
     split = _split(sites, val_site, test_site)
     check_writable(path)  # before training, not after
+    if not overwrite and (_exists(f"{path}.json") or _exists(f"{path}.safetensors")):
+        raise ConfigError(
+            f"a checkpoint already exists at {redact(os.fspath(path))!r}; choose another path "
+            "(--out) or pass overwrite=True (minecube train --overwrite) to replace it"
+        )
     ids = [*split.train, *split.val, *split.test]
     cubes = {s: open_cube(store, s).load() for s in ids}
     truth = _truth(labels, cubes, label_time_column)
@@ -810,6 +876,7 @@ def train_model(
                     f"{row.overall_accuracy:.3f} (all {result.baselines['majority']}: mIoU "
                     f"{row.majority_miou:.3f}, accuracy {row.majority_accuracy:.3f})"
                 )
+    model.card.training["settings"] = settings  # what run() compares before reusing it
     save(model, path)
     log.info(f"model: {path}.safetensors + .json (card)")
     return Path(path)
@@ -886,11 +953,14 @@ def write_area_tables(
     reference: pd.DataFrame | str | os.PathLike | None = None,
     units: str = "ha",
     min_observed: float = 0.8,
+    overwrite: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Class areas, mine expansion and (with ``sites``) their summaries by commodity and
     climate, of every prediction in a store, as CSV and Parquet in ``out``; with a labelled
     ``reference`` sample (:func:`write_sample`), the error-adjusted areas with their 95 %
-    intervals too (``adjusted_areas``, :func:`minecube.stats.adjusted_areas`).
+    intervals too (``adjusted_areas``, :func:`minecube.stats.adjusted_areas`). Files in
+    ``out`` that minecube did not write are refused unless ``overwrite``
+    (:mod:`minecube.outputs`).
 
     Returns the tables (:func:`minecube.report.area_tables`) and logs each site's footprint,
     its growth and trend, and the mapped against the adjusted mining area.
@@ -901,6 +971,7 @@ def write_area_tables(
     """
     import pandas as pd
 
+    from minecube.outputs import staged
     from minecube.report import area_tables, open_all_predictions, write_tables
     from minecube.stats import _unit_label, adjusted_areas, adjusted_mining_area
 
@@ -911,7 +982,8 @@ def write_area_tables(
         labelled = _read_sample(reference)
         tables["adjusted_areas"] = adjusted_areas(preds, labelled, units=units)
         tables["adjusted_mining"] = adjusted_mining_area(preds, labelled, units=units)
-    write_tables(tables, out)
+    with staged(out, overwrite=overwrite, prune=True) as tmp:
+        write_tables(tables, tmp)
     u = _unit_label(units)
     footprint = f"footprint ({u})"
     log.info(
@@ -962,6 +1034,21 @@ def _read_sample(reference):
     return table
 
 
+def _refuse_labelled(path: Path) -> None:
+    """A :class:`ConfigError` if ``path`` is a sample with labels in its ``reference`` column."""
+    if not path.exists():
+        return
+    try:
+        table = _read_sample(path)
+    except Exception:  # not a sample: the folder record decides (write_sample's overwrite)
+        return
+    if "reference" in table and (labelled := int(table["reference"].notna().sum())):
+        raise ConfigError(
+            f"{str(path)!r} is a sample with {labelled} labelled points; it is never replaced. "
+            "Write the new sample elsewhere (--out), or move this one first"
+        )
+
+
 def write_sample(
     predictions: str | os.PathLike,
     out: str | os.PathLike,
@@ -971,30 +1058,34 @@ def write_sample(
     min_per_stratum: int = 0,
     seed: int = 0,
     periods: tuple[str, str] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Draw a stratified random sample of every prediction in a store
     (:func:`minecube.stats.sample`) and write it to label: a GeoPackage (``.gpkg``, for QGIS)
     or CSV. Fill its ``reference`` column, then pass it to :func:`write_area_tables`. With
     ``periods=(first, last)`` the strata are the mining change between them.
 
+    A sample whose ``reference`` column holds labels is never replaced; another file there
+    that minecube did not write only with ``overwrite`` (:mod:`minecube.outputs`).
+
     Examples
     --------
     ``write_sample("predictions.zarr", "sample.gpkg", n=300, min_per_stratum=50)``
     """
+    from minecube.outputs import staged
     from minecube.report import open_all_predictions
     from minecube.stats import sample
 
+    path = Path(out)
+    _refuse_labelled(path)  # before the draw
     points = sample(open_all_predictions(predictions), n=n, allocation=allocation,
                     min_per_stratum=min_per_stratum, seed=seed, periods=periods,
                     strata="change" if periods else "classes")  # fmt: skip
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    if path.suffix == ".csv":
-        points.drop(columns="geometry").to_csv(partial, index=False)
-    else:
-        points.to_file(partial, driver="GPKG", layer="sample")
-    os.replace(partial, path)  # whole or absent
+    with staged(path.parent, overwrite=overwrite) as tmp:  # whole or absent
+        if path.suffix == ".csv":
+            points.drop(columns="geometry").to_csv(tmp / path.name, index=False)
+        else:
+            points.to_file(tmp / path.name, driver="GPKG", layer="sample")
     counts = points.groupby("map_class").size()
     log.info(
         f"{len(points)} points over {points.groupby(['site_id', 'time']).ngroups} maps "

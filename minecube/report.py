@@ -181,6 +181,7 @@ def write_report(
     progress: bool = True,
     run_id: str | None = None,
     reference: pd.DataFrame | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a static HTML report: class areas, expansion, transitions, maps and exports.
 
@@ -217,6 +218,11 @@ def write_report(
         its ``reference`` column filled): adds the error-adjusted areas and mining footprint
         with their 95 % intervals (:func:`minecube.stats.adjusted_areas`,
         :func:`minecube.stats.adjusted_mining_area`), as tables and a figure.
+    overwrite
+        Replace files in ``out`` that minecube did not write, or that were changed since
+        (:mod:`minecube.outputs`); without it they are refused and nothing is written. Files
+        of an earlier report that this one does not write (sites no longer reported) are
+        removed; the user's are kept.
 
     Returns
     -------
@@ -234,9 +240,7 @@ def write_report(
     >>> write_report({"tiny-pit": pred}, "/tmp/tiny-report", progress=False).name
     'index.html'
     """
-    from tqdm.auto import tqdm
-
-    from minecube import plot, stats
+    from minecube.outputs import staged
     from minecube.sites import check_site_id
 
     out = Path(out)
@@ -256,6 +260,20 @@ def write_report(
         from minecube.sites import read_sites
 
         sites = read_sites(sites)
+    with staged(out, overwrite=overwrite, prune=True) as tmp:  # replaces only its own files
+        _write_pages(preds, tmp, cubes=cubes, sites=sites, truth=truth, units=units,
+                     min_observed=min_observed, title=title, progress=progress, run_id=run_id,
+                     reference=reference)  # fmt: skip
+    return out / "index.html"
+
+
+def _write_pages(preds, out, *, cubes, sites, truth, units, min_observed, title, progress,
+                 run_id, reference) -> None:  # fmt: skip
+    """Every figure, table, export and the page of a report, into the folder ``out``."""
+    from tqdm.auto import tqdm
+
+    from minecube import plot, stats
+
     for folder in ("figures", "tables", "cog", "polygons"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     u = _unit_label(units)
@@ -298,11 +316,7 @@ def write_report(
     for site in tqdm(preds, desc="report", unit="site", disable=not progress):
         sections.append(_site_section(site, preds[site], cubes, growth, comparison, units, out))
     write_tables(tables, out / "tables", run_id=run_id)
-    page = out / "index.html"
-    partial = out / "index.html.partial"
-    partial.write_text(_template().render(context), encoding="utf-8")
-    os.replace(partial, page)  # the page appears only once everything it links is written
-    return page
+    (out / "index.html").write_text(_template().render(context), encoding="utf-8")
 
 
 def _template():

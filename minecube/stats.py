@@ -520,10 +520,15 @@ def _changes(frame: pd.DataFrame, units: str) -> None:
 
 
 def _summary(frame: pd.DataFrame, site: str, units: str) -> dict[str, Any]:
+    import pandas as pd
+
     kept = frame[frame.reliable]
     row: dict[str, Any] = {"site_id": site, "reliable_periods": len(kept)}
-    if len(kept) < 2:
-        return row
+    if len(kept) < 2:  # every column, empty: one period or none has no change to show
+        empty = [f"first_{units}", f"last_{units}", f"change_{units}", "change_pct",
+                 "growth_pct_per_year"]  # fmt: skip
+        return {**row, "first": pd.NaT, "last": pd.NaT, **dict.fromkeys(empty, np.nan),
+                **_trend(kept, units)}  # fmt: skip
     first, last = kept.iloc[0], kept.iloc[-1]
     years = (last.time - first.time).days / 365.25
     a0, a1 = first[f"mining_{units}"], last[f"mining_{units}"]

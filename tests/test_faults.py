@@ -665,6 +665,151 @@ def test_a_period_built_without_some_items_is_degraded_until_a_rerun_reads_them(
     assert victim["id"] in unit["history"][0]["skipped"]
 
 
+# ----------------------------------------------------------------------- the user's files
+
+
+@pytest.fixture(scope="module")
+def small_predictions(tmp_path_factory):
+    from tests.test_segment import _model
+
+    store = tmp_path_factory.mktemp("small") / "predictions.zarr"
+    segment_to_zarr(_cube(), _model(), store, input_dims={"y": 32, "x": 32}, overlap=8,
+                    progress=False)  # fmt: skip
+    return store
+
+
+def test_tables_and_reports_never_replace_a_users_file_unless_told(small_predictions, tmp_path):
+    from minecube.outputs import OutputExistsError
+    from minecube.pipeline import write_area_tables
+    from minecube.report import write_report
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "class_areas.csv").write_text("the user's own table\n")
+    with pytest.raises(
+        OutputExistsError, match=r"class_areas.csv; nothing was written.*--overwrite"
+    ):
+        write_area_tables(small_predictions, tables)
+    assert sorted(p.name for p in tables.iterdir()) == ["class_areas.csv"]  # nothing else
+    assert (tables / "class_areas.csv").read_text() == "the user's own table\n"
+    written = CliRunner().invoke(main, ["stats", str(small_predictions), "--out", str(tables)])
+    assert written.exit_code == 1, written.output
+    assert "did not write" in written.output
+    write_area_tables(small_predictions, tables, overwrite=True)
+    assert "area_ha" in (tables / "class_areas.csv").read_text()
+    write_area_tables(small_predictions, tables)  # its own files: replaced without asking
+    with (tables / "class_areas.csv").open("a") as f:
+        f.write("an edit of the user's\n")
+    with pytest.raises(OutputExistsError, match="changed since"):
+        write_area_tables(small_predictions, tables)
+    # a report: a user's page in the folder is kept, and so are their other files
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "index.html").write_text("<p>my notes</p>")
+    (report / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputExistsError, match=r"index\.html"):
+        write_report(small_predictions, report, progress=False)
+    assert (report / "index.html").read_text() == "<p>my notes</p>"
+    assert sorted(p.name for p in report.iterdir()) == ["index.html", "notes.txt"]
+    shown = CliRunner().invoke(main, ["report", str(small_predictions), "--out", str(report),
+                                      "--overwrite"])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert "minecube report" in (report / "index.html").read_text()
+    assert (report / "notes.txt").read_text() == "keep me"
+
+
+def test_a_labelled_sample_is_never_replaced(small_predictions, tmp_path):
+    from minecube.outputs import OutputExistsError
+    from minecube.pipeline import ConfigError, write_sample
+
+    path = tmp_path / "sample.csv"
+    write_sample(small_predictions, path, n=20)
+    write_sample(small_predictions, path, n=30, seed=1)  # its own, unlabelled: replaced
+    points = pd.read_csv(path)
+    assert len(points) >= 30
+    assert points.reference.isna().all()
+    points["reference"] = points.map_class.where(points.index < 10)  # ten labelled by hand
+    points.to_csv(path, index=False)
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="10 labelled points; it is never replaced"):
+            write_sample(small_predictions, path, n=20, overwrite=overwrite)
+    assert pd.read_csv(path).reference.notna().sum() == 10
+    again = CliRunner().invoke(main, ["sample", str(small_predictions), "--n", "20", "--out",
+                                      str(path)])  # fmt: skip
+    assert again.exit_code == 1, again.output
+    assert "never replaced" in again.output
+    other = tmp_path / "points.gpkg"
+    other.write_bytes(b"not minecube's")
+    with pytest.raises(OutputExistsError, match=r"points\.gpkg"):
+        write_sample(small_predictions, other, n=20)
+    write_sample(small_predictions, other, n=20, overwrite=True)
+    assert other.stat().st_size > 1000
+
+
+def test_train_never_replaces_a_checkpoint_unless_told(world, cube_store, tmp_path):
+    from minecube.models import save
+    from minecube.pipeline import ConfigError, train_model
+    from tests.test_segment import _model
+
+    path = save(_model(), tmp_path / "model" / "fpn").with_suffix("")
+    before = (tmp_path / "model" / "fpn.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match=r"checkpoint already exists.*train --overwrite"):
+        train_model(cube_store, world.sites, world.path / "labels", path, epochs=1)
+    assert (tmp_path / "model" / "fpn.safetensors").read_bytes() == before
+    refused = CliRunner().invoke(main, [
+        "train", str(cube_store), "--sites", str(world.path / "sites.geojson"), "--labels",
+        str(world.path / "labels"), "--out", str(path), "--epochs", "1",
+    ])  # fmt: skip
+    assert refused.exit_code == 1, refused.output
+    assert "already exists" in refused.output
+    assert (tmp_path / "model" / "fpn.safetensors").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_rerun_with_other_training_settings_or_fewer_sites_and_periods_is_exact(
+    world, server, tmp_path
+):
+    """A run's model carries its training settings: a re-run with others is refused, naming
+    them, until train.overwrite; the report shows exactly the run's sites and periods."""
+    from minecube.pipeline import ConfigError, run
+
+    three = world.sites[world.sites.site_id.isin(["hunter-coal", "pilbara-iron", "bodaibo-gold"])]
+    three.to_file(tmp_path / "sites.geojson", driver="GeoJSON")
+    config = {
+        "sites": tmp_path / "sites.geojson",
+        "out": tmp_path / "run",
+        "labels": world.path / "labels",
+        "search": {"catalog": server.stac_url, "start": "2022-01-01", "end": "2023-12-31"},
+        "cube": {"composite": "year"},
+        "train": {"epochs": 1, "batch_size": 4},
+    }
+    first = run(config, verbose=False)
+    card = json.loads(Path(f"{first.model}.json").read_text())
+    assert card["training"]["settings"]["epochs"] == 1
+    weights = Path(f"{first.model}.safetensors").read_bytes()
+    changed = {**config, "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3}}
+    with pytest.raises(ConfigError, match=r"train.lr: 0.002 then, 0.001 now.*train.overwrite"):
+        run(changed, verbose=False)
+    assert Path(f"{first.model}.safetensors").read_bytes() == weights
+    changed["train"]["overwrite"] = True
+    again = run(changed, verbose=False)
+    card = json.loads(Path(f"{again.model}.json").read_text())
+    assert card["training"]["settings"]["lr"] == 1e-3
+    # one site and one year fewer: the report holds exactly those, the rest is removed
+    three[three.site_id != "bodaibo-gold"].to_file(tmp_path / "sites.geojson", driver="GeoJSON")
+    narrower = {**changed, "search": {**config["search"], "end": "2022-12-31"}}
+    narrower["train"] = {**changed["train"], "overwrite": False}
+    last = run(narrower, verbose=False)
+    report = last.report.parent
+    assert set(last.areas.site_id) == {"hunter-coal", "pilbara-iron"}
+    assert {str(t)[:4] for t in last.areas.time} == {"2022"}
+    assert not list(report.rglob("bodaibo-gold*"))  # its COG, polygons and figures
+    assert (report / "cog" / "hunter-coal.tif").is_file()
+    areas = pd.read_csv(report / "tables" / "class_areas.csv")
+    assert set(areas.site_id) == {"hunter-coal", "pilbara-iron"}
+    assert set(areas.time.str[:4]) == {"2022"}
+
+
 # ------------------------------------------------------------------------------------ ids
 
 
