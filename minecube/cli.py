@@ -412,12 +412,24 @@ def _errors(debug: bool):
 
     from pystac_client.exceptions import APIError
 
-    from minecube.errors import MinecubeError
+    from minecube.errors import MinecubeError, explain
 
     @contextlib.contextmanager
     def reported():
         try:
             yield
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:
+            if debug or (known := explain(e)) is None:
+                raise
+            raise click.ClickException(redact(known)) from e
+
+    @contextlib.contextmanager
+    def translated():
+        try:
+            with reported():
+                yield
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except (MinecubeError, ValueError, KeyError, FileNotFoundError) as e:
@@ -440,7 +452,7 @@ def _errors(debug: bool):
                 "`minecube --debug ...` for the traceback, and report it if it is minecube's)"
             ) from e
 
-    return reported()
+    return translated()
 
 
 def _first_line(error: BaseException) -> str:
@@ -458,6 +470,14 @@ def _site_table(path: Path, only: tuple[str, ...] = ()):
             raise click.BadParameter(f"sites {unknown} are not in {path}", param_hint="--site")
         sites = sites[sites.site_id.isin(only)]
     return sites
+
+
+_DAY = click.DateTime(formats=["%Y-%m-%d"])
+"""A day, YYYY-MM-DD: checked (with the option's name) before anything is searched or read."""
+
+
+def _as_day(ctx, param, value):
+    return value.date() if value is not None else None
 
 
 _SITES = click.argument("sites", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -488,8 +508,8 @@ def sites_command(sites: Path) -> None:
 @main.command()
 @_SITES
 @click.option("--catalog", required=True, help="STAC API URL.")
-@click.option("--start", required=True, help="First day, YYYY-MM-DD.")
-@click.option("--end", required=True, help="Last day, YYYY-MM-DD.")
+@click.option("--start", required=True, type=_DAY, callback=_as_day, help="First day, YYYY-MM-DD.")
+@click.option("--end", required=True, type=_DAY, callback=_as_day, help="Last day, YYYY-MM-DD.")
 @click.option("--collection", default="sentinel-2-l2a", show_default=True)
 @click.option("--max-cloud", type=float, default=None, help="Most scene cloud cover, %.")
 @click.option(
@@ -607,8 +627,10 @@ def cube() -> None:
     "blue, green, red and NIR that the items have].",
 )
 @click.option("--catalog", default=None, help="Search this STAC API instead of --items.")
-@click.option("--start", default=None, help="First day (with --catalog).")
-@click.option("--end", default=None, help="Last day (with --catalog).")
+@click.option(
+    "--start", default=None, type=_DAY, callback=_as_day, help="First day (with --catalog)."
+)
+@click.option("--end", type=_DAY, callback=_as_day, help="Last day (with --catalog).")
 @click.option("--out", default="cubes.zarr", show_default=True, help="Zarr store (path or URL).")
 @click.option(
     "--composite",

@@ -98,14 +98,23 @@ class ClusterSettings(BaseModel):
         "slurm, no for gateway; for address, yes when every worker runs on this machine).",
     )
     timeout: float = Field(300, gt=0, description="Seconds to wait for the first workers to join.")
+    connect_timeout: float = Field(
+        20, gt=0, description="kind address: seconds to wait for the scheduler to answer."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ClusterSettings:
         if self.workers is not None and self.adapt is not None:
             raise ValueError("give workers (a fixed size) or adapt (a range), not both")
+        _check_size(self)
         if self.kind == "address":
             if not self.address:
                 raise ValueError("kind address needs address: the scheduler, tcp://HOST:8786")
+            if urlparse(self.address).scheme in ("http", "https"):
+                raise ValueError(
+                    f"address {self.address!r} is a web address (a dashboard?); a scheduler "
+                    "listens at tcp://HOST:8786"
+                )
             if self.workers is not None or self.adapt is not None or self.options:
                 raise ValueError(
                     "kind address uses a running scheduler as it is: drop workers, adapt and "
@@ -116,7 +125,72 @@ class ClusterSettings(BaseModel):
                 f"kind {self.kind} needs workers: N (a fixed size) or adapt: {{minimum: M, "
                 "maximum: N}}"
             )
+        _check_options(self.kind, self.options)
         return self
+
+
+MAX_WORKERS = 5000
+"""Most workers a cluster may be asked for (a local one: four per core)."""
+
+
+def _check_size(settings: ClusterSettings) -> None:
+    """Refuse a worker count no machine or cluster could start (it would hang, not fail)."""
+    most = settings.adapt.maximum if settings.adapt is not None else settings.workers
+    if most is None:
+        return
+    cores = os.cpu_count() or 1
+    cap = 4 * cores if settings.kind == "local" else MAX_WORKERS
+    if most > cap:
+        where = f"this machine has {cores} cores" if settings.kind == "local" else "the cap"
+        raise ValueError(
+            f"{most} workers is more than a {settings.kind} cluster can start ({where}: at "
+            f"most {cap}); ask for fewer"
+            + (", or run on a cluster (kind slurm or gateway)" if settings.kind == "local" else "")
+        )
+
+
+def _manager_options(kind: str) -> set[str] | None:
+    """The keyword options a cluster manager takes; ``None`` where they are the server's."""
+    import inspect
+
+    def named(*callables) -> set[str]:
+        return {
+            n
+            for c in callables
+            for n, p in inspect.signature(c).parameters.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
+
+    if kind == "local":
+        from distributed import LocalCluster, Nanny, Worker
+
+        return named(LocalCluster, Nanny, Worker)  # the rest go to each worker
+    if kind == "slurm":
+        try:
+            from dask_jobqueue import SLURMCluster
+            from dask_jobqueue.core import Job
+            from dask_jobqueue.slurm import SLURMJob
+        except ImportError:
+            return None  # said when the cluster is made
+        return named(SLURMCluster, SLURMJob, Job)
+    return None  # a gateway's options are its server's: it says which it lacks
+
+
+def _check_options(kind: str, options: Mapping[str, Any]) -> None:
+    import difflib
+
+    known = _manager_options(kind) if options else None
+    unknown = sorted(set(options) - known) if known is not None else []
+    if unknown:
+        hints = [
+            f"{k!r}" + (f" (did you mean {near[0]!r}?)" if (near := difflib.get_close_matches(
+                k, sorted(known), n=1)) else "")
+            for k in unknown
+        ]  # fmt: skip
+        raise ValueError(
+            f"options {', '.join(hints)} are not options of the {kind} cluster manager; "
+            f"it takes {sorted(known)}"
+        )
 
 
 def _settings(settings: ClusterSettings | Mapping | None, kwargs: Mapping) -> ClusterSettings:
@@ -190,13 +264,7 @@ def connect(settings: ClusterSettings | Mapping | None = None, /, **kwargs) -> I
     with contextlib.ExitStack() as stack:
         cluster = None
         if settings.kind == "address":
-            try:
-                client = stack.enter_context(Client(settings.address, timeout=settings.timeout))
-            except OSError as e:
-                raise ClusterError(
-                    f"no dask scheduler answers at {settings.address}: {e}; start one "
-                    "(`dask scheduler`) or fix the address"
-                ) from None
+            client = stack.enter_context(_reach(settings))
         else:
             cluster = _new_cluster(settings)
             if settings.kind == "gateway":  # runs after the cluster is closed
@@ -223,6 +291,67 @@ def connect(settings: ClusterSettings | Mapping | None = None, /, **kwargs) -> I
             log.info(f"dask dashboard: {client.dashboard_link}")
         with client.as_current():
             yield client
+
+
+def _reach(settings: ClusterSettings):
+    """A client of the scheduler at ``settings.address``, or a ClusterError saying why not.
+
+    dask bounds the TCP connect by ``timeout`` but not the handshake after it: a server that
+    accepts the connection and says nothing (a web server waiting for a request line) would
+    hang ``Client`` for ever. So a tcp:// scheduler is first greeted with a bounded handshake.
+    """
+    from distributed import Client
+
+    address, wait = settings.address, min(settings.connect_timeout, settings.timeout)
+    log.info(f"dask: connecting to {address} (up to {wait:g} s)")
+    try:
+        if address.startswith("tcp://") or "://" not in address:
+            _greet(address, wait)
+        return Client(address, timeout=wait)
+    except _Silent:
+        why = f"accepts connections but did not greet as a dask scheduler within {wait:g} s"
+        raise _not_dask(address, why) from None
+    except (OSError, TimeoutError) as e:
+        raise ClusterError(
+            f"no dask scheduler answers at {address} within {wait:g} s "
+            f"({type(e).__name__}); start one (`dask scheduler`), fix the address or "
+            "raise cluster.connect_timeout"
+        ) from None
+    except (MemoryError, ValueError, TypeError) as e:  # garbage read as a frame length
+        why = f"answers, but not as a dask scheduler ({type(e).__name__})"
+        raise _not_dask(address, why) from None
+
+
+def _greet(address: str, wait: float) -> None:
+    """Connect and shake hands with the scheduler at ``address``, all within ``wait`` seconds.
+
+    Runs on its own event loop in a thread, so it works inside Jupyter's running loop too.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect as open_comm
+
+    async def shake() -> None:
+        try:  # open_comm gives up on a silent TCP connect after ``wait`` with an OSError
+            comm = await asyncio.wait_for(open_comm(address, timeout=wait), wait + 1)
+        except TimeoutError:  # connected, but the handshake never came
+            raise _Silent from None
+        comm.abort()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, shake()).result()
+
+
+class _Silent(Exception):
+    """The server took the connection and sent nothing back."""
+
+
+def _not_dask(address: str, why: str) -> ClusterError:
+    return ClusterError(
+        f"{address} {why}; is it another server (a dashboard, a web server)? "
+        "A scheduler listens at tcp://HOST:8786"
+    )
 
 
 def _new_cluster(settings: ClusterSettings):

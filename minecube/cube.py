@@ -189,33 +189,60 @@ def _check_scenes(readable, radiometries, mask: str, retries: int, scl_codes):
         if error:
             broken[item.id] = error
             continue
-        r, decision = _decide(r, figures)
-        if decision:
+        r, rule, decision = _decide(r, figures)
+        if decision and rule != "metadata":  # a kept declaration is recorded, not warned
             notes.append(f"{item.id}: {decision}")
         checked.append(r)
-        records[item.id] = {**r.record(), "check": figures, "decision": decision or "ok"}
+        records[item.id] = {
+            **r.record(), "check": figures, "rule": rule, "decision": decision or "ok"
+        }  # fmt: skip
     return broken, checked, records, notes
 
 
-def _decide(r: Radiometry, figures: dict) -> tuple[Radiometry, str]:
-    """Correct a Sentinel-2 offset that the scene's pixels contradict; flag what cannot be."""
+def _decide(r: Radiometry, figures: dict) -> tuple[Radiometry, str, str]:
+    """The offset of a Sentinel-2 scene, the rule that decided it and why.
+
+    Clear pixels below 1000 DN prove the files carry no offset: that overrules anything. The
+    absence of such pixels only suggests an offset (a bright, arid scene has none either), so
+    it overrules only metadata in doubt (:attr:`Radiometry.doubt`); settled metadata win."""
     carries = figures.get("carries_offset")
+    seen = (
+        f"{figures.get('below_offset_fraction', 0):.1%} of clear pixels below 1000 DN, darkest "
+        f"1 % at {figures.get('p1_dn', float('nan')):.0f} DN"
+    )
     if carries is not None and (r.offset != 0.0) != carries:
         offset = r.carried_offset if carries else 0.0
+        if carries and r.doubt is None:
+            return (
+                r,
+                "metadata",
+                (
+                    f"kept offset {r.offset} ({r.source}): no clear pixel below 1000 DN ({seen}), "
+                    "as in a bright scene, cannot overrule it"
+                ),
+            )
+        rule = "pixels below the offset" if not carries else "pixels, metadata in doubt"
         why = (
-            f"declared/inferred offset {r.offset} contradicted by the pixels "
-            f"({figures['below_offset_fraction']:.1%} of clear pixels below 1000 DN, darkest "
-            f"1 % at {figures['p1_dn']:.0f} DN): corrected to offset {offset}"
+            f"declared/inferred offset {r.offset} contradicted by the pixels ({seen}"
+            f"{'; ' + r.doubt if carries else ''}): corrected to offset {offset}"
         )
-        return r.with_offset(offset, "scene check", why), why
+        return r.with_offset(offset, "scene check", why), rule, why
     if figures.get("negative_fraction", 0.0) > 0.01:
-        return r, (
-            f"flagged: {figures['negative_fraction']:.1%} of clear pixels are below −0.02 "
-            f"reflectance with offset {r.offset} (not corrected)"
+        return (
+            r,
+            "flag",
+            (
+                f"flagged: {figures['negative_fraction']:.1%} of clear pixels are below −0.02 "
+                f"reflectance with offset {r.offset} (not corrected)"
+            ),
         )
     if r.source == "acquisition date" and carries is None:
-        return r, "baseline unknown and the scene is too bright or cloudy to confirm it"
-    return r, ""
+        return (
+            r,
+            "acquisition date",
+            ("baseline unknown and the scene is too bright or cloudy to confirm it"),
+        )
+    return r, "metadata" if carries is None else "metadata, confirmed by the pixels", ""
 
 
 @dataclass(frozen=True)

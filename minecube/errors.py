@@ -12,6 +12,7 @@ __all__ = [
     "MissingDependencyError",
     "PortInUseError",
     "ServerStartError",
+    "explain",
 ]
 
 
@@ -33,3 +34,64 @@ class PortInUseError(MinecubeError, OSError):
 
 class ServerStartError(MinecubeError, RuntimeError):
     """A local server did not come up; the message carries the end of its log."""
+
+
+_STORAGE_FIX = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or AWS_ENDPOINT_URL for "
+    "an S3-compatible server; a public bucket reads with storage options {'anon': True}"
+)
+
+
+def explain(error: BaseException) -> str | None:
+    """One line naming a known failure of the libraries under minecube, and its likely fix:
+    object storage (botocore), a damaged Zarr chunk, an unreadable vector file. ``None`` for
+    any other error. The message is not redacted here (the caller redacts what it prints).
+
+    Examples
+    --------
+    >>> explain(ValueError("Stored and computed checksum do not match. Stored: b'1'"))[:40]
+    'a chunk of a Zarr store is damaged (its '
+    >>> explain(KeyError("x")) is None
+    True
+    """
+    kind = type(error).__name__
+    module = type(error).__module__ or ""
+    text = str(error)
+    first = text.splitlines()[0] if text else kind
+    if "checksum do not match" in text:
+        return (
+            "a chunk of a Zarr store is damaged (its checksum does not match what was written): "
+            "`minecube check STORE` names the array and chunk; build or segment the same "
+            "period again to rewrite it"
+        )
+    if module.startswith("botocore"):
+        if kind in ("NoCredentialsError", "PartialCredentialsError"):
+            return f"object storage: no credentials were found ({first}); {_STORAGE_FIX}"
+        if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"):
+            return (
+                f"object storage: cannot reach the endpoint ({first}); check AWS_ENDPOINT_URL "
+                "or the storage options' endpoint_url, and the network"
+            )
+        if kind == "ParamValidationError":
+            import re
+
+            bucket = re.search(r'Invalid bucket name "([^"]*)"', text)
+            what = " ".join(text.split())
+            if bucket and "@" in bucket[1]:  # user:secret@bucket: never repeat the secret
+                what = (
+                    f"bucket name '…@{bucket[1].rsplit('@', 1)[1]}' holds credentials; give "
+                    "them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not in the URL"
+                )
+            elif bucket:
+                what = f"bucket name {bucket[1]!r} is invalid"
+            return (
+                f"object storage: {what}; bucket names use lower-case letters, digits, '.' "
+                "and '-' (3–63 characters)"
+            )
+        return f"object storage: {kind}: {first}; {_STORAGE_FIX}"
+    if module.startswith("pyogrio") or kind in ("DataSourceError", "DriverError"):
+        return (
+            f"cannot read the vector file ({first}); give a GeoPackage, GeoJSON or shapefile "
+            "that GDAL opens (`ogrinfo FILE` shows why it does not)"
+        )
+    return None

@@ -180,6 +180,27 @@ class SegmentSettings(_Section):
         False, description="Replace this run's predictions made with another model or settings."
     )
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("unknown device; use auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("overlap")
+    @classmethod
+    def _overlap_fits_a_chip(cls, value: int) -> int:
+        from minecube.segment import _MAX_CHIP
+
+        if 2 * value > _MAX_CHIP:
+            raise ValueError(
+                f"overlap is more than half of the largest chip ({_MAX_CHIP} px); use at most "
+                f"{_MAX_CHIP // 2} (32–64 is usual)"
+            )
+        return value
+
 
 class ReportSettings(_Section):
     """The HTML report (:func:`minecube.report.write_report`)."""
@@ -266,6 +287,11 @@ class RunConfig(_Section):
         if isinstance(data, Mapping) and any(k in data for k in _FLAT_SEARCH):
             data = dict(data)
             search = dict(data.get("search") or {})
+            twice = [k for k in _FLAT_SEARCH if k in data and k in search]
+            if twice:
+                raise ValueError(
+                    f"{twice} given both at the top level and under search:; keep one of each"
+                )
             for key in _FLAT_SEARCH:
                 if key in data:
                     search[key] = data.pop(key)
@@ -348,7 +374,7 @@ def _describe(error: dict) -> str:
         inner = sorted(_fields(loc)) if loc else []
         return f"{key}: missing; it is required" + (f" (with keys {inner})" if inner else "")
     message = error["msg"].removeprefix("Value error, ")
-    return f"{key}: {message} (value {value!r})"
+    return f"{key}: {message}" + (f" (value {value!r})" if loc else "")
 
 
 def _fields(loc: list[str]) -> set[str]:
@@ -423,6 +449,7 @@ def run(
     from minecube.sites import read_sites
 
     config = load_config(config)
+    _require_inputs(config)
     if config.sensors is not None:  # before the search, which maps items to sensors
         from minecube.sensors import read_sensors
 
@@ -484,6 +511,30 @@ def run(
         log.info(f"run record: {record}")
     return RunResult(config, store, model, predictions, page, tables["class_areas"],
                      tables["expansion_summary"], run_id)  # fmt: skip
+
+
+def _require_inputs(config: RunConfig) -> None:
+    """Refuse, before any search or build, a ``model:`` or ``labels:`` that is not there."""
+    from minecube.models import _paths
+    from minecube.store import _is_url
+
+    problems = []
+    if config.model is not None and not _is_url(config.model):
+        missing = [p.name for p in _paths(config.model) if not p.is_file()]
+        if missing:
+            problems.append(
+                f"model: {config.model!r} has no {' or '.join(missing)} (a checkpoint is "
+                "<name>.safetensors with its <name>.json card, written by `minecube train`); "
+                "give an existing checkpoint, or leave model: out to train one from labels:"
+            )
+    if config.labels is not None:
+        labels = Path(config.labels)
+        if not labels.is_dir():
+            problems.append(f"labels: {str(labels)!r} is not a folder of <site_id>.gpkg files")
+        elif not any(labels.glob("*.gpkg")):
+            problems.append(f"labels: {str(labels)!r} holds no <site_id>.gpkg file")
+    if problems:
+        raise ConfigError("the run cannot start:\n  " + "\n  ".join(problems))
 
 
 def _periods_of(pred, search: SearchSettings, composite: str):

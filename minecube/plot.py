@@ -156,7 +156,8 @@ def class_map(
 
 
 def area_plot(table, *, path: str | os.PathLike | None = None):
-    """Stacked class areas over time, one panel per site, with the unobserved area on top.
+    """Stacked class areas over time, one panel per site, with the unobserved area on top and
+    a dotted red line at each degraded period (built without some of its items).
 
     Parameters
     ----------
@@ -212,6 +213,9 @@ def area_plot(table, *, path: str | os.PathLike | None = None):
             edgecolor="0.6",
             label="unobserved",
         )
+        degraded = part.time[part.degraded] if "degraded" in part else []
+        for k, t in enumerate(dict.fromkeys(degraded)):  # built without some of its items
+            ax.axvline(t, color="#b00020", ls=":", lw=1.2, label=None if k else "degraded period")
         ax.set_ylabel(f"area ({_unit_label(units)})")
         ax.set_title(site, fontsize=10)
         ax.margins(x=0)

@@ -249,12 +249,21 @@ def read_weights(source: str | os.PathLike, *, encoder_name: str | None = None) 
             f"encoder_weights={source!r} is neither None, 'imagenet', a preset "
             f"({', '.join(PRESETS)}) nor an existing file"
         )
+    if path.stat().st_size == 0:
+        raise WeightsUnavailableError(
+            f"encoder weights {source!r} is an empty file (0 bytes): a copy or download that "
+            "did not finish; copy the weights file again"
+        )
     try:
         state = _read_file(path)
     except MinecubeError:  # a missing optional dependency, or not a state dict
         raise
     except Exception as e:
-        raise WeightsUnavailableError(f"cannot read encoder weights {source!r}: {e}") from e
+        reason = str(e) or f"{type(e).__name__}: the file ends early (truncated?)"
+        raise WeightsUnavailableError(
+            f"cannot read encoder weights {source!r}: {reason}; give a state dict saved with "
+            "torch.save, a .safetensors file or a timm/smp checkpoint"
+        ) from e
     return Weights(state, source, provenance={"file": path.name})
 
 

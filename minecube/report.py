@@ -237,7 +237,11 @@ def write_report(
     >>> pred = xr.DataArray(ids, dims=("time", "y", "x"), attrs=DEFAULT_CLASSES.cf_attrs(),
     ...     coords={"time": pd.date_range("2022", periods=2, freq="YS"), "y": [15.0, 5],
     ...             "x": [5.0, 15]}).rio.write_crs("EPSG:32750")
-    >>> write_report({"tiny-pit": pred}, "/tmp/tiny-report", progress=False).name
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "report"
+    >>> write_report({"tiny-pit": pred}, out, progress=False).name
+    'index.html'
+    >>> write_report({"tiny-pit": pred}, out, progress=False).name  # its own files: replaced
     'index.html'
     """
     from minecube.outputs import staged
@@ -296,6 +300,11 @@ def _write_pages(preds, out, *, cubes, sites, truth, units, min_observed, title,
         "adjusted": None,
         "sites": sections,
         "tables": tables,
+        "degraded": [
+            (site, period, ", ".join(f"{item} ({why})" for item, why in skipped.items()))
+            for site, pred in preds.items()
+            for period, skipped in stats.degraded_periods(pred).items()
+        ],
     }
     if sites is not None:
         plot.summary_chart(growth.summary, sites, units=units, path=out / "figures/summary.png")

@@ -706,8 +706,9 @@ def segment(
     result.attrs["model"] = ref if isinstance(ref, str) else "in-memory model"
     result.attrs["model_spec"] = f"{spec.architecture}-{spec.encoder_name}"
     result.attrs["bands"] = list(card.bands)
-    if getattr(cube, "attrs", {}).get("sensor"):
-        result.attrs["sensor"] = cube.attrs["sensor"]
+    for key in ("sensor", "degraded_periods"):  # degraded: the cube periods built without items
+        if getattr(cube, "attrs", {}).get(key) not in (None, "", "{}"):
+            result.attrs[key] = cube.attrs[key]
     result.attrs["segment"] = {
         "input_dims": {"y": ay.size, "x": ax.size},
         "overlap": ay.overlap,

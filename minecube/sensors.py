@@ -479,6 +479,11 @@ class Radiometry:
     baseline_offset: bool = False
     """The sensor follows the Sentinel-2 offset convention (:attr:`Sensor.baseline_offset`):
     the scene check tests its pixels for the +1000 DN offset."""
+    doubt: str | None = None
+    """Why the item's own metadata do not settle the offset (they contradict each other, or
+    none says): then the scene check's pixels decide either way. Where the metadata settle it,
+    only proof overrules them: clear pixels below the offset, which files carrying it cannot
+    hold."""
 
     @property
     def _first(self) -> BandAsset:
@@ -509,6 +514,7 @@ class Radiometry:
             "baseline": self.baseline,
             "baseline_from": self.baseline_from,
             "notes": list(self.notes),
+            "doubt": self.doubt,
         }
 
     def with_offset(self, offset: float, source: str, note: str) -> Radiometry:
@@ -593,6 +599,9 @@ def _sentinel2_offset(item: pystac.Item, r: Radiometry, declared: bool) -> Radio
     r = replace(r, baseline=baseline, baseline_from=where)
     carried = r.carried_offset
     if applied is True:
+        if baseline is not None and baseline >= "04.00":  # a claim seen to be wrong
+            r = replace(r, doubt=f"earthsearch:boa_offset_applied is true, but processing "
+                        f"baseline {baseline} ({where}) writes files with +1000 DN")  # fmt: skip
         if r.offset == 0.0:
             return r
         return r.with_offset(
@@ -615,6 +624,7 @@ def _sentinel2_offset(item: pystac.Item, r: Radiometry, declared: bool) -> Radio
         str(item.properties.get("start_datetime")).replace("Z", "+00:00")
     )
     after = when.replace(tzinfo=when.tzinfo or dt.UTC) >= BASELINE_CHANGE
+    r = replace(r, doubt="no processing baseline in the item: the offset is a guess")
     return r.with_offset(
         carried if after else 0.0,
         "acquisition date",

@@ -190,6 +190,10 @@ def suggest_site_id(value: object) -> str:
     return (text or "site")[:128]
 
 
+_RESERVED = frozenset({"zarr.json"})
+"""Names a Zarr group or array keeps for itself: never a site's group."""
+
+
 def check_site_id(value: object, *, what: str = "site id") -> str:
     """Return ``value`` if it is a string that follows :data:`SITE_ID`, else raise
     :class:`SiteTableError` naming it and a suggested id.
@@ -199,6 +203,11 @@ def check_site_id(value: object, *, what: str = "site id") -> str:
     >>> check_site_id("hunter-coal")
     'hunter-coal'
     """
+    if isinstance(value, str) and value.lower() in _RESERVED:
+        raise SiteTableError(
+            f"{what} {value!r} is not allowed: Zarr uses that name for its own metadata; try "
+            f"{'site-' + value.replace('.', '-')!r}"
+        )
     if not isinstance(value, str) or not SITE_ID.fullmatch(value):
         raise SiteTableError(
             f"{what} {value!r} is not allowed: ids use letters, digits, '-', '_' and '.', start "

@@ -38,6 +38,7 @@ __all__ = [
     "aggregate",
     "class_areas",
     "compare_areas",
+    "degraded_periods",
     "expansion",
     "pixel_area",
     "reference_from",
@@ -229,6 +230,39 @@ def _codes(pred: xr.DataArray, schema: ClassSchema) -> xr.DataArray:
     )
 
 
+def degraded_periods(pred: xr.DataArray) -> dict[str, dict[str, str]]:
+    """The periods of ``pred`` built without some of their source items.
+
+    Parameters
+    ----------
+    pred
+        A prediction of :func:`minecube.segment.segment`, which carries its cube's record.
+
+    Returns
+    -------
+    dict
+        By period start (``YYYY-MM-DD``): the items skipped and why. Empty when every period
+        was built whole.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> pred = xr.DataArray([1], attrs={"degraded_periods": '{"2022-04-01": {"S2A_1": "404"}}'})
+    >>> degraded_periods(pred)
+    {'2022-04-01': {'S2A_1': '404'}}
+    """
+    import json
+
+    record = pred.attrs.get("degraded_periods") or "{}"
+    return json.loads(record) if isinstance(record, str) else dict(record)
+
+
+def _degraded_rows(pred: xr.DataArray, times) -> np.ndarray:
+    """Whether each of ``times`` is a degraded period of ``pred``."""
+    bad = degraded_periods(pred)
+    return np.array([str(np.datetime64(t, "D")) in bad for t in times], dtype=bool)
+
+
 def _tally(codes: xr.DataArray, weights: xr.DataArray, groups: int) -> xr.DataArray:
     """Weighted count of each code 0 … groups-1 per time step (lazy)."""
     from flox.xarray import xarray_reduce
@@ -281,9 +315,10 @@ def class_areas(
     -------
     pandas.DataFrame
         One row per site, period and class: ``site_id``, ``time``, ``class``, ``class_id``,
-        ``is_mining``, ``area_<units>`` and ``unobserved_<units>`` (the site's area without a
-        valid observation in that period, repeated on each of its rows). ``attrs["units"]``
-        holds the unit.
+        ``is_mining``, ``area_<units>``, ``unobserved_<units>`` (the site's area without a
+        valid observation in that period, repeated on each of its rows) and ``degraded``
+        (the period's cube was built without some of its items: see
+        :func:`degraded_periods`). ``attrs["units"]`` holds the unit.
 
     Examples
     --------
@@ -316,6 +351,7 @@ def class_areas(
         if not np.allclose(values.sum(axis=1), np.asarray(full.values), rtol=1e-9):
             _raise_unknown(site, [p], s)
         values = values / UNITS[units]
+        degraded = _degraded_rows(p, p.time.values)
         for k, t in enumerate(p.time.values):
             frames.append(
                 pd.DataFrame(
@@ -327,6 +363,7 @@ def class_areas(
                         "is_mining": [c.is_mining for c in s],
                         f"area_{units}": values[k, : len(s)],
                         f"unobserved_{units}": values[k, len(s)],
+                        "degraded": degraded[k],
                     }
                 )
             )
@@ -431,7 +468,9 @@ def expansion(
     Returns
     -------
     Expansion
-        ``table`` per site and period, ``summary`` per site and ``disturbance`` rasters
+        ``table`` per site and period (``mining_<units>``, ``unobserved_<units>``,
+        ``observed_pct``, ``reliable``, ``degraded``, changes), ``summary`` per site and
+        ``disturbance`` rasters
         (datetime64, NaT where never mining; pixels already mining at the first observation get
         the first period).
 
@@ -474,6 +513,7 @@ def expansion(
         observed = total.to_numpy() / (total.to_numpy() + frame[f"unobserved_{units}"])
         frame["observed_pct"] = 100 * observed
         frame["reliable"] = observed >= min_observed
+        frame["degraded"] = _degraded_rows(p, p.time.values)
         _changes(frame, units)
         rows.append(frame)
         summaries.append(_summary(frame, site, units))
@@ -777,7 +817,8 @@ def aggregate(
     pandas.DataFrame
         The area columns (``*_<units>``, except the ``change_*`` columns, which compare each
         site with its own previous period) summed per group, period and class (where the table
-        has them), with ``sites``, the number of sites summed; ``error_pct`` is recomputed
+        has them), with ``sites``, the number of sites summed (and ``degraded_sites``, how
+        many of them are degraded in that period, where the table says); ``error_pct`` is recomputed
         from the summed errors and truths, not averaged.
 
     Examples
@@ -813,8 +854,9 @@ def aggregate(
     areas = [
         c for c in table.columns if c.rsplit("_", 1)[-1] in UNITS and not c.startswith("change_")
     ]
+    degraded = {"degraded_sites": ("degraded", "sum")} if "degraded" in table.columns else {}
     out = merged.groupby(group, dropna=False, sort=True).agg(
-        **{c: (c, "sum") for c in areas}, sites=("site_id", "nunique")
+        **{c: (c, "sum") for c in areas}, sites=("site_id", "nunique"), **degraded
     )
     out = out.reset_index()
     units = table.attrs.get("units") or next(c.rsplit("_", 1)[-1] for c in areas)
@@ -1249,6 +1291,12 @@ def _error_matrices(pred, sample_points, reference: str, schema, mining_classes=
             f"the sample has no {reference!r} column: label it first (sample()[{reference!r}])"
         )
     labelled = sample_points[sample_points[reference].notna()]
+    if labelled.empty:
+        raise StatsError(
+            f"none of the sample's {len(sample_points)} points has a {reference!r} label, so "
+            "there is nothing to estimate errors from: label the points (by hand, or with "
+            "reference_from(sample, truth)) before computing adjusted areas"
+        )
     periods = None
     if "time0" in labelled.columns:  # a change sample: one pair of periods
         pairs = labelled[["time0", "time"]].drop_duplicates()
@@ -1266,6 +1314,8 @@ def _error_matrices(pred, sample_points, reference: str, schema, mining_classes=
         points = labelled[labelled.site_id == m.site]
         same = (points.time == m.time) | (points.time.isna() & bool(pd.isna(m.time)))
         here = points[same]
+        if here.empty:  # an interval from no point would claim no error at all
+            raise _unsampled(m, labelled)
         refs = [by_name.get(r, r) for r in here[reference]]
         unknown = sorted({str(r) for r in refs if r not in index})
         if unknown:
@@ -1280,6 +1330,19 @@ def _error_matrices(pred, sample_points, reference: str, schema, mining_classes=
         yield m, mapped, counts
     if not found:
         raise StatsError("no map with observed pixels to estimate areas for")
+
+
+def _unsampled(m: _Map, labelled) -> StatsError:
+    """The error for a map that no labelled point of the sample falls on."""
+    import pandas as pd
+
+    when = "" if m.time is None or pd.isna(m.time) else f", period {str(m.time)[:10]}"
+    sampled = sorted(set(labelled.site_id.astype(str) + " " + labelled.time.astype(str).str[:10]))
+    return StatsError(
+        f"no labelled sample point falls on site {m.site!r}{when}, so its areas have no error "
+        f"estimate; the sample covers {', '.join(sampled[:6])}{' …' if len(sampled) > 6 else ''}. "
+        "Draw and label a sample of this map (sample(pred, ...)), or leave it out of pred"
+    )
 
 
 def _stratified(w: np.ndarray, rows: np.ndarray, n_i: np.ndarray):

@@ -78,6 +78,9 @@ def test_who_shares_the_disk():
 def test_client_local_paths_are_refused_before_any_work(world, tmp_path):
     """A gateway's workers share no disk: local stores or a local checkpoint are refused
     before a cluster is asked for (this gateway address answers nothing) or a file written."""
+    (tmp_path / "model").mkdir()
+    for name in ("fpn.safetensors", "fpn.json"):  # a checkpoint here, on the client only
+        (tmp_path / "model" / name).write_text("{}")
     config = {
         "sites": world.path / "sites.geojson",
         "out": tmp_path / "run",

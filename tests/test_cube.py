@@ -445,6 +445,11 @@ def test_misdeclared_offsets_are_corrected_by_the_scene_check(baseline_worlds, a
     assert all(i in str(record[0].message) for i in corrected)
     for i in corrected:
         assert records[i]["decision"].startswith("declared/inferred offset")
+        boa = "earthsearch:boa_offset_applied" in records[i]["decision"]
+        assert records[i]["rule"] == (
+            "pixels, metadata in doubt" if boa else "pixels below the offset"
+        ), records[i]
+    assert any("earthsearch:boa_offset_applied" in records[i]["decision"] for i in corrected)
     # every corrected or confirmed scene is right; a scene the check could not read (all
     # cloud) keeps its declared offset and is recorded as such
     uncheckable = {i for i in lying if i not in checked}
@@ -455,6 +460,32 @@ def test_misdeclared_offsets_are_corrected_by_the_scene_check(baseline_worlds, a
     np.testing.assert_allclose(
         cube.reflectance.sel(time=ok).values, good.reflectance.sel(time=ok).values, atol=1e-6
     )
+
+
+def test_pixels_without_dark_values_do_not_overrule_an_explicit_baseline(baseline_worlds):
+    """Files at +1000 DN read the same as a bright arid scene without the offset: no clear pixel
+    below 1000 DN. That suggests, never proves, an offset, so an item saying baseline 02.14 keeps
+    its offset 0 — without a warning, and the record says which rule decided."""
+    from minecube import demo
+    from minecube.cube import RadiometryWarning
+
+    world = baseline_worlds["offset"]
+    site = world.sites.set_index("site_id", drop=False).loc["kalimantan-coal"]
+    with demo.serve(world) as server:
+        items = search(site, "2022-04-01", "2022-12-31", catalog=server.stac_url)
+        for item in items:
+            item.properties["s2:processing_baseline"] = "02.14"
+            for asset in item.assets.values():  # the baseline alone says: no offset
+                asset.extra_fields.pop("raster:bands", None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RadiometryWarning)
+            cube = build(site, items, composite="year")
+    records = json.loads(cube.attrs["radiometry"])
+    checked = [r for r in records.values() if r["check"].get("carries_offset")]
+    assert checked  # the pixels did suggest an offset
+    for r in checked:
+        assert (r["offset"], r["source"], r["rule"]) == (0.0, "baseline", "metadata")
+        assert r["decision"].startswith("kept offset 0.0")
 
 
 def test_masks_are_a_choice(site, items):

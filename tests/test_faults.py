@@ -651,6 +651,7 @@ def test_a_period_built_without_some_items_is_degraded_until_a_rerun_reads_them(
     assert unit["status"] == "degraded"
     assert victim["id"] in unit["skipped"]
     assert read_manifest(store, site)["units"]["2023-01-01"]["status"] == "complete"
+    _degraded_periods_are_said_in_tables_and_report(cube, tmp_path, victim["id"])
     with demo.serve(tiny_world) as server:  # the file is back: the re-run repairs the period
         items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
         again = build(tiny_site, items, composite="year")
@@ -663,6 +664,32 @@ def test_a_period_built_without_some_items_is_degraded_until_a_rerun_reads_them(
     assert unit["status"] == "complete"
     assert unit["history"][0]["status"] == "degraded"  # what it was is kept
     assert victim["id"] in unit["history"][0]["skipped"]
+
+
+def _degraded_periods_are_said_in_tables_and_report(cube, tmp_path, victim: str) -> None:
+    """Predictions of a degraded cube carry its record to the tables, the report and its figure."""
+    from minecube import stats
+    from minecube.report import write_report
+    from tests.test_segment import _model
+
+    preds = tmp_path / "predictions.zarr"
+    pred = segment_to_zarr(cube, _model(), preds, input_dims={"y": 32, "x": 32}, overlap=8,
+                           progress=False)  # fmt: skip
+    assert list(stats.degraded_periods(pred)) == ["2022-01-01"]
+    areas = stats.class_areas(pred)
+    assert areas.groupby("time").degraded.first().tolist() == [True, False]
+    assert stats.expansion(pred).table.degraded.tolist() == [True, False]
+    out = write_report({cube.attrs["site_id"]: pred}, tmp_path / "report", progress=False)
+    page = out.read_text()
+    alert = page[
+        page.index('class="degraded"') : page.index("</div>", page.index('class="degraded"'))
+    ]
+    assert "1 degraded period(s)" in alert
+    assert "2022-01-01" in alert
+    assert victim in alert
+    assert "2023-01-01" not in alert
+    table = pd.read_csv(out.parent / "tables" / "expansion.csv")
+    assert table.degraded.tolist() == [True, False]
 
 
 # ----------------------------------------------------------------------- the user's files
@@ -810,11 +837,131 @@ def test_a_rerun_with_other_training_settings_or_fewer_sites_and_periods_is_exac
     assert set(areas.time.str[:4]) == {"2022"}
 
 
+# ------------------------------------------------------------------------ validated early
+
+_RUN = {"sites": "sites.geojson", "catalog": "http://127.0.0.1:9/v1", "start": "2022-01-01",
+        "end": "2022-12-31", "model": "m"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"segment": {"device": "tpu"}}, r"segment.device: unknown device; use auto, cpu"),
+        ({"segment": {"overlap": 100000}}, r"segment.overlap: .*at most 512"),
+        ({"end": "2022-13-45"}, r"search.end: .*month"),
+        ({"search": {"catalog": "http://x/v1"}}, r"\['catalog'\] given both at the top level"),
+        ({"cluster": {"options": {"n_wrkers": 2}}}, r"'n_wrkers' \(did you mean 'n_workers'"),
+        ({"cluster": {"workers": 1000000}}, r"1000000 workers is more than a local cluster"),
+        ({"cluster": {"kind": "address", "address": "http://127.0.0.1:8787"}}, r"web address"),
+    ],
+)
+def test_bad_settings_are_refused_before_work_naming_the_key(settings, named):
+    from minecube.pipeline import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=named) as error:
+        load_config({**_RUN, **settings})
+    assert "Traceback" not in str(error.value)
+    assert len(str(error.value).splitlines()) == 2  # the heading and one line
+
+
+def test_missing_model_or_labels_paths_stop_a_run_before_any_search(tmp_path):
+    from minecube.pipeline import ConfigError, run
+
+    (tmp_path / "labels").mkdir()
+    config = {**_RUN, "model": str(tmp_path / "none"), "labels": str(tmp_path / "labels")}
+    with pytest.raises(ConfigError, match=r"model: .*has no none.safetensors or none.json") as e:
+        run(config, verbose=False)  # the catalogue (port 9) is never asked
+    assert "holds no <site_id>.gpkg" in str(e.value)
+    assert list(tmp_path.iterdir()) == [tmp_path / "labels"]  # nothing written
+
+
+def test_a_dead_or_foreign_scheduler_address_fails_fast_and_says_what_it_is(tmp_path):
+    import http.server
+    import threading
+    import time
+
+    from minecube.cluster import ClusterError, connect
+
+    start = time.monotonic()
+    dead = connect(kind="address", address="tcp://127.0.0.1:9", connect_timeout=2)
+    with (
+        pytest.raises(ClusterError, match=r"no dask scheduler answers at tcp://127.0.0.1:9 "),
+        dead,
+    ):
+        pass
+    assert time.monotonic() - start < 30
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        address = f"tcp://127.0.0.1:{web.server_address[1]}"
+        foreign = connect(kind="address", address=address, connect_timeout=3)
+        not_dask = r"but (did )?not (greet )?as a dask scheduler"
+        with pytest.raises(ClusterError, match=not_dask), foreign:
+            pass
+    finally:
+        web.shutdown()
+
+
+def _cli(*args, env=None) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("minecube")
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+def test_object_storage_failures_are_one_line_naming_the_fix(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS")}
+    env |= {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": "/none",
+            "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    keys = {"AWS_ACCESS_KEY_ID": "KEYID", "AWS_SECRET_ACCESS_KEY": "SECRET-KEY-9"}
+    dead = {**keys, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    cases = [
+        (env, "s3://minecube-bucket/cubes.zarr", "no credentials were found.*AWS_ACCESS_KEY_ID"),
+        (env | dead, "s3://minecube-bucket/cubes.zarr", "cannot reach the endpoint.*127.0.0.1:9"),
+        (env | dead, "s3://Bad_Bucket!/cubes.zarr", "bucket name 'Bad_Bucket!' is invalid"),
+        (env | dead, "s3://KEY:s3cr3t@bucket/cubes.zarr", r"holds credentials"),
+    ]
+    for environment, store, said in cases:
+        result = _cli("check", store, env=environment)
+        assert result.returncode == 1
+        assert re.search(said, result.stderr), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "s3cr3t" not in result.stderr + result.stdout
+
+
+def test_garbage_files_and_damaged_chunks_are_named_in_one_line(tmp_path):
+    from minecube.errors import explain
+    from minecube.pretrained import WeightsUnavailableError, read_weights
+
+    garbage = tmp_path / "sites.gpkg"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    result = CliRunner().invoke(main, ["sites", str(garbage)])
+    assert result.exit_code == 1
+    assert "cannot read the vector file" in result.output
+    assert "ogrinfo" in result.output
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(WeightsUnavailableError, match=r"empty file \(0 bytes\).*copy the weights"):
+        read_weights(tmp_path / "empty.pt")
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04")  # a zip torch.save began
+    with pytest.raises(WeightsUnavailableError, match=r"cannot read encoder weights .*: \S"):
+        read_weights(tmp_path / "cut.pt")
+    store = tmp_path / "cubes.zarr"
+    to_zarr(_cube(), store)
+    chunk = _chunk(store, 3)
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum") as error:
+        open_cube(store, "tiny-pit").reflectance.isel(time=3).load()
+    assert "`minecube check STORE` names the array and chunk" in explain(error.value)
+
+
 # ------------------------------------------------------------------------------------ ids
 
 
 @pytest.mark.parametrize(
-    "site_id", ["../../escape", "a/b", "pit#2", "<img src=x onerror=alert(1)>", "", "  "]
+    "site_id",
+    ["../../escape", "a/b", "pit#2", "<img src=x onerror=alert(1)>", "", "  ", "zarr.json"],
 )
 def test_hostile_group_names_are_refused_before_anything_is_written(tmp_path, site_id):
     store = tmp_path / "inside" / "cubes.zarr"

@@ -246,6 +246,53 @@ def test_the_offset_evidence_reads_the_darkest_pixels():
     assert dn_offset_evidence(vegetation, np.zeros((60, 60), bool), 1000)[0] is None
 
 
+def _s2_item(when: dt.datetime, **properties) -> pystac.Item:
+    item = pystac.Item("S2B_T50MKE", None, None, when, properties, collection="sentinel-2-l2a")
+    for key in ("B02", "B03", "B04", "B08", "SCL"):
+        item.add_asset(key, pystac.Asset(f"{key}.tif"))
+    return item
+
+
+def test_only_proof_overrules_an_explicit_baseline():
+    """Pixels below 1000 DN prove there is no offset; a bright scene without them only
+    suggests one, and cannot overrule an explicit baseline (it may a guess or a contradiction)."""
+    from minecube.cube import _decide
+
+    rng = np.random.default_rng(2)
+    valid = np.ones((60, 60), bool)
+    desert = rng.uniform(1100, 4000, (4, 60, 60))  # uniform bright DN, like an arid mine
+    carries, figures = dn_offset_evidence(desert, valid, 1000)
+    assert carries is True  # what the pixels alone suggest
+    figures["carries_offset"] = carries
+    old = radiometry(_s2_item(dt.datetime(2020, 6, 1), **{"s2:processing_baseline": "02.14"}))
+    r, rule, why = _decide(old, figures)
+    assert (r.offset, r.source, rule) == (0.0, "baseline", "metadata")
+    assert why.startswith("kept offset 0.0 (baseline)")
+    assert "bright scene" in why
+    guessed = radiometry(_s2_item(dt.datetime(2021, 6, 1)))  # no baseline: a guess
+    assert guessed.doubt
+    assert guessed.offset == 0.0
+    r, rule, _ = _decide(guessed, figures)
+    assert (r.offset, r.source, rule) == (-0.1, "scene check", "pixels, metadata in doubt")
+    contradicting = radiometry(_s2_item(dt.datetime(2023, 6, 1), **{
+        "s2:processing_baseline": "05.09", "earthsearch:boa_offset_applied": True}))  # fmt: skip
+    assert contradicting.offset == 0.0
+    assert "05.09" in contradicting.doubt
+    r, rule, why = _decide(contradicting, figures)
+    assert (r.offset, rule) == (-0.1, "pixels, metadata in doubt")
+    assert "05.09" in why
+    # dark pixels below 1000 DN are proof: they overrule even an explicit baseline
+    dark = rng.uniform(100, 3000, (4, 60, 60))
+    carries, figures = dn_offset_evidence(dark, valid, 1000)
+    new = radiometry(_s2_item(dt.datetime(2023, 6, 1), **{"s2:processing_baseline": "05.09"}))
+    assert new.offset == -0.1
+    assert new.doubt is None
+    r, rule, _ = _decide(new, {**figures, "carries_offset": carries})
+    assert (r.offset, r.source, rule) == (0.0, "scene check", "pixels below the offset")
+    r, rule, why = _decide(old, {**figures, "carries_offset": carries})
+    assert (r.offset, rule, why) == (0.0, "metadata, confirmed by the pixels", "")
+
+
 @pytest.fixture(scope="module")
 def real_catalog(tmp_path_factory):
     """The recorded Sentinel-2 and Landsat items in a real STAC API (rustac) on loopback."""

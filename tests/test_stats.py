@@ -313,6 +313,29 @@ def test_adjusted_areas_reproduce_olofsson_et_al_2014():
     assert table.adjusted_ha.sum() == pytest.approx(10_000_000)
 
 
+def test_an_unlabelled_or_foreign_sample_is_an_error_not_a_zero_width_interval():
+    ids = np.full((2, 40, 40), VEG, "uint8")
+    ids[:, :10, :10] = PIT
+    pred = _grid(ids)
+    points = sample({"pit": pred}, n=40, allocation="equal", seed=3)
+    labelled = points.assign(reference=points.map_class)
+    assert (adjusted_areas({"pit": pred}, labelled).se_ha >= 0).all()  # the sound case runs
+    unlabelled = points.assign(reference=None)
+    with pytest.raises(StatsError, match=r"none of the sample's \d+ points has a 'reference'"):
+        adjusted_areas({"pit": pred}, unlabelled)
+    with pytest.raises(StatsError, match=r"none .* has a 'reference' label"):
+        adjusted_mining_area({"pit": pred}, unlabelled)
+    other_site = labelled.assign(site_id="elsewhere")
+    with pytest.raises(StatsError, match=r"no labelled sample point falls on site 'pit', "
+                                         r"period 2021-01-01.*covers elsewhere 2021"):  # fmt: skip
+        adjusted_areas({"pit": pred}, other_site)
+    one_period = labelled[labelled.time == labelled.time.min()]
+    with pytest.raises(StatsError, match=r"site 'pit', period 2022-01-01.*leave it out of pred"):
+        adjusted_mining_area({"pit": pred}, one_period)
+    only_2021 = adjusted_areas({"pit": pred.isel(time=[0])}, one_period)  # the fix it names
+    assert set(only_2021.time) == {pd.Timestamp("2021-01-01")}
+
+
 def test_sample_is_stratified_reproducible_and_labels_in_a_gis(tmp_path):
     import geopandas as gpd
 
