@@ -1029,6 +1029,20 @@ def experiment(grid, out, budget) -> None:
     help="Labelled sample (from `minecube sample`): adds error-adjusted areas with intervals.",
 )
 @click.option(
+    "--truth",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of <site_id>/<year>.tif class rasters: the truth, instead of --labels.",
+)
+@click.option(
+    "--sample",
+    "n",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Points per map of a sample labelled from the truth: adds error-adjusted areas.",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Replace files in --out that minecube did not write.",
@@ -1043,6 +1057,8 @@ def report(
     units,
     min_observed,
     reference,
+    truth,
+    n,
     overwrite,
 ):
     """Write the HTML report of a prediction store: class areas, mine expansion, transitions,
@@ -1056,7 +1072,7 @@ def report(
     pipeline.report_predictions(predictions, out, cubes=cubes, sites=sites, labels=labels,
                                 label_time_column=label_time_column, units=units,
                                 min_observed=min_observed, reference=reference,
-                                overwrite=overwrite)  # fmt: skip
+                                truth=truth, sample=n, overwrite=overwrite)  # fmt: skip
 
 
 if __name__ == "__main__":

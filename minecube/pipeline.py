@@ -217,7 +217,14 @@ class ReportSettings(_Section):
         0,
         ge=0,
         description="Points per map (site and period) of a stratified sample labelled from "
-        "`labels`, for error-adjusted areas with 95 % intervals (0: none).",
+        "the truth (`truth`, else `labels`), for error-adjusted areas with 95 % intervals "
+        "(0: none).",
+    )
+    truth: Path | None = Field(
+        None,
+        description="Folder of <site_id>/<year>.tif class-id rasters (0: unlabelled): the "
+        "truth the report compares with and labels its sample from, pixel by pixel (default: "
+        "`labels` burnt onto each grid).",
     )
 
 
@@ -741,6 +748,34 @@ def _truth(labels: Path, grids: Mapping, time_column: str = "year") -> dict:
         }
 
 
+def _truth_rasters(folder: Path, grids: Mapping) -> dict:
+    """Each site's ``<folder>/<site_id>/<year>.tif`` on its grid, one layer per period (that
+    of the period's year); pixels outside a raster are unlabelled (0)."""
+    import rioxarray
+    import xarray as xr
+    from rasterio.enums import Resampling
+
+    from minecube.classes import ClassSchema
+
+    out = {}
+    for site, grid in grids.items():
+        layers = []
+        for when in grid.time.values:
+            path = folder / site / f"{str(when)[:4]}.tif"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no truth raster {path} for site {site!r}, period {str(when)[:10]} "
+                    "(expected <truth>/<site_id>/<year>.tif)"
+                )
+            raster = rioxarray.open_rasterio(path).squeeze("band", drop=True)
+            layers.append(raster.rio.reproject_match(grid, resampling=Resampling.nearest,
+                                                     nodata=0).astype("uint8"))  # fmt: skip
+        truth = xr.concat(layers, "time").assign_coords(time=grid.time.values)
+        schema = ClassSchema.from_cf_attrs(grid.attrs).cf_attrs()  # the predictions' classes
+        out[site] = truth.assign_attrs(schema).rio.write_crs(grid.rio.crs).rio.write_nodata(0)
+    return out
+
+
 def build_cubes(
     sites: pd.DataFrame | str | os.PathLike,
     items: Mapping[str, Sequence] | str | os.PathLike,
@@ -1024,15 +1059,14 @@ def write_area_tables(
 
     from minecube.outputs import staged
     from minecube.report import area_tables, open_all_predictions, write_tables
-    from minecube.stats import _unit_label, adjusted_areas, adjusted_mining_area
+    from minecube.stats import _adjusted_tables, _unit_label
 
     preds = open_all_predictions(predictions)
     sites = _sites(sites) if sites is not None else None
     tables = area_tables(preds, sites=sites, units=units, min_observed=min_observed)
     if reference is not None:
         labelled = _read_sample(reference)
-        tables["adjusted_areas"] = adjusted_areas(preds, labelled, units=units)
-        tables["adjusted_mining"] = adjusted_mining_area(preds, labelled, units=units)
+        tables |= _adjusted_tables(preds, labelled, units=units)
     with staged(out, overwrite=overwrite, prune=True) as tmp:
         write_tables(tables, tmp)
     u = _unit_label(units)
@@ -1154,6 +1188,7 @@ def report_predictions(
     sites: pd.DataFrame | str | os.PathLike | None = None,
     labels: str | os.PathLike | None = None,
     label_time_column: str = "year",
+    truth: str | os.PathLike | None = None,
     **options,
 ) -> Path:
     """Write the HTML report of predictions (:func:`minecube.report.write_report`), with the
@@ -1171,6 +1206,10 @@ def report_predictions(
         Folder of ``<site_id>.gpkg`` label polygons: adds predicted against true areas.
     label_time_column
         Label column holding the year each polygon describes.
+    truth
+        Folder of ``<site_id>/<year>.tif`` class-id rasters (0: unlabelled), read instead of
+        ``labels`` as the truth: the areas are compared with it and the sample labelled from
+        it, pixel by pixel (as a careful interpreter would label each point).
     **options
         Passed to :func:`~minecube.report.write_report` (``units``, ``min_observed``,
         ``title``, ``run_id``); ``reference=`` a labelled sample (or its file), or
@@ -1192,14 +1231,17 @@ def report_predictions(
     from minecube.stats import _unit_label
 
     preds = predictions if isinstance(predictions, Mapping) else open_all_predictions(predictions)
-    truth = _truth(labels, preds, label_time_column) if labels is not None else None
+    if truth is not None:
+        truth = _truth_rasters(Path(truth), preds)
+    elif labels is not None:
+        truth = _truth(labels, preds, label_time_column)
     folder = Path(out)
     log.info(f"\nwriting the report to {folder}")
     n = options.pop("sample", 0)
     reference = options.pop("reference", None)
     if reference is not None:  # a sample labelled by hand
         reference = _read_sample(reference)
-    elif n and truth is not None:  # a sample of each map, labelled from the labels
+    elif n and truth is not None:  # a sample of each map, labelled from the truth
         from minecube.stats import reference_from, sample
 
         points = sample(preds, n=n, min_per_stratum=min(50, n // 10), seed=0)

@@ -315,11 +315,11 @@ def _write_pages(preds, out, *, cubes, sites, truth, units, min_observed, title,
                 sums["change_pct"] = 100 * (sums[f"last_{units}"] / sums[f"first_{units}"] - 1)
                 context["by_group"].append((key, _table(sums)))
     if reference is not None:
-        tables["adjusted_areas"] = stats.adjusted_areas(preds, reference, units=units)
-        adjusted = stats.adjusted_mining_area(preds, reference, units=units)
-        tables["adjusted_mining"] = adjusted
+        tables |= stats._adjusted_tables(preds, reference, units=units)
+        adjusted = tables["adjusted_mining"]
         plot.adjusted_plot(adjusted, truth=series, path=out / "figures/adjusted.png")
         context["adjusted"] = _table(adjusted)
+        context["adjusted_trend"] = _table(tables["adjusted_trend"])
         context["sample_points"] = int(reference["reference"].notna().sum())
     plot.area_plot(tables["class_areas"], path=out / "figures/class-areas.png")
     for site in tqdm(preds, desc="report", unit="site", disable=not progress):

@@ -296,6 +296,33 @@ def test_sample_then_stats_with_the_labelled_sample(lab, tmp_path):
     assert (tmp_path / "report" / "figures" / "adjusted.png").stat().st_size > 5_000
 
 
+def test_report_compares_with_truth_rasters_and_labels_its_sample_from_them(lab, world, tmp_path):
+    from minecube.segment import segment_to_zarr
+    from tests.test_segment import _model
+
+    site = "hunter-coal"
+    store = tmp_path / "predictions.zarr"
+    segment_to_zarr(lab["cubes"][site], _model(), store, progress=False)
+    out = tmp_path / "report"
+    output = _run("report", store, "--truth", world.path / "truth", "--sample", 60, "--out", out)
+    assert "error-adjusted from a labelled sample" in output
+    vs_truth = pd.read_csv(out / "tables" / "mining_vs_truth.csv", dtype={"time": str})
+    adjusted = pd.read_csv(out / "tables" / "adjusted_mining.csv", dtype={"time": str})
+    assert len(adjusted) == len(vs_truth) > 0
+    # the label polygons were drawn from these rasters: burnt onto the grid, they agree
+    _run("report", store, "--labels", world.path / "labels", "--out", tmp_path / "by-labels")
+    by_labels = pd.read_csv(tmp_path / "by-labels" / "tables" / "mining_vs_truth.csv")
+    assert vs_truth.truth_ha.to_numpy() == pytest.approx(by_labels.truth_ha, rel=0.02)
+    assert (vs_truth.truth_ha > 0).all()
+    empty = tmp_path / "no-truth"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["report", str(store), "--truth", str(empty), "--out",
+                                       str(tmp_path / "other")])  # fmt: skip
+    assert result.exit_code == 1
+    assert f"no truth raster {empty / site}" in result.output
+    assert "(expected <truth>/<site_id>/<year>.tif)" in result.output
+
+
 def test_items_from_files_then_a_cube_store_without_a_server(own_sensors, tmp_path):
     import xarray as xr
 

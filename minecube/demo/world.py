@@ -640,7 +640,8 @@ class World:
     ) -> dict[str, Any]:
         """The configuration of :func:`minecube.run` for this world served at ``stac_url``:
         every site and year, a model trained on its labels (the docs' held-out sites when the
-        world has them) and the report against its truth.
+        world has them) and the report against its truth rasters, which also label its sample
+        (so the intervals' coverage is the estimator's, not the label polygons').
 
         The model is the best measured on this world within the demo's budget (docs/training.md):
         a U-Net whose EfficientNet-B4 encoder starts from ukis-csmask's Sentinel-2 weights;
@@ -667,7 +668,11 @@ class World:
             "labels": str(self.path / "labels"),
             "cube": {"composite": composite},
             "train": train,
-            "report": {"title": "minecube demo world", "sample": 300},
+            "report": {
+                "title": "minecube demo world",
+                "sample": 300,
+                "truth": str(self.path / "truth"),
+            },
         }
 
     def truth_path(self, site_id: str, year: int) -> Path:

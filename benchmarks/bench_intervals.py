@@ -1,0 +1,201 @@
+"""Coverage of the error-adjusted areas' 95 % intervals, by repeated sampling of the demo maps.
+
+Run after `make demo`: .venv/bin/python benchmarks/bench_intervals.py [--reps 20]
+
+Draws many stratified samples (seeds 0 … reps-1) of every site-quarter observed at 80 % or more
+of the demo model's predictions (the *good* map) and of the same maps degraded (pits two pixels
+too wide and 4 % of pixels wrong: the *poor* map), labels each from the demo world's truth
+rasters, and counts how often the 95 % intervals hold the true area: for every class covering
+5 % of a map or more, for the mining footprint, and for the mining gain and loss between two
+dates (change strata). Both methods run on the same samples, so the ratio of their widths is
+measured in one run. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from minecube.classes import DEFAULT_CLASSES
+from minecube.demo import open_world
+from minecube.report import open_all_predictions
+from minecube.stats import (
+    SampleSizeWarning,
+    adjusted_areas,
+    adjusted_mining_area,
+    reference_from,
+    sample,
+)
+
+METHODS = ("jeffreys", "olofsson")
+CHANGE = ("2022-04-01", "2024-04-01")  # two dry-season quarters every demo site has
+IDS = np.array([c.id for c in DEFAULT_CLASSES])
+MINING = np.array([c.id for c in DEFAULT_CLASSES.mining])
+
+
+def _truth(world, pred: xr.DataArray) -> xr.DataArray:
+    """The truth rasters of a prediction's periods (each its year's), on its grid."""
+    layers = [
+        world.truth(pred.name, pd.Timestamp(t).year).rio.reproject_match(pred, nodata=0)
+        for t in pred.time.values
+    ]
+    truth = xr.concat(layers, "time").assign_coords(time=pred.time.values)
+    return truth.assign_attrs(DEFAULT_CLASSES.cf_attrs()).rio.write_nodata(0)
+
+
+def _degraded(pred: xr.DataArray, seed: int = 0) -> xr.DataArray:
+    """The map made poor: pits two pixels too wide and 4 % of the observed pixels wrong."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    ids = pred.values.copy()
+    for k in range(len(ids)):
+        observed = np.isin(ids[k], IDS)
+        ids[k][ndimage.binary_dilation(ids[k] == 1, iterations=2) & observed] = 1
+        flip = (rng.random(ids[k].shape) < 0.04) & observed
+        ids[k][flip] = rng.choice(IDS, flip.sum())
+    return pred.copy(data=ids)
+
+
+def _maps(world, path: str):
+    """(good maps, poor maps, truths) of the site-quarters observed at 80 % or more, and the
+    full series of each site for the change strata."""
+    good, poor, truths, series = {}, {}, {}, {}
+    for site, pred in open_all_predictions(path).items():
+        pred = pred.load().rename(site)
+        observed = [np.isin(pred.values[k], IDS).mean() for k in range(pred.sizes["time"])]
+        series[site] = pred
+        kept = pred.isel(time=[k for k, o in enumerate(observed) if o >= 0.8])
+        good[site], poor[site] = kept, _degraded(kept)
+        truths[site] = _truth(world, pred)
+    return good, poor, truths, series
+
+
+def _true_shares(maps, truths):
+    """The truth's class shares and mining share over each map's observed pixels."""
+    out = {}
+    for site, pred in maps.items():
+        pixel_ha = abs(pred.rio.resolution()[0] * pred.rio.resolution()[1]) / 1e4
+        for k, when in enumerate(pred.time.values):
+            observed = np.isin(pred.values[k], IDS)
+            truth = truths[site].sel(time=when).values[observed]
+            out[site, pd.Timestamp(when)] = {
+                "class": {int(c): (truth == c).mean() for c in IDS},
+                "mining": np.isin(truth, MINING).mean(),
+                "observed_ha": observed.sum() * pixel_ha,
+            }
+    return out
+
+
+def _true_change(series, truths):
+    """The truth's share of mining gain and loss between the two CHANGE periods, over the
+    pixels both maps observe."""
+    out = {}
+    for site, pred in series.items():
+        first, last = (pred.sel(time=pd.Timestamp(t)).values for t in CHANGE)
+        observed = np.isin(first, IDS) & np.isin(last, IDS)
+        was, now = (np.isin(truths[site].sel(time=pd.Timestamp(t)).values, MINING) for t in CHANGE)
+        out[site] = {
+            "mining gain": (now & ~was)[observed].mean(),
+            "mining loss": (was & ~now)[observed].mean(),
+        }
+    return out
+
+
+def _held(table, keep, truth_of) -> tuple[list[bool], list[float]]:
+    """Whether each kept row's interval holds its true share of the map (``truth_of``), and
+    its width relative to that share."""
+    held, widths = [], []
+    total = table.groupby(["site_id", "time"]).mapped_ha.transform("sum")  # the observed area
+    named = table.rename(columns={"class": "class_name"})[keep]
+    for row, whole in zip(named.itertuples(), total[keep], strict=True):
+        truth = truth_of(row)
+        if truth is None:
+            continue
+        low, high = row.ci_low_ha / whole, row.ci_high_ha / whole
+        held.append(low <= truth <= high)
+        widths.append((high - low) / truth if truth else np.nan)
+    return held, widths
+
+
+def _classes(maps, truths, shares, n, per_stratum, reps):
+    """Coverage and width for the classes (≥ 5 % of a map) and the mining footprint."""
+    out = {m: {"classes": ([], []), "footprint": ([], [])} for m in METHODS}
+    for r in range(reps):
+        labelled = reference_from(sample(maps, n=n, min_per_stratum=per_stratum, seed=r), truths)
+        for method in METHODS:
+            table = adjusted_areas(maps, labelled, method=method)
+            whole = table.groupby(["site_id", "time"]).mapped_ha.transform("sum")
+            held, widths = _held(table, table.mapped_ha / whole >= 0.05, lambda row: shares[
+                row.site_id, pd.Timestamp(row.time)]["class"][row.class_id])  # fmt: skip
+            out[method]["classes"][0].extend(held)
+            out[method]["classes"][1].extend(widths)
+            footprint = adjusted_mining_area(maps, labelled, method=method)
+            for row in footprint.itertuples():
+                truths_here = shares[row.site_id, pd.Timestamp(row.time)]
+                truth, total = truths_here["mining"], truths_here["observed_ha"]
+                low, high = row.ci_low_ha / total, row.ci_high_ha / total
+                out[method]["footprint"][0].append(low <= truth <= high)
+                out[method]["footprint"][1].append((high - low) / truth)
+    return out
+
+
+def _change(series, truths, change, n, per_stratum, reps):
+    """Coverage and width for the mining gain and loss between the CHANGE periods."""
+    out = {m: {"gain and loss": ([], [])} for m in METHODS}
+    for r in range(reps):
+        points = sample(series, n=n, strata="change", periods=CHANGE,
+                        min_per_stratum=per_stratum, seed=r)  # fmt: skip
+        labelled = reference_from(points, truths)
+        for method in METHODS:
+            table = adjusted_areas(series, labelled, method=method)
+            keep = table["class"].isin(["mining gain", "mining loss"])
+            held, widths = _held(table, keep, lambda row: change[row.site_id][row.class_name])
+            out[method]["gain and loss"][0].extend(held)
+            out[method]["gain and loss"][1].extend(widths)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=20, help="samples per setting")
+    parser.add_argument("--world", default="demo-world")
+    parser.add_argument("--predictions", default="demo-output/predictions.zarr")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", SampleSizeWarning)  # small strata are the point here
+    world = open_world(args.world)
+    good, poor, truths, series = _maps(world, args.predictions)
+    maps = sum(m.sizes["time"] for m in good.values())
+    print(f"{maps} site-quarters, {args.reps} samples per setting\n")
+    print("| map | n | min per stratum | areas | coverage jeffreys | coverage olofsson "
+          "| width jeffreys (× truth) | width olofsson | width ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    change = _true_change(series, truths)
+    start = time.perf_counter()
+    for name, chosen in (("good", good), ("poor", poor)):
+        shares = _true_shares(chosen, truths)
+        for n, per_stratum in ((100, 0), (300, 0), (300, 30), (1000, 0)):
+            found = _classes(chosen, truths, shares, n, per_stratum, args.reps)
+            if name == "good" and n == 300:
+                found = {m: found[m] | _change(series, truths, change, n, per_stratum,
+                                               args.reps)[m] for m in METHODS}  # fmt: skip
+            for what in found["jeffreys"]:
+                (hj, wj), (ho, wo) = found["jeffreys"][what], found["olofsson"][what]
+                mj, mo = np.nanmedian(wj), np.nanmedian(wo)
+                ratio = f"{mj / mo:.2f}" if mo else "— (zero-width)"
+                print(f"| {name} | {n} | {per_stratum} | {what} | {np.mean(hj):.1%} "
+                      f"| {np.mean(ho):.1%} | {mj:.3f} | {mo:.3f} | {ratio} |",
+                      flush=True)  # fmt: skip
+    print(
+        f"\n{len(good)} sites; {time.perf_counter() - start:.0f} s; widths are medians of "
+        "(high − low) / true area; coverage counts (site, period, class) cases"
+    )
+
+
+if __name__ == "__main__":
+    main()
