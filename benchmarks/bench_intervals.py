@@ -64,42 +64,49 @@ def _degraded(pred: xr.DataArray, seed: int = 0) -> xr.DataArray:
 
 def _maps(world, path: str):
     """(good maps, poor maps, truths) of the site-quarters observed at 80 % or more, and the
-    full series of each site for the change strata."""
+    full series of each site for the change strata. Pixels the truth leaves unlabelled (the
+    grid's edge beyond the truth raster) are set unobserved, so that what is estimated — the
+    areas over the observed pixels — is exactly what the truth measures."""
     good, poor, truths, series = {}, {}, {}, {}
     for site, pred in open_all_predictions(path).items():
         pred = pred.load().rename(site)
+        truths[site] = _truth(world, pred)
+        pred = pred.copy(data=np.where(truths[site].values > 0, pred.values, pred.rio.nodata))
         observed = [np.isin(pred.values[k], IDS).mean() for k in range(pred.sizes["time"])]
         series[site] = pred
         kept = pred.isel(time=[k for k, o in enumerate(observed) if o >= 0.8])
         good[site], poor[site] = kept, _degraded(kept)
-        truths[site] = _truth(world, pred)
     return good, poor, truths, series
 
 
 def _true_shares(maps, truths):
-    """The truth's class shares and mining share over each map's observed pixels."""
+    """The truth's class shares and mining share over each map's observed pixels that the
+    truth labels (a point on an unlabelled pixel gets no reference, so the estimates are of
+    those pixels too)."""
     out = {}
     for site, pred in maps.items():
         pixel_ha = abs(pred.rio.resolution()[0] * pred.rio.resolution()[1]) / 1e4
         for k, when in enumerate(pred.time.values):
-            observed = np.isin(pred.values[k], IDS)
-            truth = truths[site].sel(time=when).values[observed]
+            truth = truths[site].sel(time=when).values
+            observed = np.isin(pred.values[k], IDS) & (truth > 0)
+            truth = truth[observed]
             out[site, pd.Timestamp(when)] = {
                 "class": {int(c): (truth == c).mean() for c in IDS},
                 "mining": np.isin(truth, MINING).mean(),
-                "observed_ha": observed.sum() * pixel_ha,
+                "observed_ha": np.isin(pred.values[k], IDS).sum() * pixel_ha,  # the map's
             }
     return out
 
 
 def _true_change(series, truths):
     """The truth's share of mining gain and loss between the two CHANGE periods, over the
-    pixels both maps observe."""
+    pixels both maps observe and the truth labels at both dates."""
     out = {}
     for site, pred in series.items():
         first, last = (pred.sel(time=pd.Timestamp(t)).values for t in CHANGE)
-        observed = np.isin(first, IDS) & np.isin(last, IDS)
-        was, now = (np.isin(truths[site].sel(time=pd.Timestamp(t)).values, MINING) for t in CHANGE)
+        then, later = (truths[site].sel(time=pd.Timestamp(t)).values for t in CHANGE)
+        observed = np.isin(first, IDS) & np.isin(last, IDS) & (then > 0) & (later > 0)
+        was, now = np.isin(then, MINING), np.isin(later, MINING)
         out[site] = {
             "mining gain": (now & ~was)[observed].mean(),
             "mining loss": (was & ~now)[observed].mean(),

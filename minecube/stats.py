@@ -1283,7 +1283,7 @@ def adjusted_areas(
     ...     pit = table.set_index("class").loc["open_pit"]
     ...     print(method, round(pit.ci_low_ha, 1), round(pit.ci_high_ha, 1))
     olofsson 12.8 19.2
-    jeffreys 13.0 23.8
+    jeffreys 13.0 23.9
     """
     import pandas as pd
 
@@ -1596,9 +1596,9 @@ def _warn_sampled_too_little(unsampled: list[str], small: list[str]) -> None:
         )  # fmt: skip
     if small:
         warnings.warn(
-            f"strata with fewer than {MIN_STRATUM} points, too few to estimate their errors "
-            f"(points per stratum, and how many to add): {listed(small)}. Sample with "
-            f"min_per_stratum={MIN_STRATUM} or more, or label more points there",
+            f"strata with fewer than {MIN_STRATUM} labelled points, too few to estimate their "
+            f"errors (labelled points per stratum, and how many to add): {listed(small)}. "
+            f"Sample with min_per_stratum={MIN_STRATUM} or more, or label more points there",
             SampleSizeWarning, stacklevel=4,
         )  # fmt: skip
 

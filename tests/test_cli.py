@@ -93,6 +93,9 @@ def test_demo_run_builds_cubes_trains_segments_and_reports(world, tmp_path):
     assert len(adjusted) == n * years
     page = out / "report" / "index.html"
     assert "Mining footprint, mapped and error-adjusted" in page.read_text()
+    assert "Trend of the error-adjusted footprint" in page.read_text()
+    trend = pd.read_csv(out / "report" / "tables" / "adjusted_trend.csv")
+    assert set(trend.site_id) == set(world.site_ids)
     assert f"report: {page.resolve()}" in result.output
     for link in re.findall(r'(?:src|href)="([^"#]+)"', page.read_text()):
         assert (page.parent / link).is_file(), link
