@@ -114,10 +114,10 @@ def _true_change(series, truths):
     return out
 
 
-def _held(table, keep, truth_of) -> tuple[list[bool], list[float]]:
-    """Whether each kept row's interval holds its true share of the map (``truth_of``), and
-    its width relative to that share."""
-    held, widths = [], []
+def _held(table, keep, truth_of) -> tuple[list[bool], list[float], list[str]]:
+    """Whether each kept row's interval holds its true share of the map (``truth_of``), its
+    width relative to that share, and its class."""
+    held, widths, names = [], [], []
     total = table.groupby(["site_id", "time"]).mapped_ha.transform("sum")  # the observed area
     named = table.rename(columns={"class": "class_name"})[keep]
     for row, whole in zip(named.itertuples(), total[keep], strict=True):
@@ -127,7 +127,8 @@ def _held(table, keep, truth_of) -> tuple[list[bool], list[float]]:
         low, high = row.ci_low_ha / whole, row.ci_high_ha / whole
         held.append(low <= truth <= high)
         widths.append((high - low) / truth if truth else np.nan)
-    return held, widths
+        names.append(row.class_name)
+    return held, widths, names
 
 
 def _classes(maps, truths, shares, n, per_stratum, reps):
@@ -138,10 +139,14 @@ def _classes(maps, truths, shares, n, per_stratum, reps):
         for method in METHODS:
             table = adjusted_areas(maps, labelled, method=method)
             whole = table.groupby(["site_id", "time"]).mapped_ha.transform("sum")
-            held, widths = _held(table, table.mapped_ha / whole >= 0.05, lambda row: shares[
+            held, widths, names = _held(table, table.mapped_ha / whole >= 0.05, lambda row: shares[
                 row.site_id, pd.Timestamp(row.time)]["class"][row.class_id])  # fmt: skip
             out[method]["classes"][0].extend(held)
             out[method]["classes"][1].extend(widths)
+            for h, w, name in zip(held, widths, names, strict=True):  # and class by class
+                cases = out[method].setdefault(f"classes: {name}", ([], []))
+                cases[0].append(h)
+                cases[1].append(w)
             footprint = adjusted_mining_area(maps, labelled, method=method)
             for row in footprint.itertuples():
                 truths_here = shares[row.site_id, pd.Timestamp(row.time)]
@@ -162,7 +167,7 @@ def _change(series, truths, change, n, per_stratum, reps):
         for method in METHODS:
             table = adjusted_areas(series, labelled, method=method)
             keep = table["class"].isin(["mining gain", "mining loss"])
-            held, widths = _held(table, keep, lambda row: change[row.site_id][row.class_name])
+            held, widths, _ = _held(table, keep, lambda row: change[row.site_id][row.class_name])
             out[method]["gain and loss"][0].extend(held)
             out[method]["gain and loss"][1].extend(widths)
     return out
@@ -192,10 +197,12 @@ def main() -> None:
                 found = {m: found[m] | _change(series, truths, change, n, per_stratum,
                                                args.reps)[m] for m in METHODS}  # fmt: skip
             for what in found["jeffreys"]:
+                if what.startswith("classes: ") and (name, n, per_stratum) != ("good", 300, 30):
+                    continue  # class by class at the demo's setting only
                 (hj, wj), (ho, wo) = found["jeffreys"][what], found["olofsson"][what]
                 mj, mo = np.nanmedian(wj), np.nanmedian(wo)
                 ratio = f"{mj / mo:.2f}" if mo else "— (zero-width)"
-                print(f"| {name} | {n} | {per_stratum} | {what} | {np.mean(hj):.1%} "
+                print(f"| {name} | {n} | {per_stratum} | {what} ({len(hj)}) | {np.mean(hj):.1%} "
                       f"| {np.mean(ho):.1%} | {mj:.3f} | {mo:.3f} | {ratio} |",
                       flush=True)  # fmt: skip
     print(

@@ -351,11 +351,14 @@ def demo_serve(path, host, stac_port, data_port, style) -> None:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
+    # Ctrl-C even where the shell or parent started us with SIGINT ignored (inherited across
+    # exec, and Python then installs no handler of its own)
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)  # `kill` stops the servers too, not only Ctrl-C
     signal.signal(signal.SIGHUP, stop)  # and so does closing the terminal
     with server:
-        click.echo(f"STAC API:  {server.stac_url}\nCOGs:      {server.data_url}\nCtrl-C stops.")
-        try:
+        try:  # a signal may come as soon as the addresses are out
+            click.echo(f"STAC API:  {server.stac_url}\nCOGs:      {server.data_url}\nCtrl-C stops.")
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:

@@ -521,7 +521,8 @@ def run(
 
 
 def _require_inputs(config: RunConfig) -> None:
-    """Refuse, before any search or build, a ``model:`` or ``labels:`` that is not there."""
+    """Refuse, before any search or build, a ``model:``, ``labels:`` or ``report.truth:`` that
+    is not there."""
     from minecube.models import _paths
     from minecube.store import _is_url
 
@@ -540,6 +541,9 @@ def _require_inputs(config: RunConfig) -> None:
             problems.append(f"labels: {str(labels)!r} is not a folder of <site_id>.gpkg files")
         elif not any(labels.glob("*.gpkg")):
             problems.append(f"labels: {str(labels)!r} holds no <site_id>.gpkg file")
+    truth = config.report.truth
+    if truth is not None and not Path(truth).is_dir():
+        problems.append(f"report.truth: {str(truth)!r} is not a folder of <site_id>/<year>.tif")
     if problems:
         raise ConfigError("the run cannot start:\n  " + "\n  ".join(problems))
 

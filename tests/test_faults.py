@@ -868,10 +868,12 @@ def test_missing_model_or_labels_paths_stop_a_run_before_any_search(tmp_path):
     from minecube.pipeline import ConfigError, run
 
     (tmp_path / "labels").mkdir()
-    config = {**_RUN, "model": str(tmp_path / "none"), "labels": str(tmp_path / "labels")}
+    config = {**_RUN, "model": str(tmp_path / "none"), "labels": str(tmp_path / "labels"),
+              "report": {"sample": 300, "truth": str(tmp_path / "truth")}}  # fmt: skip
     with pytest.raises(ConfigError, match=r"model: .*has no none.safetensors or none.json") as e:
         run(config, verbose=False)  # the catalogue (port 9) is never asked
     assert "holds no <site_id>.gpkg" in str(e.value)
+    assert "report.truth: " in str(e.value)
     assert list(tmp_path.iterdir()) == [tmp_path / "labels"]  # nothing written
 
 
