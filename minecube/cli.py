@@ -417,6 +417,22 @@ def _errors(debug: bool):
 
     from minecube.errors import MinecubeError, explain
 
+    def one_line(e: Exception) -> str:
+        if (known := explain(e)) is not None:  # object storage, a damaged chunk, a vector file
+            return redact(known)
+        if isinstance(e, MinecubeError | ValueError | KeyError | FileNotFoundError):
+            return redact(str(e))
+        if isinstance(e, OSError | TimeoutError | APIError):  # network, filesystem, scheduler
+            return (
+                f"{type(e).__name__}: {_first_line(e)}. "
+                "Check the path, the URL or the scheduler address and that it is reachable; "
+                "run again with `minecube --debug ...` for the traceback"
+            )
+        return (  # anything else: one line, redacted; --debug shows it all
+            f"{type(e).__name__}: {_first_line(e)} (an unexpected error; run again with "
+            "`minecube --debug ...` for the traceback, and report it if it is minecube's)"
+        )
+
     @contextlib.contextmanager
     def reported():
         try:
@@ -424,38 +440,11 @@ def _errors(debug: bool):
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as e:
-            if debug or (known := explain(e)) is None:
+            if debug:
                 raise
-            raise click.ClickException(redact(known)) from e
+            raise click.ClickException(one_line(e)) from e
 
-    @contextlib.contextmanager
-    def translated():
-        try:
-            with reported():
-                yield
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except (MinecubeError, ValueError, KeyError, FileNotFoundError) as e:
-            if debug:
-                raise
-            raise click.ClickException(redact(str(e))) from e
-        except (OSError, TimeoutError, APIError) as e:  # network, filesystem, scheduler
-            if debug:
-                raise
-            raise click.ClickException(
-                f"{type(e).__name__}: {_first_line(e)}. "
-                "Check the path, the URL or the scheduler address and that it is reachable; "
-                "run again with `minecube --debug ...` for the traceback"
-            ) from e
-        except Exception as e:  # anything else: one line, redacted; --debug shows it all
-            if debug:
-                raise
-            raise click.ClickException(
-                f"{type(e).__name__}: {_first_line(e)} (an unexpected error; run again with "
-                "`minecube --debug ...` for the traceback, and report it if it is minecube's)"
-            ) from e
-
-    return translated()
+    return reported()
 
 
 def _first_line(error: BaseException) -> str:

@@ -271,10 +271,10 @@ def degraded_periods(pred: xr.DataArray) -> dict[str, dict[str, str]]:
     return json.loads(record) if isinstance(record, str) else dict(record)
 
 
-def _degraded_rows(pred: xr.DataArray, times) -> np.ndarray:
-    """Whether each of ``times`` is a degraded period of ``pred``."""
+def _degraded_rows(pred: xr.DataArray) -> np.ndarray:
+    """Whether each period of ``pred`` is degraded."""
     bad = degraded_periods(pred)
-    return np.array([str(np.datetime64(t, "D")) in bad for t in times], dtype=bool)
+    return np.array([str(np.datetime64(t, "D")) in bad for t in pred.time.values], dtype=bool)
 
 
 def _tally(codes: xr.DataArray, weights: xr.DataArray, groups: int) -> xr.DataArray:
@@ -365,7 +365,7 @@ def class_areas(
         if not np.allclose(values.sum(axis=1), np.asarray(full.values), rtol=1e-9):
             _raise_unknown(site, [p], s)
         values = values / UNITS[units]
-        degraded = _degraded_rows(p, p.time.values)
+        degraded = _degraded_rows(p)
         for k, t in enumerate(p.time.values):
             frames.append(
                 pd.DataFrame(
@@ -527,7 +527,7 @@ def expansion(
         observed = total.to_numpy() / (total.to_numpy() + frame[f"unobserved_{units}"])
         frame["observed_pct"] = 100 * observed
         frame["reliable"] = observed >= min_observed
-        frame["degraded"] = _degraded_rows(p, p.time.values)
+        frame["degraded"] = _degraded_rows(p)
         _changes(frame, units)
         rows.append(frame)
         summaries.append(_summary(frame, site, units))
@@ -1466,7 +1466,8 @@ def _error_matrices(pred, sample_points, reference: str, schema, mining_classes=
     unsampled, small = [], []
     for m in _maps(pred, schema, periods, mining_classes):
         areas = _pixel_areas(m.grid)
-        mapped = np.array([areas[m.codes == c].sum() for c in m.ids])
+        strata = [m.codes == c for c in m.ids]
+        mapped = np.array([areas[stratum].sum() for stratum in strata])
         if not mapped.sum():
             continue
         on_map = _on_map(labelled, m)
@@ -1475,7 +1476,7 @@ def _error_matrices(pred, sample_points, reference: str, schema, mining_classes=
             unsampled.append(_map_name(m))
             continue
         counts = _counts(labelled[on_map], m, reference)
-        pixels = np.array([(m.codes == c).sum() for c in m.ids])
+        pixels = np.array([stratum.sum() for stratum in strata])
         n_i = counts.sum(axis=1)
         for name, n, need in zip(m.names, n_i, np.minimum(MIN_STRATUM, pixels), strict=True):
             if n < need:  # a stratum smaller than MIN_STRATUM pixels is sampled whole
@@ -1538,19 +1539,16 @@ def _on_map(labelled, m: _Map) -> np.ndarray:
 
 
 def _pixel_of(grid: xr.DataArray, x: np.ndarray, y: np.ndarray):
-    """(row, column, inside) of points on a north-up grid."""
-    xs, ys = np.asarray(grid.x, float), np.asarray(grid.y, float)
-    dx = abs(xs[1] - xs[0]) if len(xs) > 1 else 1.0
-    dy = abs(ys[1] - ys[0]) if len(ys) > 1 else 1.0
-    col = np.rint((x - xs[0]) / (xs[-1] - xs[0]) * (len(xs) - 1)) if len(xs) > 1 else 0 * x
-    row = np.rint((y - ys[0]) / (ys[-1] - ys[0]) * (len(ys) - 1)) if len(ys) > 1 else 0 * y
-    inside = (
-        (x >= xs.min() - dx / 2) & (x <= xs.max() + dx / 2)
-        & (y >= ys.min() - dy / 2) & (y <= ys.max() + dy / 2)
-    )  # fmt: skip
-    row = np.clip(np.nan_to_num(row), 0, len(ys) - 1).astype(int)
-    col = np.clip(np.nan_to_num(col), 0, len(xs) - 1).astype(int)
-    return row, col, inside
+    """(row, column) of the pixel nearest each point, as ``reference_from`` reads it, and
+    whether the point lies on that pixel (within half a pixel of its centre)."""
+    found = []
+    for dim, values in (("y", y), ("x", x)):
+        centres = grid.indexes[dim]
+        index = centres.get_indexer(values, method="nearest")
+        half = abs(centres[1] - centres[0]) / 2 if len(centres) > 1 else 0.5
+        found.append((index, np.abs(np.asarray(centres[index]) - values) <= half))
+    (row, on_row), (col, on_col) = found
+    return row, col, on_row & on_col
 
 
 def _counts(here, m: _Map, reference: str) -> np.ndarray:
