@@ -1,6 +1,6 @@
 """Coverage of the error-adjusted areas' 95 % intervals, by repeated sampling of the demo maps.
 
-Run after `make demo`: .venv/bin/python benchmarks/bench_intervals.py [--reps 20]
+Run after `make demo`: .venv/bin/python benchmarks/bench_intervals.py [--reps 20] [--prior 0.5 0.1]
 
 Draws many stratified samples (seeds 0 … reps-1) of every site-quarter observed at 80 % or more
 of the demo model's predictions (the *good* map) and of the same maps degraded (pits two pixels
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from minecube import stats
 from minecube.classes import DEFAULT_CLASSES
 from minecube.demo import open_world
 from minecube.report import open_all_predictions
@@ -178,7 +179,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20, help="samples per setting")
     parser.add_argument("--world", default="demo-world")
     parser.add_argument("--predictions", default="demo-output/predictions.zarr")
+    parser.add_argument("--prior", type=float, nargs="*", help="sensitivity: each parameter "
+                        "of the Beta prior of a class's own strata (default ½), at the demo's "
+                        "setting only (good map, n = 300, 30 per stratum)")  # fmt: skip
     args = parser.parse_args()
+    if args.prior:
+        _sensitivity(args)
+        return
     warnings.simplefilter("ignore", SampleSizeWarning)  # small strata are the point here
     world = open_world(args.world)
     good, poor, truths, series = _maps(world, args.predictions)
@@ -209,6 +216,22 @@ def main() -> None:
         f"\n{len(good)} sites; {time.perf_counter() - start:.0f} s; widths are medians of "
         "(high − low) / true area; coverage counts (site, period, class) cases"
     )
+
+
+def _sensitivity(args) -> None:
+    """Coverage and width class by class on the same samples, for each prior of --prior."""
+    warnings.simplefilter("ignore", SampleSizeWarning)
+    world = open_world(args.world)
+    good, _, truths, _ = _maps(world, args.predictions)
+    shares = _true_shares(good, truths)
+    print("| own-strata prior | areas | coverage jeffreys | width jeffreys (× truth) |")
+    print("|---|---|---|---|")
+    for prior in args.prior:
+        stats._OWN_PRIOR = prior
+        found = _classes(good, truths, shares, 300, 30, args.reps)["jeffreys"]
+        for what, (held, widths) in sorted(found.items()):
+            print(f"| Beta({prior:g}, {prior:g}) | {what} ({len(held)}) | {np.mean(held):.1%} "
+                  f"| {np.nanmedian(widths):.3f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1614,6 +1614,10 @@ def _stratified(w: np.ndarray, rows: np.ndarray, n_i: np.ndarray):
 _DRAWS = 20_000
 """Posterior draws per map for the Jeffreys intervals: the Monte Carlo error of a 95 % bound
 is then well under 1 % of the interval's width."""
+_OWN_PRIOR = 0.5
+"""Each parameter of the Beta prior shared by a class's own strata: Jeffreys' ½, as for the
+other strata. ``benchmarks/bench_intervals.py --prior`` measures what a weaker one does
+to coverage (docs/analytics.md: the mining classes' coverage falls to 75–80 % at 0.05)."""
 
 
 def _interval(w, rows, n_i, method: Method, rng, own=None):
@@ -1640,7 +1644,8 @@ def _interval(w, rows, n_i, method: Method, rng, own=None):
     n = np.broadcast_to(n_i[:, None], rows.shape).astype(float)
     sampled = n > 0
     group = np.where(own, (n * own).sum(axis=0), (n * ~own).sum(axis=0))  # points per group
-    prior = 0.5 * n / np.where(group > 0, group, 1.0)  # Beta(½, ½) per group, split by points
+    mass = np.where(own, _OWN_PRIOR, 0.5)  # Beta(½, ½) per group, split by points
+    prior = mass * n / np.where(group > 0, group, 1.0)
     k = rows * n
     # a stratum not sampled may hold any share of a class: its prior alone, Jeffreys'
     a, b = np.where(sampled, k + prior, 0.5), np.where(sampled, n - k + prior, 0.5)
