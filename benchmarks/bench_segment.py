@@ -1,7 +1,8 @@
 """segment() end to end against the bare model on the same batches, in one run.
 
-* bare: the model's forward pass (+ softmax) on pre-built tensors of ``batch_size`` chips of the
-  same size as segment() uses, already normalised, in memory — nothing else;
+* bare: the model's forward pass (+ softmax) on pre-built tensors of chips of the same size as
+  segment() uses, already normalised, in memory, in batches as segment() runs them (one chip
+  at a time on the CPU, ``batch_size`` on a GPU) — nothing else;
 * segment: ``segment_to_zarr`` from a cube stored in Zarr to predictions in Zarr: reading,
   NDVI/normalisation, chips by xbatcher, batches, cosine blending over the overlap, the fold of
   the halos, uint8 labels, writing.
@@ -9,9 +10,13 @@
 Output px/s ÷ bare px/s is the throughput ratio (goal ≥ 0.9 with overlap). Each measurement
 runs in its own process, so its peak RSS (goal: flat as the area grows 1×, 4×, 16×) is its own.
 The threaded scheduler is compared with a LocalCluster(processes=True), with and without
-segment()'s fix for distributed's MALLOC_TRIM_THRESHOLD_.
+segment()'s fix for distributed's MALLOC_TRIM_THRESHOLD_. Last, a per-stage table of the 4×
+cube on the threaded scheduler: reading the features, normalising, the forward pass, blending
+into the accumulators, the arg-max of a block's own pixels (finish), the fold of its borders,
+and writing Zarr (seconds summed over threads, and shares of their sum).
 
-Run: .venv/bin/python benchmarks/bench_segment.py [--device cuda] [--base 1024] [--batch-size 2]
+Run: .venv/bin/python benchmarks/bench_segment.py [--device cuda] [--base 1024] [--batch-size 8]
+[--quick]. Another commit's segment() against the same script: PYTHONPATH=<its checkout> first.
 """
 
 from __future__ import annotations
@@ -77,32 +82,19 @@ def _peak_mb() -> float:
 def _case(args) -> dict:
     """One measurement, in this process."""
     import dask
-    import torch
     import xarray as xr
 
-    from minecube.segment import _axis, segment, segment_to_zarr
+    from minecube.segment import segment, segment_to_zarr
 
     cube = xr.open_zarr(args.cube, decode_coords="all")
     pixels = cube.sizes["time"] * cube.sizes["y"] * cube.sizes["x"]
-    if args.case == "bare":
-        from minecube.models import load
-
-        model = load(args.model, device=args.device)
-        size = _axis(cube.sizes["y"], None, 32, None, model.stride).size
-        n = -(-pixels // (size * size))  # as many chip pixels as the cube has
-        x = torch.randn(args.batch_size, 4, size, size, device=args.device)
-        with torch.inference_mode():
-            model(x).softmax(1)  # warm-up
-            t0 = time.perf_counter()
-            for _ in range(-(-n // args.batch_size)):
-                out = model(x).softmax(1).cpu().numpy()
-            seconds = time.perf_counter() - t0
-        chip_px = -(-n // args.batch_size) * args.batch_size * size * size
-        del out
-        return {"px_s": chip_px / seconds, "seconds": seconds, "chip": size, "peak_mb": _peak_mb()}
+    if args.case == "ratio":
+        return _alternate(args, cube, pixels)
     store = Path(args.cube).with_name(f"pred-{Path(args.cube).stem}-{args.case}.zarr")
     kwargs = {"batch_size": args.batch_size, "device": args.device, "progress": False}
     segment(cube.isel(time=[0], y=slice(0, 64), x=slice(0, 64)), args.model).compute()  # warm
+    if args.case == "stages":
+        return _stages(cube, store, args.model, kwargs)
     if args.case == "threads":
         t0 = time.perf_counter()
         with dask.config.set(scheduler="threads"):
@@ -129,6 +121,75 @@ def _case(args) -> dict:
     return {"px_s": pixels / seconds, "seconds": seconds, "peak_mb": _peak_mb(), "px": pixels}
 
 
+def _bare(model, size: int, batch: int, device: str, chips: int) -> float:
+    """Seconds of the bare forward pass (+ softmax, to the host) over ``chips`` chips."""
+    import torch
+
+    x = torch.randn(batch, 4, size, size, device=device)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for _ in range(-(-chips // batch)):
+            model(x).softmax(1).cpu().numpy()
+        return time.perf_counter() - t0
+
+
+def _alternate(args, cube, pixels: int, repeats: int = 3) -> dict:
+    """The bare model and segment_to_zarr, in turn ``repeats`` times in this process (the
+    machine's speed drifts between runs): their medians' ratio. The bare rate is measured
+    on up to 8 chips per turn; segment() runs chips one at a time on the CPU, so does bare."""
+    import dask
+    import numpy as np
+
+    from minecube.models import load
+    from minecube.segment import _axis, segment, segment_to_zarr
+
+    model = load(args.model, device=args.device)
+    size = _axis(cube.sizes["y"], None, 32, None, model.stride).size
+    batch = 1 if args.device == "cpu" else args.batch_size
+    chips = min(8 * batch, -(-pixels // (size * size)))
+    _bare(model, size, batch, args.device, batch)  # warm-up
+    kwargs = {"batch_size": args.batch_size, "device": args.device, "progress": False}
+    bare, seg, memory = [], [], []
+    for i in range(repeats):
+        chip_px = -(-chips // batch) * batch * size * size
+        bare.append(chip_px / _bare(model, size, batch, args.device, chips))
+        store = Path(args.cube).with_name(f"pred-{Path(args.cube).stem}-{i}.zarr")
+        with dask.config.set(scheduler="threads"):
+            t0 = time.perf_counter()
+            segment_to_zarr(cube, args.model, store, group="g", **kwargs)
+            seg.append(pixels / (time.perf_counter() - t0))
+            t0 = time.perf_counter()  # the same, computed in memory: no store's fixed cost
+            segment(cube, args.model, batch_size=args.batch_size, device=args.device).compute()
+            memory.append(pixels / (time.perf_counter() - t0))
+    return {"bare_px_s": float(np.median(bare)), "px_s": float(np.median(seg)), "chip": size,
+            "memory_px_s": float(np.median(memory)),
+            "ratios": [s / b for s, b in zip(seg, bare, strict=True)]}  # fmt: skip
+
+
+def _stages(cube, store: Path, model: str, kwargs: dict) -> dict:
+    """Seconds per stage of one segment_to_zarr on the threaded scheduler (summed over its
+    threads): reading and features alone, segment()'s own stages, and writing (the call's
+    time less that of the same segment() computed in memory)."""
+    import dask
+
+    import minecube.segment as ms
+
+    with dask.config.set(scheduler="threads"):
+        t0 = time.perf_counter()
+        ms._cube_features(cube, ("red", "green", "blue", "nir")).compute()
+        read = time.perf_counter() - t0
+        ms._STAGES = {}
+        t0 = time.perf_counter()
+        ms.segment(cube, model, **{k: v for k, v in kwargs.items() if k != "progress"}).compute()
+        memory = time.perf_counter() - t0
+        stages = dict(ms._STAGES)
+        ms._STAGES = None
+        t0 = time.perf_counter()
+        ms.segment_to_zarr(cube, model, store, group="g", **kwargs)
+        whole = time.perf_counter() - t0
+    return {"read": read, **stages, "write": max(0.0, whole - memory), "wall": whole}
+
+
 def _disable_malloc_fix() -> None:
     import minecube.segment
 
@@ -149,7 +210,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--base", type=int, default=1024, help="side of the 1× cube, px")
     parser.add_argument("--periods", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8, help="segment()'s default")
+    parser.add_argument("--quick", action="store_true", help="the 1× cube only: its ratios")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--cube", help=argparse.SUPPRESS)
@@ -169,20 +231,24 @@ def main() -> None:
               f"{torch.__version__}, batch size {args.batch_size}, FPN-ResNet-18, 4 bands, "
               f"{args.periods} period(s), overlap 32 px, blend cosine\n")  # fmt: skip
         print("| area | pixels | chip | bare Mpx/s | segment Mpx/s | km²/s at 10 m | ratio "
-              "| bare MB | segment MB |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| ratio of each turn | in memory: ratio | segment MB |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|")
         peaks = {}
-        for scale in (1, 2, 4):
+        for scale in (1,) if args.quick else (1, 2, 4):
             side = args.base * scale
             cube = _cube(folder, side, args.periods)
-            bare = _run(case="bare", cube=cube, **common)
-            seg = _run(case="threads", cube=cube, **common)
+            both = _run(case="ratio", cube=cube, **common)
+            seg = _run(case="threads", cube=cube, **common)  # alone: its own peak memory
             peaks[scale] = seg["peak_mb"]
+            turns = " ".join(f"{r:.2f}" for r in both["ratios"])
             print(
-                f"| {scale * scale}× | {side}² | {bare['chip']}² | {bare['px_s'] / 1e6:.2f} | "
-                f"{seg['px_s'] / 1e6:.2f} | {seg['px_s'] * 1e-4:.1f} | "
-                f"{seg['px_s'] / bare['px_s']:.2f} | {bare['peak_mb']:.0f} | {seg['peak_mb']:.0f} |"
+                f"| {scale * scale}× | {side}² | {both['chip']}² | "
+                f"{both['bare_px_s'] / 1e6:.2f} | {both['px_s'] / 1e6:.2f} | "
+                f"{both['px_s'] * 1e-4:.1f} | {both['px_s'] / both['bare_px_s']:.2f} | {turns} "
+                f"| {both['memory_px_s'] / both['bare_px_s']:.2f} | {seg['peak_mb']:.0f} |"
             )
+            if args.quick:
+                return
             if scale == 4:
                 cluster = {c: _run(case=c, cube=cube, **common)
                            for c in ("cluster", "cluster-no-fix")}  # fmt: skip
@@ -198,6 +264,19 @@ def main() -> None:
         for label, r in rows:
             print(f"| {label} | {r['seconds']:.1f} | {r['px_s'] / 1e6:.2f} | "
                   f"{r['px_s'] / threads['px_s']:.2f} |")  # fmt: skip
+        _print_stages(_run(case="stages", cube=_cube(folder, 2 * args.base, args.periods),
+                           **common), 2 * args.base)  # fmt: skip
+
+
+def _print_stages(found: dict, side: int) -> None:
+    wall = found.pop("wall")
+    total = sum(found.values())
+    print(f"\nstages at 4× ({side}², threaded scheduler; segment_to_zarr took {wall:.2f} s):")
+    print("| stage | seconds | share |")
+    print("|---|---|---|")
+    for name in ("read", "normalise", "forward", "blend", "finish", "fold", "write"):
+        seconds = found.get(name, 0.0)
+        print(f"| {name} | {seconds:.2f} | {seconds / total:.1%} |")
 
 
 if __name__ == "__main__":

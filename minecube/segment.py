@@ -264,31 +264,94 @@ def _d4_forward(model: Segmenter, x, tta: str | None):
     return total / 8
 
 
-def _predict(model: Segmenter, chips: np.ndarray, batch_size: int, tta: str | None) -> np.ndarray:
-    """Softmax probabilities of (N, C[, T], H, W) chips, ``batch_size`` at a time on a GPU."""
+def _predict(model: Segmenter, batch, tta: str | None, batch_size: int):
+    """Softmax probabilities (float32, on the model's device) of a batch of (N, C[, T], H, W)
+    chips already on that device. On a GPU, a short batch is padded to ``batch_size``."""
     import torch
 
-    device = next(model.parameters()).device
-    if device.type == "cpu":  # one chip at a time: CPU kernels gain little from batches, and
-        batch_size = 1  # their sums can depend on the batch, which depends on the blocks
-    serial = device.type == "cuda" or not _in_worker()
+    device = batch.device
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     dtype = torch.bfloat16 if bf16 else torch.float16
-    out = []
-    with _FORWARD if serial else contextlib.nullcontext(), torch.inference_mode():
-        for i in range(0, len(chips), batch_size):
-            batch = np.ascontiguousarray(chips[i : i + batch_size])
-            n = len(batch)
-            if device.type == "cuda" and n < batch_size:
-                # every batch the same shape, so that the kernels chosen, and a chip's result,
-                # do not depend on how many chips the block happened to have left
-                batch = np.concatenate(
-                    [batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)]
-                )
-            x = torch.from_numpy(batch).to(device)
-            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-                out.append(_d4_forward(model, x, tta)[:n].float().cpu().numpy())
-    return np.concatenate(out)
+    n = len(batch)
+    if device.type == "cuda" and n < batch_size:
+        # every batch the same shape, so that the kernels chosen, and a chip's result, do not
+        # depend on how many chips the block happened to have left
+        batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+    with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+        return _d4_forward(model, batch, tta)[:n].float()
+
+
+def _turn(device) -> contextlib.AbstractContextManager:
+    """A block's work on the device, from its features in to its uint8 out, in turn with the
+    other blocks' outside dask.distributed workers (threads of one process, or on a GPU):
+    torch's kernels use all cores, and two threads' kernels at once would oversubscribe them."""
+    serial = device.type == "cuda" or not _in_worker()
+    return _FORWARD if serial else contextlib.nullcontext()
+
+
+_STAGES: dict[str, float] | None = None
+"""Seconds spent in each stage of pass 1 and 2, summed over blocks and threads, while a
+benchmark collects them (``benchmarks/bench_segment.py --stages``); ``None``: not collected."""
+
+
+@contextlib.contextmanager
+def _stage(name: str, device=None):
+    """Add the time of the block of code to ``_STAGES[name]`` (after the device's queued work)."""
+    if _STAGES is None:
+        yield
+        return
+    t0 = time.perf_counter()
+    yield
+    if device is not None and device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+    with _LOCK:
+        _STAGES[name] = _STAGES.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _canvas(x: np.ndarray, ok: np.ndarray, mean, std, shape, origin, device):
+    """The block's features, normalised, on ``device`` in a zeroed canvas of ``shape`` (y, x)
+    at ``origin``, and where they are valid: one transfer in, the arithmetic on the device."""
+    import torch
+
+    (ny, nx), (oy, ox), (hy, hx) = shape, origin, x.shape[-2:]
+    features = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
+    ok_t = torch.from_numpy(ok).to(device)
+    mean_t, std_t = (torch.from_numpy(np.asarray(v, np.float32)).to(device) for v in (mean, std))
+    data = torch.zeros((*x.shape[:2], ny, nx), dtype=torch.float32, device=device)
+    valid = torch.zeros((x.shape[0], ny, nx), dtype=torch.bool, device=device)
+    # out of place: on the CPU ``features`` shares memory with the dask block
+    normalised = (features - mean_t) / std_t
+    data[..., oy : oy + hy, ox : ox + hx] = normalised.where(ok_t[:, None], 0.0)
+    valid[:, oy : oy + hy, ox : ox + hx] = ok_t
+    return data, valid
+
+
+def _chip_jobs(ok: np.ndarray, ay: _Axis, ax: _Axis, origin, shape) -> list[tuple[int, int, int]]:
+    """(period, chip row, chip column) of every chip with an observed pixel, row-major over the
+    chip grid, cut by xbatcher from the canvas of the block's validity."""
+    import xarray as xr
+    import xbatcher
+
+    (oy, ox), (ny, nx), (hy, hx) = origin, shape, ok.shape[-2:]
+    valid = np.zeros((ok.shape[0], ny, nx), bool)
+    valid[:, oy : oy + hy, ox : ox + hx] = ok
+    canvas = xr.Dataset(
+        {"valid": (("time", "y", "x"), valid)},
+        coords={"y": np.arange(ny), "x": np.arange(nx)},
+    )
+    chips = xbatcher.BatchGenerator(  # whole periods, windows over y and x
+        canvas,
+        input_dims={"time": ok.shape[0], "y": ay.size, "x": ax.size},
+        input_overlap={"y": ay.overlap, "x": ax.overlap},
+    )
+    jobs = []
+    for chip in chips:
+        seen = chip["valid"].values.any(axis=(1, 2))
+        cy, cx = int(chip.y[0]), int(chip.x[0])
+        jobs += [(t, cy, cx) for t in np.flatnonzero(seen)]  # else: no weight in the chip
+    return jobs
 
 
 def _chip_block(
@@ -305,76 +368,80 @@ def _chip_block(
     batch_size: int,
     tta: str | None,
     device: str,
-    finish: Callable[[np.ndarray], np.ndarray],
+    finish: Callable,
     block_id: tuple[int, ...],
 ) -> np.ndarray:
     """Pass 1: (T, C, y + halo, x + halo) features → a :class:`_Block` (in a 1 × 1 × 1 × 1
     object array): the block's output as far as its own chips decide it, and its accumulator
-    strips along the sides that have a neighbour."""
-    import xarray as xr
-    import xbatcher
+    strips along the sides that have a neighbour. Normalising, blending, accumulating and the
+    arg-max run as tensors on the model's device; only the uint8 output and the thin strips
+    come back."""
+    import torch
 
     iy, ix = block_id[-2], block_id[-1]
     times = x.shape[0]
-    ny, oy = ay.canvas(iy)
-    nx, ox = ax.canvas(ix)
-    hy, hx = x.shape[-2:]
-    ok = np.isfinite(x).all(axis=1)
-    data = np.zeros((times, x.shape[1], ny, nx), np.float32)
-    valid = np.zeros((times, ny, nx), bool)
-    data[..., oy : oy + hy, ox : ox + hx] = np.where(ok[:, None], (x - mean) / std, 0)
-    valid[:, oy : oy + hy, ox : ox + hx] = ok
+    (ny, oy), (nx, ox) = ay.canvas(iy), ax.canvas(ix)
     ext_y = ay.cuts[iy + 1] - ay.cuts[iy] + 2 * ay.halo
     ext_x = ax.cuts[ix + 1] - ax.cuts[ix] + 2 * ax.halo
-    acc = np.zeros((times, classes + 1, ny, nx), np.int32)
-    if not valid.any():
-        return _Block.of(acc[..., :ext_y, :ext_x], ay, ax, iy, ix, finish)
+    ok = np.isfinite(x).all(axis=1)
+    if not ok.any():
+        empty = torch.zeros((times, classes + 1, ext_y, ext_x), dtype=torch.int32)
+        return _Block.of(empty, ay, ax, iy, ix, finish)
     _prepare_process()
     model = _model_for(ref, device)
-    block = xr.Dataset(
-        {"image": (("time", "channel", "y", "x"), data)},
-        coords={"y": np.arange(ny), "x": np.arange(nx)},
-    )
-    chips = xbatcher.BatchGenerator(  # whole periods and channels, windows over y and x
-        block,
-        input_dims={"time": times, "channel": data.shape[1], "y": ay.size, "x": ax.size},
-        input_overlap={"y": ay.overlap, "x": ax.overlap},
-    )
+    dev = next(model.parameters()).device
+    jobs = _chip_jobs(ok, ay, ax, (oy, ox), (ny, nx))
     weight = np.outer(ay.window(blend), ax.window(blend)).astype(np.float32) * _SCALE
-    jobs, inputs = [], []
-    for chip in chips:  # row-major over the chip grid
-        cy, cx = int(chip.y[0]), int(chip.x[0])
-        image, seen = chip["image"].values, valid[:, cy : cy + ay.size, cx : cx + ax.size]
-        for t in range(times):
-            if not seen[t].any():
-                continue  # nothing observed: no weight anywhere in the chip
-            if frames > 1:  # the period and the frames - 1 before it, the first repeated
-                before = [max(0, t - frames + 1 + j) for j in range(frames)]
-                inputs.append(np.moveaxis(image[before], 0, 1))
-            else:
-                inputs.append(image[t])
-            jobs.append((t, cy, cx, seen[t]))
-    if jobs:
-        probs = _predict(model, np.stack(inputs), batch_size, tta)
-        for (t, cy, cx, seen), p in zip(jobs, probs, strict=True):
-            w = weight * seen  # float32, fixed-point scale
-            window = acc[t, :, cy : cy + ay.size, cx : cx + ax.size]
-            window[:classes] += np.rint(p * w).astype(np.int32)
-            window[classes] += np.rint(w).astype(np.int32)
-    # the canvas starts h px before the block and reaches at least h px past it
-    return _Block.of(acc[..., :ext_y, :ext_x], ay, ax, iy, ix, finish)
+    # one chip at a time on the CPU: its kernels gain little from batches, and their sums can
+    # depend on the batch, which depends on the blocks
+    step = 1 if dev.type == "cpu" else batch_size
+    with _turn(dev), torch.inference_mode():
+        with _stage("normalise", dev):
+            data, valid = _canvas(x, ok, mean, std, (ny, nx), (oy, ox), dev)
+            weight = torch.from_numpy(weight).to(dev)
+            acc = torch.zeros((times, classes + 1, ny, nx), dtype=torch.int32, device=dev)
+        for i in range(0, len(jobs), step):
+            batch = jobs[i : i + step]
+            with _stage("forward", dev):
+                chips = torch.stack([_chip_input(data, t, cy, cx, ay, ax, frames)
+                                     for t, cy, cx in batch])  # fmt: skip
+                probs = _predict(model, chips, tta, batch_size)
+            with _stage("blend", dev):
+                for (t, cy, cx), p in zip(batch, probs, strict=True):
+                    ys, xs = np.s_[cy : cy + ay.size], np.s_[cx : cx + ax.size]
+                    w = weight * valid[t, ys, xs]  # float32, fixed-point scale
+                    acc[t, :classes, ys, xs] += p.mul_(w).round_().to(torch.int32)
+                    acc[t, classes, ys, xs] += w.round_().to(torch.int32)
+        # the canvas starts h px before the block and reaches at least h px past it
+        with _stage("finish", dev):
+            return _Block.of(acc[..., :ext_y, :ext_x], ay, ax, iy, ix, finish)
 
 
-def _finish(a: np.ndarray, *, classes: int, kind: Output, lut: np.ndarray, nodata: int):
-    """(T, classes + 1, y, x) accumulators → uint8 labels (T, y, x) or probabilities."""
+def _chip_input(data, t: int, cy: int, cx: int, ay: _Axis, ax: _Axis, frames: int):
+    """One chip of the canvas: (C, H, W), or (C, frames, H, W) with the period and the
+    ``frames`` − 1 before it (the first repeated)."""
+    window = np.s_[..., cy : cy + ay.size, cx : cx + ax.size]
+    if frames == 1:
+        return data[t][window]
+    before = [max(0, t - frames + 1 + j) for j in range(frames)]
+    return data[before][window].movedim(0, 1)
+
+
+def _finish(a, *, classes: int, kind: Output, lut: np.ndarray, nodata: int) -> np.ndarray:
+    """(T, classes + 1, y, x) accumulators (a tensor, on any device) → uint8 labels (T, y, x)
+    or probabilities, as numpy: the only transfer out of a block."""
+    import torch
+
     weight = a[:, classes]
     seen = weight > 0
     if kind == "labels":
-        labels = lut[np.argmax(a[:, :classes], axis=1)]
-        return np.where(seen, labels, nodata).astype(np.uint8)
-    p = a[:, :classes] / np.where(seen, weight, 1)[:, None]
-    q = np.rint(p * (_PROBABILITY_NODATA - 1)).astype(np.uint8)
-    return np.where(seen[:, None], q, _PROBABILITY_NODATA).astype(np.uint8)
+        # the classes last and contiguous: a strided arg-max over dim 1 is ~8× slower
+        best = a[:, :classes].permute(0, 2, 3, 1).contiguous().argmax(-1)
+        labels = torch.from_numpy(lut).to(a.device)[best]
+        return labels.masked_fill_(~seen, nodata).cpu().numpy()
+    p = a[:, :classes].double() / weight.where(seen, 1)[:, None]
+    q = p.mul_(_PROBABILITY_NODATA - 1).round_().to(torch.uint8)
+    return q.masked_fill_(~seen[:, None], _PROBABILITY_NODATA).cpu().numpy()
 
 
 @dataclass
@@ -397,7 +464,8 @@ class _Block:
             "left": (ix > 0, np.s_[..., :, : 2 * w]),
             "right": (ix < len(ax.chunks) - 1, np.s_[..., :, ext.shape[-1] - 2 * w :]),
         }
-        strips = {k: ext[cut].copy() for k, (present, cut) in sides.items() if present}
+        strips = {k: ext[cut].cpu().numpy().copy() for k, (present, cut) in sides.items()
+                  if present}  # fmt: skip
         block = cls(finish(ext[..., h : h + cy, w : w + cx]), strips, (cy, cx))
         holder = np.empty((1, 1, 1, 1), dtype=object)
         holder[0, 0, 0, 0] = block
@@ -412,6 +480,13 @@ def _fold(own: np.ndarray, *neighbours: np.ndarray | None, h: int, w: int, finis
     block: _Block = own[0, 0, 0, 0]
     if not block.strips:
         return block.out
+    with _stage("fold"):
+        return _folded(block, neighbours, h, w, finish)
+
+
+def _folded(block: _Block, neighbours, h: int, w: int, finish) -> np.ndarray:
+    import torch
+
     cy, cx = block.core
     s = block.strips
     acc = np.zeros((*s[next(iter(s))].shape[:2], cy, cx), np.int32)
@@ -441,11 +516,12 @@ def _fold(own: np.ndarray, *neighbours: np.ndarray | None, h: int, w: int, finis
         ours_x = {-1: np.s_[:w], 0: np.s_[:], 1: np.s_[cx - w :]}[dx]
         acc[..., ours_y, ours_x] += strip[..., rows, cols]
     out = block.out.copy()
-    ring = finish(acc)
+    # only the border ring is finished (the arg-max is per pixel); np.zeros left the rest
+    # of the accumulators untouched
     for side, cut in (("top", np.s_[..., :h, :]), ("bottom", np.s_[..., cy - h :, :]),
                       ("left", np.s_[..., :w]), ("right", np.s_[..., cx - w :])):  # fmt: skip
         if side in s:
-            out[cut] = ring[cut]
+            out[cut] = finish(torch.from_numpy(np.ascontiguousarray(acc[cut])))
     return out
 
 
@@ -461,9 +537,16 @@ def _reference(model: str | os.PathLike | Segmenter) -> tuple[str | Segmenter, S
                 "minecube.train.fit or minecube.models.load, or its checkpoint path"
             )
         return model, model
-    loaded = load(model)  # fails here, not in a worker, for a missing or corrupt checkpoint
     weights, _ = _paths(model)
-    return (weights if isinstance(weights, str) else str(weights.resolve())), loaded
+    ref = weights if isinstance(weights, str) else str(weights.resolve())
+    try:
+        version = _version(ref)
+    except OSError:  # missing: load says so, naming both files
+        version = None
+    # fails here, not in a worker, for a missing or corrupt checkpoint; read once per process
+    # and version, as the tasks read it (a site after site of a run costs no reload)
+    loaded = load(model) if version is None else _cached(ref, version, "cpu")
+    return ref, loaded
 
 
 def _cube_features(cube: xr.Dataset | xr.DataArray, bands: tuple[str, ...]) -> xr.DataArray:
