@@ -20,6 +20,7 @@ __all__ = [
     "BACKGROUND",
     "DEFAULT_CLASSES",
     "IGNORE_INDEX",
+    "NODATA_FLAG",
     "ClassSchema",
     "LandCoverClass",
     "read_schema",
@@ -27,6 +28,8 @@ __all__ = [
 
 IGNORE_INDEX = 255
 """Training-target value of pixels without a label; losses and metrics skip it."""
+NODATA_FLAG = "no_data"
+"""The CF flag meaning of the no-label value in stored rasters (:meth:`ClassSchema.cf_attrs`)."""
 
 
 @dataclass(frozen=True)
@@ -151,14 +154,27 @@ class ClassSchema:
         lut[: len(self)] = self.ids
         return lut[np.asarray(index).astype(np.uint8, copy=False)]
 
-    def cf_attrs(self) -> dict[str, Any]:
-        """CF ``flag_values``/``flag_meanings`` attributes of a class-id raster."""
+    def cf_attrs(self, *, nodata_flag: bool = False) -> dict[str, Any]:
+        """CF ``flag_values``/``flag_meanings`` attributes of a class-id raster.
+
+        With ``nodata_flag``, the no-label value is the first flag, ``no_data``, and also the
+        ``nodata`` attribute (rioxarray reads it): what a stored raster carries, so that plain
+        xarray reads it as integer classes (no ``_FillValue`` mask turning it into floats) and
+        still knows what every value means. :meth:`from_cf_attrs` reads both forms.
+
+        >>> DEFAULT_CLASSES.cf_attrs(nodata_flag=True)["flag_meanings"].split()[:2]
+        ['no_data', 'open_pit']
+        """
+        flags = [(c.id, c.name, c.colour) for c in self.classes]
+        if nodata_flag:
+            flags.insert(0, (self.nodata, NODATA_FLAG, "#00000000"))
+        ids, names, colours = zip(*flags, strict=True)
         return {
-            "flag_values": self.ids,
-            "flag_meanings": " ".join(self.names),
-            "flag_colors": " ".join(c.colour for c in self.classes),
+            "flag_values": list(ids),
+            "flag_meanings": " ".join(names),
+            "flag_colors": " ".join(colours),
             "mining_classes": " ".join(c.name for c in self.mining),
-        }
+        } | ({"nodata": self.nodata} if nodata_flag else {})
 
     @classmethod
     def from_cf_attrs(cls, attrs: dict[str, Any], *, nodata: int | None = None) -> ClassSchema:
@@ -168,6 +184,8 @@ class ClassSchema:
         ``ValueError`` when the attributes have no ``flag_values``/``flag_meanings``.
 
         >>> ClassSchema.from_cf_attrs(DEFAULT_CLASSES.cf_attrs()) == DEFAULT_CLASSES
+        True
+        >>> ClassSchema.from_cf_attrs(DEFAULT_CLASSES.cf_attrs(nodata_flag=True)) == DEFAULT_CLASSES
         True
         """
         if "flag_values" not in attrs or "flag_meanings" not in attrs:
@@ -183,14 +201,17 @@ class ClassSchema:
             raise ValueError(
                 f"flag_values {ids} and flag_meanings {names} (and flag_colors) differ in length"
             )
+        flags = list(zip(ids, names, colours, strict=True))
+        flagged = [i for i, n, _ in flags if n == NODATA_FLAG]  # cf_attrs(nodata_flag=True)
         known = {c.name: c.description for c in DEFAULT_CLASSES}
         classes = tuple(
             LandCoverClass(i, n, c, n in mining, known.get(n, ""))
-            for i, n, c in zip(ids, names, colours, strict=True)
+            for i, n, c in flags
+            if n != NODATA_FLAG
         )
         if nodata is None:
-            nodata = int(attrs.get("_FillValue", attrs.get("nodata", 0)))
-        return cls(classes, nodata=nodata)
+            nodata = flagged[0] if flagged else attrs.get("_FillValue", attrs.get("nodata", 0))
+        return cls(classes, nodata=int(nodata))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"nodata": self.nodata, "classes": [asdict(c) for c in self.classes]}

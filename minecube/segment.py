@@ -981,8 +981,11 @@ def _write_predictions(
         )
     if stored != fingerprint:
         manifest = stores.clear_group(store, group, manifest)
-        attrs = {**pred.attrs, "model": fingerprint["model"]}
-        encoding = {**pred.encoding, "_FillValue": attrs.pop("_FillValue")}
+        # the nodata value as a CF flag, not a _FillValue: plain xarray keeps uint8 classes;
+        # spatial_ref named a coordinate (xarray leaves out a grid_mapping's variable)
+        attrs = _stored_attrs(pred) | {"model": fingerprint["model"], "coordinates": "spatial_ref"}
+        fill = attrs.pop("_FillValue") if "flag_values" not in attrs else None
+        encoding = {**pred.encoding, "_FillValue": fill}
         encoding["chunks"] = tuple(c[0] for c in pred.chunks)  # one Zarr chunk per region
         from zarr.codecs import Crc32cCodec, ZstdCodec
 
@@ -1120,6 +1123,33 @@ def open_predictions(store: str | os.PathLike, group: str) -> xr.DataArray:
     ds = xr.open_zarr(
         store, group=group, decode_coords="all", mask_and_scale=False, consolidated=False
     )
-    pred = ds[attrs["minecube:segment"]["name"]]
+    pred = _in_memory(ds[attrs["minecube:segment"]["name"]])
     pred.attrs.setdefault("site_id", group)
     return pred
+
+
+def _stored_attrs(pred: xr.DataArray) -> dict:
+    """Attributes of labels as stored: the no-label value as the first CF flag (``no_data``)
+    and ``nodata``, not as ``_FillValue``, so that ``xr.open_zarr`` reads uint8 classes and
+    every value's meaning. Probabilities keep their ``_FillValue`` and scale: plain xarray
+    decodes them to floats in [0, 1]."""
+    attrs = dict(pred.attrs)
+    if "flag_values" not in attrs:
+        return attrs
+    from minecube.classes import ClassSchema
+
+    nodata = int(attrs.pop("_FillValue"))
+    return attrs | ClassSchema.from_cf_attrs(attrs, nodata=nodata).cf_attrs(nodata_flag=True)
+
+
+def _in_memory(pred: xr.DataArray) -> xr.DataArray:
+    """Stored labels as segment() returns them: the classes as flags, nodata as _FillValue
+    (stores written before the no_data flag already are)."""
+    from minecube.classes import NODATA_FLAG, ClassSchema
+
+    if str(pred.attrs.get("flag_meanings", "")).split()[:1] != [NODATA_FLAG]:
+        return pred
+    schema = ClassSchema.from_cf_attrs(pred.attrs)
+    out = pred.copy(deep=False)
+    out.attrs = {k: v for k, v in pred.attrs.items() if k != "nodata"} | schema.cf_attrs()
+    return out.rio.write_nodata(schema.nodata)

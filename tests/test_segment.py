@@ -256,6 +256,41 @@ def _all_regions(cube, checkpoint, kwargs):
     return _regions(segment(cube, checkpoint, **settings))
 
 
+def test_plain_xarray_reads_stored_labels_and_cubes(lab, checkpoint, tmp_path):
+    """xr.open_zarr alone, as a Pangeo user opens a store: uint8 classes with CF flags (the
+    no-label value the first, ``no_data``), ``spatial_ref`` a coordinate, rioxarray and
+    odc.geo place them; minecube's reader gives the same classes. Cubes likewise."""
+    import odc.geo.xr  # noqa: F401 - registers .odc
+
+    from minecube.classes import ClassSchema
+
+    site = "sudbury-nickel"
+    cube = lab["cubes"][site].isel(time=[0, 1]).copy(deep=True)
+    refl = cube.reflectance.values.copy()
+    refl[0, :, :20, :30] = np.nan  # unobserved: no_data
+    cube["reflectance"] = cube.reflectance.copy(data=refl)
+    store = tmp_path / "predictions.zarr"
+    segment_to_zarr(cube, checkpoint, store, input_dims={"y": 96, "x": 96}, progress=False)
+    plain = xr.open_zarr(store, group=site, consolidated=False)
+    labels = plain.prediction
+    assert labels.dtype == np.uint8
+    assert "spatial_ref" in plain.coords and "spatial_ref" not in plain.data_vars
+    assert labels.attrs["flag_values"] == [0, *DEFAULT_CLASSES.ids]
+    assert labels.attrs["flag_meanings"].split() == ["no_data", *DEFAULT_CLASSES.names]
+    assert ClassSchema.from_cf_attrs(labels.attrs) == DEFAULT_CLASSES
+    assert (labels.values[0, :20, :30] == 0).all() and (labels.values[1] > 0).all()
+    assert labels.rio.crs == cube.rio.crs and labels.rio.nodata == 0
+    assert labels.rio.transform() == cube.rio.transform()
+    assert labels.odc.geobox.crs.epsg == cube.rio.crs.to_epsg()
+    ours = open_predictions(store, site)
+    np.testing.assert_array_equal(ours.values, labels.values)
+    assert ours.rio.nodata == 0 and ours.attrs["flag_meanings"].split() == DEFAULT_CLASSES.names
+    cubes = xr.open_zarr(lab["store"], group=site, consolidated=False)
+    assert "spatial_ref" in cubes.coords and cubes.reflectance.dtype == np.float32
+    assert cubes.reflectance.rio.crs == lab["cubes"][site].rio.crs
+    assert cubes.reflectance.odc.geobox.crs.epsg == lab["cubes"][site].rio.crs.to_epsg()
+
+
 def test_bad_input_is_refused_clearly(lab, model, checkpoint, tmp_path):
     cube = lab["cubes"]["cape-york-bauxite"].isel(time=[0])
     with pytest.raises(
