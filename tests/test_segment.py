@@ -274,19 +274,24 @@ def test_plain_xarray_reads_stored_labels_and_cubes(lab, checkpoint, tmp_path):
     plain = xr.open_zarr(store, group=site, consolidated=False)
     labels = plain.prediction
     assert labels.dtype == np.uint8
-    assert "spatial_ref" in plain.coords and "spatial_ref" not in plain.data_vars
+    assert "spatial_ref" in plain.coords
+    assert "spatial_ref" not in plain.data_vars
     assert labels.attrs["flag_values"] == [0, *DEFAULT_CLASSES.ids]
     assert labels.attrs["flag_meanings"].split() == ["no_data", *DEFAULT_CLASSES.names]
     assert ClassSchema.from_cf_attrs(labels.attrs) == DEFAULT_CLASSES
-    assert (labels.values[0, :20, :30] == 0).all() and (labels.values[1] > 0).all()
-    assert labels.rio.crs == cube.rio.crs and labels.rio.nodata == 0
+    assert (labels.values[0, :20, :30] == 0).all()
+    assert (labels.values[1] > 0).all()
+    assert labels.rio.crs == cube.rio.crs
+    assert labels.rio.nodata == 0
     assert labels.rio.transform() == cube.rio.transform()
     assert labels.odc.geobox.crs.epsg == cube.rio.crs.to_epsg()
     ours = open_predictions(store, site)
     np.testing.assert_array_equal(ours.values, labels.values)
-    assert ours.rio.nodata == 0 and ours.attrs["flag_meanings"].split() == DEFAULT_CLASSES.names
+    assert ours.rio.nodata == 0
+    assert ours.attrs["flag_meanings"].split() == DEFAULT_CLASSES.names
     cubes = xr.open_zarr(lab["store"], group=site, consolidated=False)
-    assert "spatial_ref" in cubes.coords and cubes.reflectance.dtype == np.float32
+    assert "spatial_ref" in cubes.coords
+    assert cubes.reflectance.dtype == np.float32
     assert cubes.reflectance.rio.crs == lab["cubes"][site].rio.crs
     assert cubes.reflectance.odc.geobox.crs.epsg == lab["cubes"][site].rio.crs.to_epsg()
 
