@@ -122,11 +122,13 @@ def _case(args) -> dict:
 
 
 def _bare(model, size: int, batch: int, device: str, chips: int) -> float:
-    """Seconds of the bare forward pass (+ softmax, to the host) over ``chips`` chips."""
+    """Seconds of the bare forward pass (+ softmax, to the host) over ``chips`` chips, with
+    segment()'s autocast on a GPU."""
     import torch
 
     x = torch.randn(batch, 4, size, size, device=device)
-    with torch.inference_mode():
+    cuda = device.startswith("cuda")
+    with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
         t0 = time.perf_counter()
         for _ in range(-(-chips // batch)):
             model(x).softmax(1).cpu().numpy()

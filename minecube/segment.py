@@ -291,7 +291,8 @@ def _turn(device) -> contextlib.AbstractContextManager:
 
 _STAGES: dict[str, float] | None = None
 """Seconds spent in each stage of pass 1 and 2, summed over blocks and threads, while a
-benchmark collects them (``benchmarks/bench_segment.py --stages``); ``None``: not collected."""
+benchmark collects them (``benchmarks/bench_segment.py``'s stage table); ``None``: not
+collected."""
 
 
 @contextlib.contextmanager
@@ -429,7 +430,7 @@ def _chip_input(data, t: int, cy: int, cx: int, ay: _Axis, ax: _Axis, frames: in
 
 def _finish(a, *, classes: int, kind: Output, lut: np.ndarray, nodata: int) -> np.ndarray:
     """(T, classes + 1, y, x) accumulators (a tensor, on any device) → uint8 labels (T, y, x)
-    or probabilities, as numpy: the only transfer out of a block."""
+    or probabilities, as numpy: the block's output leaves the device as uint8."""
     import torch
 
     weight = a[:, classes]
