@@ -23,7 +23,21 @@ from minecube.sites import (
 
 @pytest.mark.parametrize(
     ("lon", "lat", "epsg"),
-    [(118.6, -22.7, 32750), (-68.9, -22.3, 32719), (-1.7, 6.2, 32630), (150.9, -32.4, 32756)],
+    [
+        (118.6, -22.7, 32750),
+        (-68.9, -22.3, 32719),
+        (-1.7, 6.2, 32630),
+        (150.9, -32.4, 32756),
+        # edges, from the definition: zone n covers [−180 + 6(n − 1), −180 + 6n) of longitude,
+        # 326nn north of the equator and on it, 327nn south of it
+        (0.0, 0.0, 32631),
+        (3.0, -0.001, 32731),
+        (6.0, 10.0, 32632),
+        (5.999, 10.0, 32631),
+        (-180.0, -10.0, 32701),
+        (180.0, 10.0, 32601),  # the same meridian as −180°
+        (179.999, -16.7, 32760),
+    ],
 )
 def test_utm_epsg(lon, lat, epsg):
     assert utm_epsg(lon, lat) == epsg

@@ -217,6 +217,8 @@ def test_search_retries_server_errors(world, server):
             "https://api.example.com/stac",
         ),
         ("https://user:s3cr3t@example.com/a.tif", "https://example.com/a.tif"),
+        ("https://example.com/a.tif#access_token=s3cr3t", "https://example.com/a.tif"),
+        ("see https://example.com/a.tif#s3cr3t then", "see https://example.com/a.tif then"),
         (
             "read failed: '/vsicurl/https://acct.blob.core.windows.net/c/B04.tif?st=1&sig=s3cr3t'"
             " and s3://bucket/key.tif?X-Amz-Signature=s3cr3t#frag",
