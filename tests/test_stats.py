@@ -95,6 +95,25 @@ def test_class_areas_on_a_distributed_cluster(cluster):
     pd.testing.assert_frame_equal(local, remote)
 
 
+def test_pixel_area_of_non_square_pixels():
+    """Pixels 10 m wide and 20 m tall, and 0.2° wide and 0.1° tall: each side from its own
+    resolution (the geodesic polygon as the oracle for the geographic one)."""
+    from pyproj import Geod
+
+    def grid(crs, xres, yres, x0, y0):
+        coords = {"y": y0 - yres * (np.arange(3) + 0.5), "x": x0 + xres * (np.arange(2) + 0.5)}
+        return xr.DataArray(np.full((3, 2), VEG, "uint8"), dims=("y", "x"), coords=coords,
+                            attrs=DEFAULT_CLASSES.cf_attrs()).rio.write_crs(crs)  # fmt: skip
+
+    assert float(pixel_area(grid("EPSG:32750", 10.0, 20.0, 500_000, 7_400_000))) == 200.0
+    lonlat = grid("EPSG:4326", 0.2, 0.1, 10.0, 60.3)
+    south, north = lonlat.y.values[0] - 0.05, lonlat.y.values[0] + 0.05
+    lons = np.r_[np.linspace(10, 10.2, 2001), np.linspace(10.2, 10, 2001)]
+    lats = np.r_[np.full(2001, south), np.full(2001, north)]  # parallels densified
+    expected, _ = Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)
+    assert pixel_area(lonlat).values[0] == pytest.approx(abs(expected), rel=1e-6)
+
+
 def test_projected_pixel_area_follows_the_crs_unit():
     metres = _grid(HAND[0], res=30.0)
     assert float(pixel_area(metres)) == 900.0
@@ -314,6 +333,18 @@ def test_adjusted_areas_reproduce_olofsson_et_al_2014():
     assert 1.96 * deforestation.producers_se == pytest.approx(0.21, abs=0.005)
     assert deforestation.overall_accuracy == pytest.approx(0.95, abs=0.005)
     assert table.adjusted_ha.sum() == pytest.approx(10_000_000)
+    # every standard error, worked by hand from eqs. 5 and 6 of the paper: the user's
+    # accuracy's U(1 − U)/(n − 1), the overall accuracy's Σ W² U(1 − U)/(n − 1); the paper
+    # prints the deforestation stratum's as ±0.07 (95 %) and the overall accuracy's as ±0.02
+    n = np.array([75, 75, 165, 325])
+    users = np.array([66 / 75, 55 / 75, 153 / 165, 313 / 325])
+    w = np.array(pixels) / sum(pixels)
+    by_class = table.set_index("class_id").loc[classes]
+    np.testing.assert_allclose(by_class.users_se, np.sqrt(users * (1 - users) / (n - 1)))
+    overall_se = np.sqrt((w**2 * users * (1 - users) / (n - 1)).sum())
+    np.testing.assert_allclose(by_class.overall_se, overall_se)
+    assert 1.96 * deforestation.users_se == pytest.approx(0.07, abs=0.005)
+    assert 1.96 * overall_se == pytest.approx(0.02, abs=0.01)
     # the same estimate with Jeffreys' bounds: skewed upward, as omissions hidden in the large
     # strata (3 and 2 points of 165 and 325) can only add area
     jeffreys = adjusted_areas({"example": pred}, points, units="ha").set_index("class_id").loc[PIT]
