@@ -159,6 +159,33 @@ def test_tta_runs_the_eight_symmetries(lab, model):
     assert not np.array_equal(d4.values, plain.values)  # a random net is not symmetric
 
 
+def test_tta_is_the_mean_over_the_eight_views_and_commutes_with_them(model):
+    """Against an explicit loop over the dihedral group written here (the 4 rotations, each
+    also mirrored, every prediction mapped back), and the group's defining property: averaged
+    over all eight views, rotating or mirroring the input rotates or mirrors the output — which
+    a random network alone does not do."""
+    from minecube.segment import _d4_forward
+
+    torch.manual_seed(3)
+    x = torch.randn(1, 4, 64, 64)
+    views = []
+    with torch.inference_mode():
+        for mirror in (False, True):
+            for turns in range(4):
+                v = torch.rot90(x.flip(-1) if mirror else x, turns, dims=(2, 3))
+                p = torch.rot90(model(v).softmax(1), -turns, dims=(2, 3))
+                views.append(p.flip(-1) if mirror else p)
+        expected = torch.stack(views).mean(0)
+        d4 = _d4_forward(model, x, "d4")
+        torch.testing.assert_close(d4, expected, rtol=1e-5, atol=1e-6)
+        turned = _d4_forward(model, torch.rot90(x, 1, dims=(2, 3)), "d4")
+        torch.testing.assert_close(turned, torch.rot90(d4, 1, dims=(2, 3)), rtol=1e-4, atol=1e-5)
+        mirrored = _d4_forward(model, x.flip(-2), "d4")
+        torch.testing.assert_close(mirrored, d4.flip(-2), rtol=1e-4, atol=1e-5)
+        plain = model(torch.rot90(x, 1, dims=(2, 3))).softmax(1)
+        assert not torch.allclose(plain, torch.rot90(model(x).softmax(1), 1, dims=(2, 3)))
+
+
 def test_accessor_is_the_same_function(lab, model):
     cube = lab["cubes"]["kalimantan-coal"].isel(time=[0])
     kwargs = {"input_dims": {"y": 96, "x": 96}}
