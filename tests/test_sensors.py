@@ -189,9 +189,8 @@ def test_a_catalogue_layout_can_be_registered():
 
 
 def test_baseline_is_read_from_every_place_catalogues_put_it():
-    def item(**props):
-        i = pystac.Item("S2A_X", None, None, dt.datetime(2023, 5, 1), props,
-                        collection="sentinel-2-l2a")  # fmt: skip
+    def item(when=dt.datetime(2023, 5, 1), **props):
+        i = pystac.Item("S2A_X", None, None, when, props, collection="sentinel-2-l2a")
         for key in ("B02", "B03", "B04", "B08", "SCL"):
             i.add_asset(key, pystac.Asset(f"{key}.tif"))
         return i
@@ -209,6 +208,16 @@ def test_baseline_is_read_from_every_place_catalogues_put_it():
     unknown = radiometry(item())  # nothing anywhere: the date decides, and it says so
     assert (unknown.source, unknown.offset) == ("acquisition date", -0.1)
     assert "no processing baseline" in unknown.notes[0]
+    # baseline 04.00 from 25 January 2022 (ESA): the date fallback on both sides of it
+    utc = dt.UTC
+    for when, offset in [
+        (dt.datetime(2021, 6, 1, tzinfo=utc), 0.0),
+        (dt.datetime(2022, 1, 24, 23, 59, 59, tzinfo=utc), 0.0),
+        (dt.datetime(2022, 1, 25, 0, 0, tzinfo=utc), -0.1),
+        (dt.datetime(2022, 6, 1, tzinfo=utc), -0.1),
+    ]:
+        guessed = radiometry(item(when))
+        assert (guessed.source, guessed.offset) == ("acquisition date", offset), when
 
 
 def test_masks_are_a_choice_and_a_missing_one_lists_the_options():
