@@ -58,6 +58,29 @@ def test_overlaps_go_to_the_smaller_polygon_whatever_the_order():
     np.testing.assert_array_equal(rasterize(ids, _grid()).values, out.values)
 
 
+def test_a_pixel_takes_a_polygon_s_class_when_its_centre_lies_inside():
+    """Polygons off the pixel grid: the centre rule (GDAL's default), checked pixel by pixel
+    against the centres' containment computed here; touching a pixel is not enough."""
+    from shapely.geometry import Point, Polygon
+
+    grid = _grid()  # 10 m pixels, centres at 5, 15, …, 55
+    shapes = [
+        box(6.0, 6.0, 24.0, 24.0),  # touches 3 × 3 pixels, holds one centre (15, 15)
+        Polygon([(31.0, 2.0), (59.0, 2.0), (59.0, 44.0)]),  # a slanted edge
+    ]
+    frame = gpd.GeoDataFrame({"class": ["tailings", "open_pit"]}, geometry=shapes,
+                             crs="EPSG:32750")  # fmt: skip
+    out = rasterize(frame, grid).values
+    expected = np.zeros(out.shape, np.uint8)
+    for i, y in enumerate(grid.y.values):
+        for j, x in enumerate(grid.x.values):
+            for shape, cls in zip(shapes, (3, 1), strict=True):
+                if shape.contains(Point(x, y)):
+                    expected[i, j] = cls
+    np.testing.assert_array_equal(out, expected)
+    assert (out == 3).sum() == 1
+
+
 def test_unlabelled_pixels_are_nodata_and_years_without_labels_warn(lab):
     cube = lab["cubes"]["hunter-coal"]
     frame = gpd.GeoDataFrame(
