@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from dask.callbacks import Callback
@@ -257,3 +259,35 @@ def test_grouped_splits_are_disjoint_complete_and_never_split_a_group(boxes, see
     side = {s: k for k, p in enumerate(parts) for s in p}
     for site, group in groups.items():
         assert side[site] == side[group]
+
+
+@given(
+    n=st.integers(3, 12),
+    labels=st.lists(st.integers(0, 3), min_size=12, max_size=12),
+    test=st.integers(0, 2),
+    val=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=300, deadline=None)
+def test_split_sites_is_disjoint_complete_and_keeps_groups_whole(n, labels, test, val, seed):
+    """Over many seeds and groupings: every site in exactly one part, no group across parts,
+    at least the sites asked for (whole groups may add more), and the same seed, the same split."""
+    ids = [f"s{k}" for k in range(n)]
+    groups = {s: f"g{g}" for s, g in zip(ids, labels, strict=False)}
+    refused = None
+    try:
+        split = split_sites(ids, test=test, val=val, seed=seed, groups=groups)
+    except ValueError as error:  # the groups asked for leave no training site: said so
+        refused = str(error)
+    if refused is not None:
+        assert "no training site" in refused or "take every site" in refused
+        return
+    parts = (split.train, split.val, split.test)
+    assert sorted(itertools.chain(*parts)) == sorted(ids)
+    assert sum(map(len, parts)) == n
+    for a, b in itertools.combinations(parts, 2):
+        assert not {groups[s] for s in a} & {groups[s] for s in b}
+    assert len(split.test) >= test
+    assert len(split.val) >= val
+    assert split.train
+    assert split == split_sites(ids, test=test, val=val, seed=seed, groups=groups)
