@@ -240,8 +240,25 @@ def test_mask_bits_match_the_products_definitions():
     # HLS Fmask: 0 clear, 32 water, 2 cloud, 8 shadow, 16 snow, 4 adjacent, 64 aerosol low, 255
     fmask = np.array([0, 32, 64, 2, 8, 16, 4, 255])
     assert mask_valid("fmask", fmask).tolist() == [True, True, True] + [False] * 5
-    scl = np.array([4, 5, 6, 11, 0, 1, 3, 8, 9, 10])
-    assert mask_valid("scl", scl).tolist() == [True] * 4 + [False] * 6
+    # Sentinel-2 L2A scene classification, every code as ESA's L2A product specification
+    # defines it, and whether a pixel of it is a valid observation of the ground
+    esa_scl = {
+        0: ("no data", False),
+        1: ("saturated or defective", False),
+        2: ("dark area pixels (topographic shadow)", True),
+        3: ("cloud shadows", False),
+        4: ("vegetation", True),
+        5: ("not vegetated", True),
+        6: ("water", True),
+        7: ("unclassified", True),
+        8: ("cloud medium probability", False),
+        9: ("cloud high probability", False),
+        10: ("thin cirrus", False),
+        11: ("snow or ice", True),
+    }
+    codes = np.array(list(esa_scl))
+    expected = [keep for _, keep in esa_scl.values()]
+    assert mask_valid("scl", codes).tolist() == expected, dict(zip(codes, expected, strict=True))
 
 
 def test_the_offset_evidence_reads_the_darkest_pixels():
