@@ -985,7 +985,7 @@ def _write_predictions(
         # the nodata value as a CF flag, not a _FillValue: plain xarray keeps uint8 classes;
         # spatial_ref named a coordinate (xarray leaves out a grid_mapping's variable)
         attrs = _stored_attrs(pred) | {"model": fingerprint["model"], "coordinates": "spatial_ref"}
-        fill = attrs.pop("_FillValue") if "flag_values" not in attrs else None
+        fill = attrs.pop("_FillValue", None)  # probabilities'; labels' is a flag now
         encoding = {**pred.encoding, "_FillValue": fill}
         encoding["chunks"] = tuple(c[0] for c in pred.chunks)  # one Zarr chunk per region
         from zarr.codecs import Crc32cCodec, ZstdCodec
