@@ -914,6 +914,36 @@ def check_command(store, no_read) -> None:
         raise SystemExit(1)
 
 
+@main.command("publish")
+@click.argument("stores", nargs=-1, required=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the static catalogue (catalog.json and a folder per collection).",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="A model's STAC MLM item (<name>.mlm.json, written with its weights); repeatable.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace files in --out minecube did not write.")
+def publish_command(stores, out, models, overwrite) -> None:
+    """Write a static STAC catalogue of cube and prediction stores (and models) for a STAC
+    browser, pystac or odc-stac: a Collection per store, an Item per site group.
+
+    \b
+    Example:
+      minecube publish out/cubes.zarr out/predictions.zarr --out out/catalog \\
+          --model out/model/fpn.mlm.json
+    """
+    from minecube.catalog import publish
+
+    path = publish(list(stores), out=out, models=list(models), overwrite=overwrite)
+    click.echo(f"STAC catalogue: {path}")
+
+
 @main.command("run")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def run_command(config: Path) -> None:

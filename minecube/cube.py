@@ -746,6 +746,7 @@ def to_zarr(
         The periods written by this call (ISO dates).
     """
     from minecube import store as stores
+    from minecube.catalog import describe_group
     from minecube.sites import check_site_id
 
     group = group or cube.attrs.get("site_id") or None
@@ -762,6 +763,7 @@ def to_zarr(
         written = _write_cube(cube, store, group, manifest, progress, fail_after)
         if items is not None:
             _freeze_items(items, store, group)
+        describe_group(store, group)  # its STAC item, once its data and items are in
     return written
 
 

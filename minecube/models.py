@@ -464,7 +464,8 @@ def _refuse_non_finite(state: dict, what: str, consequence: str) -> None:
 
 
 def save(model: Segmenter, path: str | os.PathLike) -> Path:
-    """Write ``model`` as ``<path>.safetensors`` + its card as ``<path>.json``.
+    """Write ``model`` as ``<path>.safetensors`` + its card as ``<path>.json``, and its STAC
+    Machine Learning Model item as ``<path>.mlm.json`` (:func:`minecube.catalog.model_item`).
 
     ``path`` is a local path or any fsspec URL (``s3://bucket/models/fpn``). The card is
     written last, so a checkpoint whose card exists is complete. Returns the ``.safetensors``
@@ -484,13 +485,93 @@ def save(model: Segmenter, path: str | os.PathLike) -> Path:
     if fs.exists(card_file):
         fs.rm_file(card_file)
     fs.pipe_file(weights_file, data)
+    fs.pipe_file(_mlm_path(weights_file), json.dumps(_mlm(model.card, weights, data)).encode())
     fs.pipe_file(card_file, json.dumps(model.card.to_dict(), indent=1).encode())
     return weights
 
 
+def _mlm_path(weights: str | os.PathLike) -> str:
+    """Where :func:`save` writes a checkpoint's STAC MLM item: ``<name>.mlm.json``."""
+    return os.fspath(weights).removesuffix(".safetensors") + ".mlm.json"
+
+
+def _mlm(card: ModelCard, weights, data: bytes) -> dict[str, Any]:
+    """The STAC MLM item of a checkpoint (:func:`minecube.catalog.model_item`), its weights
+    asset relative to it."""
+    import hashlib
+
+    from minecube.catalog import model_item
+
+    name = os.fspath(weights).replace("\\", "/").rsplit("/", 1)[-1]
+    item = model_item(card.to_dict(), weights=f"./{name}",
+                      checksum=hashlib.sha256(data).hexdigest(), size=len(data))  # fmt: skip
+    return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+def _from_mlm(path: str | os.PathLike) -> tuple[str, ModelCard, bytes]:
+    """(weights href, card, weights bytes) of a model's STAC MLM item, its checksum checked."""
+    import hashlib
+
+    text = _read(path)
+    try:
+        item = json.loads(text)
+        card = ModelCard.from_dict(item["properties"]["minecube:card"])
+        asset = next(a for a in item["assets"].values() if "mlm:model" in a.get("roles", []))
+    except (json.JSONDecodeError, KeyError, TypeError, StopIteration, ValueError) as e:
+        raise CheckpointError(
+            f"{os.fspath(path)!r} is not a minecube model's STAC MLM item ({e}); give the "
+            "<name>.mlm.json that minecube.models.save wrote, or the .safetensors path"
+        ) from None
+    href = asset["href"]
+    if "://" not in href and not os.path.isabs(href):
+        href = os.fspath(path).replace("\\", "/").rsplit("/", 1)[0] + "/" + href.removeprefix("./")
+    try:
+        data = _read(href)
+    except (FileNotFoundError, IsADirectoryError):
+        raise CheckpointError(
+            f"the weights {href!r} named by the MLM item {os.fspath(path)!r} are missing; keep "
+            "the .safetensors file beside its item"
+        ) from None
+    want = asset.get("file:checksum", "")
+    if want and "1220" + hashlib.sha256(data).hexdigest() != want:
+        raise CheckpointError(
+            f"the weights {href!r} do not match the checksum of their MLM item "
+            f"{os.fspath(path)!r}: the file was changed or replaced; restore it, or save the "
+            "model again"
+        )
+    return href, card, data
+
+
+def _card(path: str | os.PathLike) -> ModelCard:
+    """The card of a checkpoint or of its MLM item, without reading the weights."""
+    if os.fspath(path).endswith(".mlm.json"):
+        return ModelCard.from_dict(json.loads(_read(path))["properties"]["minecube:card"])
+    return ModelCard.from_dict(json.loads(_read(_paths(path)[1])))
+
+
+def _checkpoint(path: str | os.PathLike) -> tuple[Any, ModelCard, bytes]:
+    """(weights path, card, weights bytes) of a ``.safetensors`` + ``.json`` pair."""
+    weights, card_path = _paths(path)
+    files = {}
+    for file in (card_path, weights):
+        try:
+            files[file] = _read(file)
+        except (FileNotFoundError, IsADirectoryError):
+            raise CheckpointError(
+                f"checkpoint file {str(file)!r} is missing; a checkpoint is a .safetensors file "
+                "and its .json model card side by side (or give its .mlm.json STAC item)"
+            ) from None
+    try:
+        card = ModelCard.from_dict(json.loads(files[card_path]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"model card {str(card_path)!r} is unreadable: {e}") from e
+    return weights, card, files[weights]
+
+
 def load(path: str | os.PathLike, *, device: str = "cpu") -> Segmenter:
     """Load a checkpoint written by :func:`save`: weights (safetensors) and card (JSON),
-    from a local path or any fsspec URL (``s3://bucket/models/fpn``).
+    from a local path or any fsspec URL (``s3://bucket/models/fpn``), or from its STAC
+    Machine Learning Model item (``<name>.mlm.json``, its weights' checksum checked).
 
     Raises :class:`CheckpointError` for a missing, corrupt or mismatched pair.
 
@@ -508,21 +589,10 @@ def load(path: str | os.PathLike, *, device: str = "cpu") -> Segmenter:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
-    weights, card_path = _paths(path)
-    files = {}
-    for file in (card_path, weights):
-        try:
-            files[file] = _read(file)
-        except (FileNotFoundError, IsADirectoryError):
-            raise CheckpointError(
-                f"checkpoint file {str(file)!r} is missing; a checkpoint is a .safetensors file "
-                "and its .json model card side by side"
-            ) from None
-    card_text, data = files[card_path], files[weights]
-    try:
-        card = ModelCard.from_dict(json.loads(card_text))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"model card {str(card_path)!r} is unreadable: {e}") from e
+    if os.fspath(path).endswith(".mlm.json"):
+        weights, card, data = _from_mlm(path)
+    else:
+        weights, card, data = _checkpoint(path)
     try:
         state = {k: v.to(device) for k, v in load_bytes(data).items()}
     except (SafetensorError, OSError) as e:

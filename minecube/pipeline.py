@@ -514,10 +514,23 @@ def run(
             name: pd.read_parquet(page.parent / "tables" / f"{name}.parquet").drop(columns="run_id")
             for name in ("class_areas", "expansion_summary")
         }
+        _publish(store, predictions, model, out / "catalog", config.report.overwrite)
         record = _record(run_id, config, sites, found, store, model, predictions, page)
         log.info(f"run record: {record}")
     return RunResult(config, store, model, predictions, page, tables["class_areas"],
                      tables["expansion_summary"], run_id)  # fmt: skip
+
+
+def _publish(store, predictions, model, out: Path, overwrite: bool) -> Path:
+    """The run's static STAC catalogue: its stores' collections and its model's MLM item."""
+    from minecube.catalog import publish
+    from minecube.models import _mlm_path, _paths
+
+    item = _mlm_path(_paths(model)[0])
+    models = [item] if _exists(item) else []
+    path = publish([store, predictions], out=out, models=models, overwrite=overwrite)
+    log.info(f"STAC catalogue: {path}")
+    return path
 
 
 def _require_inputs(config: RunConfig) -> None:
@@ -967,8 +980,10 @@ def train_model(
                     f"{row.majority_miou:.3f}, accuracy {row.majority_accuracy:.3f})"
                 )
     model.card.training["settings"] = settings  # what run() compares before reusing it
+    # the cube store it learnt from: its STAC items are the model's training data
+    model.card.training["cubes"] = store if _is_url(store) else str(Path(store).absolute())
     save(model, path)
-    log.info(f"model: {path}.safetensors + .json (card)")
+    log.info(f"model: {path}.safetensors + .json (card) + .mlm.json (STAC MLM item)")
     return Path(path)
 
 

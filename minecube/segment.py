@@ -33,7 +33,6 @@ import contextlib
 import ctypes
 import functools
 import itertools
-import json
 import math
 import os
 import threading
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from minecube.errors import MinecubeError
-from minecube.models import CheckpointError, ModelCard, Segmenter, _paths, _read, load
+from minecube.models import CheckpointError, Segmenter, _card, _mlm_path, _paths, load
 from minecube.store import _fs, _is_url
 
 if TYPE_CHECKING:
@@ -538,7 +537,10 @@ def _reference(model: str | os.PathLike | Segmenter) -> tuple[str | Segmenter, S
                 "minecube.train.fit or minecube.models.load, or its checkpoint path"
             )
         return model, model
-    weights, _ = _paths(model)
+    if os.fspath(model).endswith(".mlm.json"):  # the model's STAC MLM item
+        weights = model if _is_url(model) else Path(model)
+    else:
+        weights, _ = _paths(model)
     ref = weights if isinstance(weights, str) else str(weights.resolve())
     try:
         version = _version(ref)
@@ -945,6 +947,7 @@ def segment_to_zarr(
     "predictions.zarr")`` writes group ``hunter-coal`` of ``predictions.zarr``.
     """
     from minecube import store as stores
+    from minecube.catalog import describe_group
     from minecube.sites import check_site_id
 
     group = group or cube.attrs.get("site_id")
@@ -952,15 +955,26 @@ def segment_to_zarr(
         raise SegmentError("give group= (the cube has no site_id to name its Zarr group)")
     check_site_id(group, what="group")  # before any work: it names a folder of the store
     pred = segment(cube, model, **kwargs)
-    if isinstance(model, Segmenter):
-        card = model.card
-    else:  # segment() has checked the checkpoint; its card is enough here
-        card = ModelCard.from_dict(json.loads(_read(_paths(model)[1])))
+    # segment() has checked a checkpoint; its card is enough here
+    card = model.card if isinstance(model, Segmenter) else _card(model)
     fingerprint = _fingerprint(pred, card)
     with stores.writing(store, group, "predictions") as manifest:  # the group's only writer
         _write_predictions(pred, store, group, manifest, fingerprint, overwrite=overwrite,
                            progress=progress, fail_after=fail_after)  # fmt: skip
+        describe_group(store, group, model=_model_item(model))
     return open_predictions(store, group)
+
+
+def _model_item(model) -> str | None:
+    """The href of the STAC MLM item of a checkpoint given by path, if it has one."""
+    if isinstance(model, Segmenter):
+        return None
+    text = os.fspath(model)
+    item = text if text.endswith(".mlm.json") else _mlm_path(_paths(model)[0])
+    fs, path = _fs(item)
+    if not fs.exists(path):
+        return None
+    return item if _is_url(item) else str(Path(item).absolute())
 
 
 def _write_predictions(
