@@ -10,7 +10,15 @@ import numpy as np
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["area_plot", "class_map", "disturbance_map", "quicklook", "summary_chart"]
+__all__ = [
+    "area_plot",
+    "class_map",
+    "disturbance_map",
+    "footprint_series",
+    "quicklook",
+    "site_map",
+    "summary_chart",
+]
 
 
 def quicklook(
@@ -385,3 +393,155 @@ def _times(values):
     import pandas as pd
 
     return pd.to_datetime(values)
+
+
+def _land():
+    """The world's land outline shipped with minecube (Natural Earth 1:110m, public domain)."""
+    import json
+    from importlib.resources import files
+
+    import shapely
+
+    text = files("minecube").joinpath("data/land.geojson").read_text(encoding="utf-8")
+    return shapely.from_geojson(json.dumps(json.loads(text)["features"][0]["geometry"]))
+
+
+def _polygon_patches(geometry):
+    """matplotlib paths of a (multi)polygon's rings, holes included."""
+    import shapely
+    from matplotlib.path import Path as MplPath
+
+    paths = []
+    for polygon in shapely.get_parts(geometry):
+        rings = [polygon.exterior, *polygon.interiors]
+        vertices = np.concatenate([np.asarray(r.coords)[:, :2] for r in rings])
+        codes = np.concatenate([
+            [MplPath.MOVETO, *[MplPath.LINETO] * (len(r.coords) - 2), MplPath.CLOSEPOLY]
+            for r in rings
+        ])  # fmt: skip
+        paths.append(MplPath(vertices, codes))
+    return paths
+
+
+def site_map(sites, *, path: str | os.PathLike | None = None, label: bool = True):
+    """The sites on a world map: a point per site, coloured by commodity, on the land outline
+    that ships with minecube (no tiles or data are fetched).
+
+    Parameters
+    ----------
+    sites
+        The site table (:func:`minecube.sites.read_sites`): ``site_id``, a geometry and,
+        optionally, ``commodity``.
+    path
+        Also save the figure here (PNG).
+    label
+        Write each site's id beside its point.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import geopandas as gpd
+    >>> from shapely.geometry import Point
+    >>> sites = gpd.GeoDataFrame({"site_id": ["a"], "commodity": ["gold"]},
+    ...                          geometry=[Point(-1.7, 6.2).buffer(0.02)], crs="EPSG:4326")
+    >>> site_map(sites, path="/tmp/site-map.png").axes[0].get_xlabel()
+    'longitude (°)'
+    """
+    from matplotlib.collections import PathCollection
+    from matplotlib.figure import Figure
+
+    points = sites.to_crs("EPSG:4326").geometry.representative_point()
+    fig = Figure(figsize=(10, 5.2))
+    ax = fig.subplots()
+    ax.add_collection(
+        PathCollection(_polygon_patches(_land()), facecolor="#e6e2d8", edgecolor="#9a9486",
+                       linewidth=0.4)
+    )  # fmt: skip
+    groups = sites["commodity"].fillna("—") if "commodity" in sites else None
+    kinds = sorted(set(groups)) if groups is not None else ["site"]
+    colours = dict(zip(kinds, _qualitative(len(kinds)), strict=True))
+    for kind in kinds:
+        at = (groups == kind).to_numpy() if groups is not None else np.ones(len(sites), bool)
+        ax.scatter(points.x[at], points.y[at], s=36, color=colours[kind], edgecolor="black",
+                   linewidth=0.6, zorder=3, label=kind)  # fmt: skip
+    if label:
+        for site_id, p in zip(sites.site_id, points, strict=True):
+            ax.annotate(str(site_id), (p.x, p.y), xytext=(4, 3), textcoords="offset points",
+                        fontsize=7, zorder=4)  # fmt: skip
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-60, 85)
+    ax.set_aspect("equal")
+    ax.set_xlabel("longitude (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.set_facecolor("#f4f8fb")
+    if groups is not None:
+        ax.legend(title="commodity", fontsize=8, title_fontsize=8, loc="lower left")
+    ax.set_title(f"{len(sites)} sites", fontsize=10)
+    return _save(fig, path)
+
+
+def _qualitative(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def footprint_series(
+    pred: xr.DataArray,
+    *,
+    columns: int = 6,
+    path: str | os.PathLike | None = None,
+):
+    """Small multiples of a site's classes: one panel per period, with the share of the site
+    observed in each title and one legend for all.
+
+    Parameters
+    ----------
+    pred
+        Class ids (time, y, x) with the CF ``flag_*`` attributes of its schema.
+    columns
+        Panels per row.
+    path
+        Also save the figure here (PNG).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, xarray as xr
+    >>> from minecube.classes import DEFAULT_CLASSES
+    >>> pred = xr.DataArray(np.ones((3, 8, 8), "uint8"), dims=("time", "y", "x"),
+    ...     coords={"time": pd.date_range("2023", periods=3, freq="QS")},
+    ...     attrs=DEFAULT_CLASSES.cf_attrs())
+    >>> len(footprint_series(pred, path="/tmp/series.png").axes)
+    3
+    """
+    from matplotlib.figure import Figure
+
+    from minecube.classes import ClassSchema
+
+    schema = ClassSchema.from_cf_attrs(pred.attrs)
+    ids = np.asarray(pred.values)
+    n = ids.shape[0]
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    aspect = ids.shape[1] / max(ids.shape[2], 1)
+    fig = Figure(figsize=(1.9 * columns + 1.8, (1.9 * aspect + 0.35) * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    known = set(schema.ids)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if k >= n:
+            continue
+        ax.imshow(_class_image(ids[k], schema), interpolation="nearest")
+        observed = 100 * np.isin(ids[k], list(known)).mean()
+        ax.set_title(f"{str(pred.time.values[k])[:10]} · {observed:.0f} % seen", fontsize=7)
+    _legend(axes[0, -1], schema, set(np.unique(ids).tolist()))
+    fig.suptitle(f"{pred.attrs.get('site_id', '')} — classes per period", fontsize=10)
+    return _save(fig, path, dpi=80)

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from markupsafe import Markup
 
 from minecube import __version__
 from minecube.stats import StatsError, Units, _table_units, _unit_label
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import pandas as pd
     import xarray as xr
-    from markupsafe import Markup
 
 __all__ = ["area_tables", "mining_series", "open_all_predictions", "write_report", "write_tables"]
 
@@ -149,23 +150,24 @@ def write_tables(
     return folder
 
 
+class _Table(Markup):
+    """A table's HTML (safe to insert) and its number of rows."""
+
+    rows: int = 0
+
+
 def _table(frame: pd.DataFrame, digits: int = 2) -> Markup:
     """A table as HTML: pandas escapes every cell and header, so it is safe to insert."""
-    from markupsafe import Markup
-
     shown = frame.copy()
     for column in shown.columns:
         if np.issubdtype(shown[column].dtype, np.datetime64):
             shown[column] = shown[column].dt.strftime("%Y-%m-%d")
-    return Markup(
-        shown.to_html(
-            index=False,
-            border=0,
-            float_format=lambda v: f"{v:,.{digits}f}",
-            na_rep="—",
-            escape=True,
-        )
+    html = shown.to_html(
+        index=False, border=0, float_format=lambda v: f"{v:,.{digits}f}", na_rep="—", escape=True
     )
+    table = _Table(html)
+    table.rows = len(frame)  # long tables fold (the template's ``folded``)
+    return table
 
 
 def write_report(
@@ -306,6 +308,9 @@ def _write_pages(preds, out, *, cubes, sites, truth, units, min_observed, title,
             for period, skipped in stats.degraded_periods(pred).items()
         ],
     }
+    context["site_map"] = "figures/sites.png"
+    located = sites if sites is not None else _site_points(preds)
+    plot.site_map(located, path=out / context["site_map"])
     if sites is not None:
         plot.summary_chart(growth.summary, sites, units=units, path=out / "figures/summary.png")
         context["summary_chart"] = "figures/summary.png"
@@ -326,6 +331,15 @@ def _write_pages(preds, out, *, cubes, sites, truth, units, min_observed, title,
         sections.append(_site_section(site, preds[site], cubes, growth, comparison, units, out))
     write_tables(tables, out / "tables", run_id=run_id)
     (out / "index.html").write_text(_template().render(context), encoding="utf-8")
+
+
+def _site_points(preds) -> gpd.GeoDataFrame:
+    """Each site's grid outline in lon/lat, for the site map of a report given no site table."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    bounds = [box(*p.rio.transform_bounds("EPSG:4326", densify_pts=21)) for p in preds.values()]
+    return gpd.GeoDataFrame({"site_id": list(preds)}, geometry=bounds, crs="EPSG:4326")
 
 
 def _template():
@@ -353,6 +367,7 @@ def _site_section(site, pred, cubes, growth, comparison, units, out) -> str:
     first, last = int(reliable[0]), int(reliable[-1])
     cube = cubes.get(site) if cubes is not None else None
     plot.class_map(pred, cube, times=[first, last], path=out / f"figures/{site}-classes.png")
+    plot.footprint_series(pred.assign_attrs(site_id=site), path=out / f"figures/{site}-series.png")
     plot.disturbance_map(
         growth.disturbance[site].assign_attrs(site_id=site),
         path=out / f"figures/{site}-disturbance.png",
@@ -365,6 +380,7 @@ def _site_section(site, pred, cubes, growth, comparison, units, out) -> str:
         "id": site,
         "classes": f"figures/{site}-classes.png",
         "disturbance": f"figures/{site}-disturbance.png",
+        "series": f"figures/{site}-series.png",
         "cog": f"cog/{site}.tif",
         "polygons": f"polygons/{site}.gpkg",
         "last": str(rows.time[last])[:10],

@@ -180,12 +180,14 @@ def test_checkpoint_names_keep_their_dots(tmp_path):
     save(first, tmp_path / "run-1.1")
     save(second, tmp_path / "run-1.2")  # was run-1.safetensors for both: one overwrote the other
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "run-1.1.json", "run-1.1.safetensors", "run-1.2.json", "run-1.2.safetensors",
+        "run-1.1.json", "run-1.1.mlm.json", "run-1.1.safetensors",
+        "run-1.2.json", "run-1.2.mlm.json", "run-1.2.safetensors",
     ]  # fmt: skip
     x = torch.randn(1, 4, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(load(tmp_path / "run-1.1")(x), first(x))
         torch.testing.assert_close(load(tmp_path / "run-1.2.safetensors")(x), second(x))
+        torch.testing.assert_close(load(tmp_path / "run-1.2.mlm.json")(x), second(x))
 
 
 @pytest.mark.parametrize(

@@ -118,16 +118,23 @@ def test_report_escapes_data_and_shows_its_images_in_a_browser(lab, browser, tmp
         title="<script>document.body.dataset.injected=2</script> mines",
     )  # fmt: skip
     tab = browser.new_page()
-    errors = []
+    errors, requests = [], []
     tab.on("pageerror", lambda e: errors.append(str(e)))
     tab.on("dialog", lambda d: errors.append(f"dialog {d.message}"))
+    tab.on("request", lambda r: requests.append(r.url))
     tab.goto(page.as_uri())
     tab.wait_for_load_state("load")
     images = tab.evaluate(
         "[...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
     )
-    assert len(images) == 2 + 2 * len(preds)  # summary, class areas, two maps per site
+    # site map, summary, class areas; per site its maps, its periods and its disturbance
+    assert len(images) == 3 + 3 * len(preds)
     assert all(done and width > 100 for _src, done, width in images), images
+    assert images[0][0] == "figures/sites.png"  # the report opens with the site map
+    assert tab.evaluate("document.querySelector('#site-map img').naturalWidth") > 600
+    folder = page.parent.resolve().as_uri()
+    assert requests and all(url.startswith(folder) for url in requests), requests  # offline
+    assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert tab.evaluate("document.body.dataset.injected") is None, "script from data ran"
     assert tab.evaluate("document.querySelectorAll('script, [onerror]').length") == 0
     text = tab.evaluate("document.body.innerText")
@@ -145,3 +152,40 @@ def test_report_refuses_site_ids_that_are_not_safe_names(lab, site, tmp_path):
     with pytest.raises(SiteTableError, match=r"is not allowed.*try"):
         write_report({site: pred}, tmp_path / "report", progress=False)
     assert not any(tmp_path.parent.glob("escape*"))
+
+
+def test_site_map_draws_each_site_where_it_is_on_the_land_outline():
+    """The site map's pixels: each site's marker in its commodity's colour at its lon/lat,
+    land (Natural Earth's outline, shipped with minecube) at Ghana's interior, sea at the
+    mid-Pacific."""
+    import geopandas as gpd
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_rgb
+    from shapely.geometry import Point
+
+    from minecube.plot import site_map
+
+    sites = gpd.GeoDataFrame(
+        {"site_id": ["pit-a", "pit-b"], "commodity": ["gold", "coal"]},
+        geometry=[Point(-60.0, -10.0).buffer(0.05), Point(135.0, -25.0).buffer(0.05)],
+        crs="EPSG:4326",
+    )
+    fig = site_map(sites, label=False)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3] / 255
+    ax = fig.axes[0]
+    height = pixels.shape[0]
+
+    def colour(lon, lat):
+        x, y = ax.transData.transform((lon, lat))
+        return pixels[int(round(height - y)), int(round(x))]
+
+    legend = {t.get_text(): h for t, h in zip(ax.get_legend().get_texts(),
+                                              ax.get_legend().legend_handles, strict=True)}  # fmt: skip
+    for site in sites.itertuples():
+        want = to_rgb(legend[site.commodity].get_facecolor()[0])
+        p = site.geometry.centroid
+        np.testing.assert_allclose(colour(p.x, p.y), want, atol=0.02)
+    np.testing.assert_allclose(colour(-1.0, 8.0), to_rgb("#e6e2d8"), atol=0.02)  # land
+    np.testing.assert_allclose(colour(-150.0, 0.0), to_rgb("#f4f8fb"), atol=0.02)  # sea
