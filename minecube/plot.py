@@ -15,6 +15,7 @@ __all__ = [
     "class_map",
     "disturbance_map",
     "footprint_series",
+    "interactive_map",
     "quicklook",
     "site_map",
     "summary_chart",
@@ -545,3 +546,36 @@ def footprint_series(
     _legend(axes[0, -1], schema, set(np.unique(ids).tolist()))
     fig.suptitle(f"{pred.attrs.get('site_id', '')} — classes per period", fontsize=10)
     return _save(fig, path, dpi=80)
+
+
+def interactive_map(pred: xr.DataArray, *, time: int = -1, opacity: float = 0.8):
+    """An interactive map of one period's classes for a notebook: the class polygons
+    (:func:`minecube.export.to_polygons`) in their colours, pan and zoom, a class and its area
+    on hover. The data travel inside the widget and no basemap tiles are requested, so it
+    works offline. Needs ``lonboard`` (``pip install lonboard``, or minecube's ``maps`` extra).
+
+    Examples
+    --------
+    ``interactive_map(pred)`` as a notebook cell's last line shows the latest period.
+    """
+    try:
+        from lonboard import Map, SolidPolygonLayer
+    except ImportError:
+        raise ImportError(
+            "interactive_map needs lonboard: pip install lonboard (or minecube[maps]); "
+            "class_map and footprint_series draw static figures without it"
+        ) from None
+    from matplotlib.colors import to_rgb
+
+    from minecube.classes import ClassSchema
+    from minecube.export import to_polygons
+
+    schema = ClassSchema.from_cf_attrs(pred.attrs)
+    period = pred.isel(time=[time]) if "time" in pred.dims else pred
+    shapes = to_polygons(period, schema=schema).to_crs("EPSG:4326")
+    rgb = {c.name: [round(255 * v) for v in to_rgb(c.colour)] for c in schema}
+    colours = np.array([rgb[name] for name in shapes["class"]], dtype=np.uint8)
+    layer = SolidPolygonLayer.from_geopandas(
+        shapes, get_fill_color=colours, opacity=opacity, pickable=True
+    )
+    return Map(layer, basemap=None)

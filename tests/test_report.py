@@ -133,7 +133,8 @@ def test_report_escapes_data_and_shows_its_images_in_a_browser(lab, browser, tmp
     assert images[0][0] == "figures/sites.png"  # the report opens with the site map
     assert tab.evaluate("document.querySelector('#site-map img').naturalWidth") > 600
     folder = page.parent.resolve().as_uri()
-    assert requests and all(url.startswith(folder) for url in requests), requests  # offline
+    assert requests
+    assert all(url.startswith(folder) for url in requests), requests  # offline
     assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert tab.evaluate("document.body.dataset.injected") is None, "script from data ran"
     assert tab.evaluate("document.querySelectorAll('script, [onerror]').length") == 0
@@ -179,10 +180,10 @@ def test_site_map_draws_each_site_where_it_is_on_the_land_outline():
 
     def colour(lon, lat):
         x, y = ax.transData.transform((lon, lat))
-        return pixels[int(round(height - y)), int(round(x))]
+        return pixels[round(height - y), round(x)]
 
-    legend = {t.get_text(): h for t, h in zip(ax.get_legend().get_texts(),
-                                              ax.get_legend().legend_handles, strict=True)}  # fmt: skip
+    shown = ax.get_legend()
+    legend = dict(zip([t.get_text() for t in shown.get_texts()], shown.legend_handles, strict=True))
     for site in sites.itertuples():
         want = to_rgb(legend[site.commodity].get_facecolor()[0])
         p = site.geometry.centroid
