@@ -96,8 +96,10 @@ def _grid(ds) -> dict[str, Any]:
     from pyproj import Transformer
 
     crs = ds.rio.crs
-    transform = ds.rio.transform()
     h, w = ds.sizes["y"], ds.sizes["x"]
+    if crs is None:  # a grid placed nowhere: no footprint to give (STAC allows none)
+        return {"epsg": None, "bbox": None, "proj": {"proj:code": None, "proj:shape": [h, w]}}
+    transform = ds.rio.transform()
     left, bottom, right, top = ds.rio.bounds()
     lon_lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     bbox = list(lon_lat.transform_bounds(left, bottom, right, top, densify_pts=21))
@@ -125,8 +127,9 @@ def _dimensions(ds, epsg: int | None) -> dict[str, Any]:
             "type": "spatial", "axis": axis,
             "extent": [float(values.min()), float(values.max())],
             **({"step": step} if step is not None else {}),
-            "reference_system": epsg or ds.rio.crs.to_wkt(),
         }  # fmt: skip
+        if ds.rio.crs is not None:
+            dims[axis]["reference_system"] = epsg or ds.rio.crs.to_wkt()
     times = [_iso(t) for t in ds.time.values]
     dims["time"] = {"type": "temporal", "extent": [times[0], times[-1]], "values": times}
     if "band" in ds.dims:
@@ -202,9 +205,11 @@ def group_item(store: str | os.PathLike, group: str, *, model: str | None = None
         raise CatalogError(f"group {group!r} of {os.fspath(store)!r} holds no whole period yet")
     grid = _grid(ds)
     variables, schema = _variables(ds, kind)
-    west, south, east, north = grid["bbox"]
-    geometry = {"type": "Polygon", "coordinates": [[
-        [west, south], [east, south], [east, north], [west, north], [west, south]]]}  # fmt: skip
+    geometry = None
+    if grid["bbox"] is not None:
+        west, south, east, north = grid["bbox"]
+        ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+        geometry = {"type": "Polygon", "coordinates": [ring]}
     times = ds.time.values
     extensions = ["projection", "datacube", "processing", "xarray"]
     properties = {
@@ -329,11 +334,13 @@ def _describe_missing(store) -> None:
 
 def read_item(path: str | os.PathLike):
     """A STAC Item read from a file or URL, its relative hrefs made absolute."""
+    import fsspec
     import pystac
 
     href = os.fspath(path)
     try:  # as written: pystac's migration would name extension versions we did not write
-        d = json.loads(pystac.StacIO.default().read_text(href))
+        with fsspec.open(href, "rb") as f:  # a path or any fsspec URL (s3://…)
+            d = json.loads(f.read())
         item = pystac.Item.from_dict(d, href=href, migrate=False, preserve_dict=False)
     except (OSError, ValueError, KeyError) as e:
         raise CatalogError(f"cannot read the STAC item {os.fspath(path)!r}: {e}") from e
@@ -376,13 +383,14 @@ def store_collection(store: str | os.PathLike):
     kind = kinds.pop() if len(kinds) == 1 else "groups"
     starts = [dt.datetime.fromisoformat(i.properties["start_datetime"]) for i in items]
     ends = [dt.datetime.fromisoformat(i.properties["end_datetime"]) for i in items]
-    bboxes = np.array([i.bbox for i in items])
+    placed = [i.bbox for i in items if i.bbox is not None]
+    bboxes = np.array(placed or [[-180.0, -90.0, 180.0, 90.0]])
     bbox = [*bboxes[:, :2].min(axis=0), *bboxes[:, 2:].max(axis=0)]
     collection = pystac.Collection(
         id=_collection_id(store),
         description=f"minecube {kind}: {len(items)} site groups of one Zarr v3 store",
         extent=pystac.Extent(
-            pystac.SpatialExtent([[float(v) for v in bbox], *(i.bbox for i in items)]),
+            pystac.SpatialExtent([[float(v) for v in bbox], *placed]),
             pystac.TemporalExtent([[min(starts), max(ends)]]),
         ),
         license="other",

@@ -931,7 +931,7 @@ def check_command(store, no_read) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace files in --out minecube did not write.")
 def publish_command(stores, out, models, overwrite) -> None:
     """Write a static STAC catalogue of cube and prediction stores (and models) for a STAC
-    browser, pystac or odc-stac: a Collection per store, an Item per site group.
+    browser or pystac (xpystac opens the items): a Collection per store, an Item per site.
 
     \b
     Example:

@@ -980,8 +980,13 @@ def train_model(
                     f"{row.majority_miou:.3f}, accuracy {row.majority_accuracy:.3f})"
                 )
     model.card.training["settings"] = settings  # what run() compares before reusing it
-    # the cube store it learnt from: its STAC items are the model's training data
-    model.card.training["cubes"] = store if _is_url(store) else str(Path(store).absolute())
+    # the cube store it learnt from (its STAC items are the model's training data), relative
+    # to the card as every path a run records, so that the outputs folder can move
+    model.card.training["cubes"] = (
+        store
+        if _is_url(store)
+        else os.path.relpath(Path(store).absolute(), Path(path).absolute().parent)
+    )
     save(model, path)
     log.info(f"model: {path}.safetensors + .json (card) + .mlm.json (STAC MLM item)")
     return Path(path)
