@@ -58,6 +58,8 @@ EXTENSIONS = {
 ZARR = "application/vnd+zarr"
 """The media type of a Zarr asset (the one ``xpystac`` opens with xarray's Zarr engine)."""
 _STAC = "stac"
+_UP = "../../"
+"""From an item inside a store (``.minecube/stac/items/``) up to ``.minecube/``."""
 _CUBE_VARIABLES = {
     "reflectance": ("surface reflectance, the period's median of the clear observations", "1"),
     "ndvi": ("normalised difference vegetation index of the period's median reflectance", "1"),
@@ -272,7 +274,7 @@ def _relative_item(item, store, group: str) -> dict[str, Any]:
     inside = stores._inside(store, "")
     for link in d["links"]:
         if link["href"].startswith(inside):
-            link["href"] = "../../" + link["href"][len(inside) :]
+            link["href"] = _UP + link["href"][len(inside) :]
     d["links"] += [
         {"rel": "collection", "href": "../collection.json", "type": "application/json"},
         {"rel": "parent", "href": "../collection.json", "type": "application/json"},
@@ -288,6 +290,12 @@ def describe_group(store: str | os.PathLike, group: str, *, model: str | None = 
     Called by :func:`minecube.cube.to_zarr` and :func:`minecube.segment.segment_to_zarr` once a
     group's data and manifest are written (the group's lease held).
     """
+    _write_item(store, group, model=model)
+    _write_collection(store)
+
+
+def _write_item(store, group: str, *, model: str | None = None) -> None:
+    """The STAC Item of ``group``, written into the store (hrefs relative to it)."""
     from minecube import store as stores
 
     fs, _ = stores._fs(store)
@@ -295,6 +303,13 @@ def describe_group(store: str | os.PathLike, group: str, *, model: str | None = 
     path = _stac_path(store, "items", f"{group}.json")
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     stores._write_json(fs, path, _relative_item(item, store, group))
+
+
+def _write_collection(store) -> None:
+    """The store's Collection, from the items of all its groups, written into the store."""
+    from minecube import store as stores
+
+    fs, _ = stores._fs(store)
     collection = store_collection(store)
     d = collection.to_dict(include_self_link=False, transform_hrefs=False)
     d["links"] = [
@@ -326,10 +341,11 @@ def _describe_missing(store) -> None:
             f"{os.fspath(store)!r} is not a minecube store holding site groups (it has no "
             "group manifests); give a cube or prediction store that minecube wrote"
         )
-    have = set(_group_ids(store))
-    for group in groups:
-        if group not in have:
-            describe_group(store, group)
+    missing = sorted(set(groups) - set(_group_ids(store)))
+    for group in missing:
+        _write_item(store, group)
+    if missing:  # once for all of them
+        _write_collection(store)
 
 
 def read_item(path: str | os.PathLike):
@@ -346,6 +362,15 @@ def read_item(path: str | os.PathLike):
         raise CatalogError(f"cannot read the STAC item {os.fspath(path)!r}: {e}") from e
     item.make_asset_hrefs_absolute()
     return item
+
+
+def _inside_link(link: dict, store) -> dict:
+    """A link of an item stored inside a store, to a file of the store made absolute."""
+    from minecube import store as stores
+
+    if not link["href"].startswith(_UP):
+        return link
+    return {**link, "href": _absolute(stores._inside(store, link["href"].removeprefix(_UP)), store)}
 
 
 def store_collection(store: str | os.PathLike):
@@ -370,9 +395,8 @@ def store_collection(store: str | os.PathLike):
         d = stores._read_json(fs, path)
         d["assets"]["data"]["href"] = _store_href(store)
         d["links"] = [
-            {**link, "href": _absolute(stores._inside(store, link["href"][6:]), store)}
-            if link["href"].startswith("../../") else link
-            for link in d["links"] if link["rel"] not in ("collection", "parent", "root")
+            _inside_link(link, store) for link in d["links"]
+            if link["rel"] not in ("collection", "parent", "root")
         ]  # fmt: skip
         items.append(pystac.Item.from_dict(d, preserve_dict=False, migrate=False))
     if not items:
@@ -399,6 +423,12 @@ def store_collection(store: str | os.PathLike):
     )
     collection.add_items(items)
     return collection
+
+
+def sha256_multihash(hex_digest: str) -> str:
+    """A SHA-256 digest (hex) as the file extension's ``file:checksum``: a multihash, the
+    code of SHA-256 (``12``) and the length in bytes (``20``) before it."""
+    return "1220" + hex_digest
 
 
 def model_item(
@@ -467,7 +497,7 @@ def model_item(
         roles=["mlm:model", "mlm:weights", "data"],
         extra_fields={"mlm:artifact_type": "safetensors", "file:size": int(size),
                       "eo:bands": [_eo_band(b) for b in card["bands"]],
-                      "file:checksum": "1220" + checksum},
+                      "file:checksum": sha256_multihash(checksum)},
     ))  # fmt: skip
     if not training_items and training.get("cubes"):  # the cube items it was trained on
         store = training["cubes"]

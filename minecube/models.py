@@ -495,6 +495,21 @@ def _mlm_path(weights: str | os.PathLike) -> str:
     return os.fspath(weights).removesuffix(".safetensors") + ".mlm.json"
 
 
+def _is_mlm(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a model's STAC MLM item rather than its checkpoint."""
+    return os.fspath(path).endswith(".mlm.json")
+
+
+def _mlm_item(model: str | os.PathLike) -> str | None:
+    """The STAC MLM item of a model given by path (the item itself, or the one :func:`save`
+    wrote beside a checkpoint): an absolute path or a URL; ``None`` if there is none."""
+    item = os.fspath(model) if _is_mlm(model) else _mlm_path(_paths(model)[0])
+    fs, inner = _fs(item)
+    if not fs.isfile(inner):
+        return None
+    return item if _is_url(item) else str(Path(item).absolute())
+
+
 def _mlm(card: ModelCard, weights, data: bytes) -> dict[str, Any]:
     """The STAC MLM item of a checkpoint (:func:`minecube.catalog.model_item`), its weights
     asset relative to it."""
@@ -511,6 +526,8 @@ def _mlm(card: ModelCard, weights, data: bytes) -> dict[str, Any]:
 def _from_mlm(path: str | os.PathLike) -> tuple[str, ModelCard, bytes]:
     """(weights href, card, weights bytes) of a model's STAC MLM item, its checksum checked."""
     import hashlib
+
+    from minecube.catalog import sha256_multihash
 
     text = _read(path)
     try:
@@ -533,7 +550,7 @@ def _from_mlm(path: str | os.PathLike) -> tuple[str, ModelCard, bytes]:
             "the .safetensors file beside its item"
         ) from None
     want = asset.get("file:checksum", "")
-    if want and "1220" + hashlib.sha256(data).hexdigest() != want:
+    if want and sha256_multihash(hashlib.sha256(data).hexdigest()) != want:
         raise CheckpointError(
             f"the weights {href!r} do not match the checksum of their MLM item "
             f"{os.fspath(path)!r}: the file was changed or replaced; restore it, or save the "
@@ -544,7 +561,7 @@ def _from_mlm(path: str | os.PathLike) -> tuple[str, ModelCard, bytes]:
 
 def _card(path: str | os.PathLike) -> ModelCard:
     """The card of a checkpoint or of its MLM item, without reading the weights."""
-    if os.fspath(path).endswith(".mlm.json"):
+    if _is_mlm(path):
         return ModelCard.from_dict(json.loads(_read(path))["properties"]["minecube:card"])
     return ModelCard.from_dict(json.loads(_read(_paths(path)[1])))
 
@@ -589,7 +606,7 @@ def load(path: str | os.PathLike, *, device: str = "cpu") -> Segmenter:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
-    if os.fspath(path).endswith(".mlm.json"):
+    if _is_mlm(path):
         weights, card, data = _from_mlm(path)
     else:
         weights, card, data = _checkpoint(path)

@@ -524,10 +524,10 @@ def run(
 def _publish(store, predictions, model, out: Path, overwrite: bool) -> Path:
     """The run's static STAC catalogue: its stores' collections and its model's MLM item."""
     from minecube.catalog import publish
-    from minecube.models import _mlm_path, _paths
+    from minecube.models import _mlm_item
 
-    item = _mlm_path(_paths(model)[0])
-    models = [item] if _exists(item) else []
+    item = _mlm_item(model)
+    models = [item] if item is not None else []
     path = publish([store, predictions], out=out, models=models, overwrite=overwrite)
     log.info(f"STAC catalogue: {path}")
     return path

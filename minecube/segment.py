@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from minecube.errors import MinecubeError
-from minecube.models import CheckpointError, Segmenter, _card, _mlm_path, _paths, load
+from minecube.models import CheckpointError, Segmenter, _card, _is_mlm, _mlm_item, _paths, load
 from minecube.store import _fs, _is_url
 
 if TYPE_CHECKING:
@@ -537,7 +537,7 @@ def _reference(model: str | os.PathLike | Segmenter) -> tuple[str | Segmenter, S
                 "minecube.train.fit or minecube.models.load, or its checkpoint path"
             )
         return model, model
-    if os.fspath(model).endswith(".mlm.json"):  # the model's STAC MLM item
+    if _is_mlm(model):  # the model's STAC MLM item
         weights = model if _is_url(model) else Path(model)
     else:
         weights, _ = _paths(model)
@@ -961,20 +961,9 @@ def segment_to_zarr(
     with stores.writing(store, group, "predictions") as manifest:  # the group's only writer
         _write_predictions(pred, store, group, manifest, fingerprint, overwrite=overwrite,
                            progress=progress, fail_after=fail_after)  # fmt: skip
-        describe_group(store, group, model=_model_item(model))
+        item = None if isinstance(model, Segmenter) else _mlm_item(model)
+        describe_group(store, group, model=item)  # linked to the model's MLM item, if any
     return open_predictions(store, group)
-
-
-def _model_item(model) -> str | None:
-    """The href of the STAC MLM item of a checkpoint given by path, if it has one."""
-    if isinstance(model, Segmenter):
-        return None
-    text = os.fspath(model)
-    item = text if text.endswith(".mlm.json") else _mlm_path(_paths(model)[0])
-    fs, path = _fs(item)
-    if not fs.exists(path):
-        return None
-    return item if _is_url(item) else str(Path(item).absolute())
 
 
 def _write_predictions(
