@@ -1,6 +1,7 @@
 """Coverage of the error-adjusted areas' 95 % intervals, by repeated sampling of the demo maps.
 
 Run after `make demo`: .venv/bin/python benchmarks/bench_intervals.py [--reps 20] [--prior 0.5 0.1]
+[--hierarchical]
 
 Draws many stratified samples (seeds 0 … reps-1) of every site-quarter observed at 80 % or more
 of the demo model's predictions (the *good* map) and of the same maps degraded (pits two pixels
@@ -182,9 +183,15 @@ def main() -> None:
     parser.add_argument("--prior", type=float, nargs="*", help="sensitivity: each parameter "
                         "of the Beta prior of a class's own strata (default ½), at the demo's "
                         "setting only (good map, n = 300, 30 per stratum)")  # fmt: skip
+    parser.add_argument("--hierarchical", action="store_true", help="experiment: the "
+                        "classes' own strata given the prior their map's strata share (a "
+                        "beta-binomial) instead of Jeffreys', at the demo's setting")  # fmt: skip
     args = parser.parse_args()
     if args.prior:
         _sensitivity(args)
+        return
+    if args.hierarchical:
+        _hierarchical(args)
         return
     warnings.simplefilter("ignore", SampleSizeWarning)  # small strata are the point here
     world = open_world(args.world)
@@ -232,6 +239,70 @@ def _sensitivity(args) -> None:
         for what, (held, widths) in sorted(found.items()):
             print(f"| Beta({prior:g}, {prior:g}) | {what} ({len(held)}) | {np.mean(held):.1%} "
                   f"| {np.nanmedian(widths):.3f} |", flush=True)  # fmt: skip
+
+
+_MU = 1 / (1 + np.exp(-np.linspace(-9.0, 9.0, 181)))  # logit grid
+_KAPPA = np.logspace(-1.0, 4.0, 61)  # log grid
+
+
+def _pooled_prior(errors, n_i, rng, size):
+    """Draws of the Beta(μκ, (1 − μ)κ) prior of the commission error rates of a map's strata
+    from its posterior given each sampled stratum's errors (beta-binomial on a grid; Jeffreys'
+    prior on μ, p(κ) ∝ κ^−3/2 as in Gelman et al.'s rat-tumour example)."""
+    from scipy.special import betaln
+
+    sampled = n_i > 0
+    e, c = errors[sampled], (n_i - errors)[sampled]
+    a, b = _MU[:, None] * _KAPPA, (1 - _MU[:, None]) * _KAPPA
+    loglik = (betaln(a[..., None] + e, b[..., None] + c) - betaln(a, b)[..., None]).sum(-1)
+    logpost = loglik + 0.5 * np.log(_MU * (1 - _MU))[:, None] - 0.5 * np.log(_KAPPA)
+    post = np.exp(logpost - logpost.max()).ravel()
+    pick = rng.choice(post.size, size=size, p=post / post.sum())
+    return a.ravel()[pick], b.ravel()[pick]
+
+
+def _pooled_interval(w, rows, n_i, method, rng, own=None):
+    """stats._interval with each class's own stratum (the classes' error matrix only; the
+    footprint keeps Jeffreys') drawn under its map's pooled commission prior."""
+    if own is not None or method != "jeffreys":
+        return _JEFFREYS(w, rows, n_i, method, rng, own)
+    share, _ = stats._stratified(w, rows, n_i)
+    n = np.broadcast_to(n_i[:, None], rows.shape).astype(float)
+    k = rows * n
+    others = ~np.eye(*rows.shape, dtype=bool)
+    group = (n * others).sum(axis=0)
+    prior = 0.5 * n / np.where(group > 0, group, 1.0)  # the other strata's, as in stats
+    a, b = np.where(n > 0, k + prior, 0.5), np.where(n > 0, n - k + prior, 0.5)
+    ea, eb = _pooled_prior(n_i - np.diag(k), n_i, rng, stats._DRAWS)
+    own_sampled = ~others & (n > 0)
+    a = np.where(own_sampled, k + eb[:, None, None], a)
+    b = np.where(own_sampled, n - k + ea[:, None, None], b)
+    total = np.einsum("i,dij->dj", w, rng.beta(a, b))
+    low, high = np.quantile(total, [0.025, 0.975], axis=0)
+    low = np.where(k.sum(axis=0) == 0, 0.0, low)
+    high = np.where((n - k).sum(axis=0) == 0, 1.0, high)
+    return share, total.std(axis=0), np.minimum(low, share), np.maximum(high, share)
+
+
+_JEFFREYS = stats._interval
+
+
+def _hierarchical(args) -> None:
+    """Coverage and width class by class, Jeffreys' own-strata prior against the pooled one,
+    on the same samples."""
+    warnings.simplefilter("ignore", SampleSizeWarning)
+    world = open_world(args.world)
+    good, _, truths, _ = _maps(world, args.predictions)
+    shares = _true_shares(good, truths)
+    print("| own-strata prior | areas | coverage | width (× truth) |")
+    print("|---|---|---|---|")
+    for name, interval in (("Jeffreys (default)", _JEFFREYS), ("pooled", _pooled_interval)):
+        stats._interval = interval
+        found = _classes(good, truths, shares, 300, 30, args.reps)["jeffreys"]
+        for what, (held, widths) in sorted(found.items()):
+            print(f"| {name} | {what} ({len(held)}) | {np.mean(held):.1%} "
+                  f"| {np.nanmedian(widths):.3f} |", flush=True)  # fmt: skip
+    stats._interval = _JEFFREYS
 
 
 if __name__ == "__main__":
