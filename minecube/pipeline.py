@@ -1300,8 +1300,39 @@ def report_predictions(
                 low, high = (getattr(estimate, f"ci_{e}_{units}") for e in ("low", "high"))
                 line += f" {getattr(estimate, f'adjusted_{units}'):10.1f} {low:7.1f}–{high:.1f}"
             log.info(line)
+        if adjusted:
+            log.info(_held_line(series, adjusted, units, options.get("min_observed", 0.8)))
     log.info(f"\nreport: {page.resolve()}")
     return page
+
+
+def _held_line(series, adjusted: dict, units: str, min_observed: float) -> str:
+    """How many of the printed 95 % intervals hold the truth, and the median relative error of
+    the mapped and the adjusted footprint, over the periods compared on at least
+    ``min_observed`` of their pixels (and, for the intervals, over all)."""
+    import numpy as np
+
+    held, kept, mapped_error, adjusted_error = [], [], [], []
+    for row in series.itertuples():
+        estimate = adjusted.get((row.site_id, row.time[:10]))
+        if estimate is None:
+            continue
+        truth = getattr(row, f"truth_{units}")
+        low, high = (getattr(estimate, f"ci_{e}_{units}") for e in ("low", "high"))
+        held.append(low <= truth <= high)
+        kept.append(row.compared_pct >= 100 * min_observed)
+        if kept[-1] and truth > 0:
+            mapped_error.append(abs(getattr(row, f"predicted_{units}") / truth - 1))
+            adjusted_error.append(abs(getattr(estimate, f"adjusted_{units}") / truth - 1))
+    inside = sum(h for h, k in zip(held, kept, strict=True) if k)
+    errors = (
+        f"; median error against the truth: mapped {np.median(mapped_error):.1%}, adjusted "
+        f"{np.median(adjusted_error):.1%}" if mapped_error else ""
+    )  # fmt: skip
+    return (
+        f"95 % intervals holding the truth: {inside} of {sum(kept)} periods compared over "
+        f"{min_observed:.0%} or more of their pixels ({sum(held)} of {len(held)} in all){errors}"
+    )
 
 
 def _sha256(path: str | os.PathLike) -> str:

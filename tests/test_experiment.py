@@ -140,3 +140,23 @@ def test_bad_grids_fail_before_training(grid_file, tmp_path):
     assert result.exit_code != 0
     assert "not in the local Hugging Face cache" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("demo-grid", "minecube experiment docs/examples/demo-grid.yaml"),
+        ("transfer-grid", "minecube experiment docs/examples/transfer-grid.yaml"),
+        ("transfer-grid-16", "minecube experiment docs/examples/transfer-grid-16.yaml"),
+        ("paper-grid", "bash benchmarks/paper_grid.sh MINUTES"),
+    ],
+)
+def test_the_documented_grids_are_valid_and_say_how_to_run_them(name, command):
+    """The grids whose results docs/training.md quotes are committed and read as they are."""
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "docs" / "examples" / f"{name}.yaml"
+    grid = read_grid(path)
+    assert command in path.read_text()
+    assert grid.models
+    assert grid.bands
