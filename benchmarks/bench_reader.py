@@ -1,0 +1,174 @@
+"""COG readers on the same items: GDAL through stackstac and odc-stac against async-geotiff.
+
+Run: .venv/bin/python benchmarks/bench_reader.py [--sites 3] [--turns 3]
+(async-geotiff and obstore are not minecube dependencies: `pip install async-geotiff obstore`.)
+
+For each of the first sites of the default demo world (generated into a temporary folder),
+the items of 2022–2024 are searched once on the world's STAC API, then the site's five assets
+(four 10 m bands and the 20 m SCL) are read over HTTP range requests from the world's COG
+server onto the site's grid, with each reader in turn (the order rotated between turns, all
+warm: the files are read once before any timing):
+
+* ``stackstac``, ``odc-stac``: minecube's own ``cube._load`` (GDAL, dask threads);
+* ``async-geotiff``: the Rust TIFF decoder of async-tiff over obstore's HTTP store, every
+  window of every asset fetched concurrently on one asyncio loop; the site's window of each
+  COG read at its own resolution and the 20 m band repeated onto the 10 m grid (the site
+  grid and the tiles share CRS and pixel edges in the demo world, so this is the same
+  nearest-neighbour resampling GDAL does).
+
+Prints seconds, Mpx/s and the ratio to stackstac (medians over turns), the HTTP requests the
+COG server saw, and whether each reader's pixels equal stackstac's exactly (a digest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+IN_FLIGHT = 8  # files open at once: the demo's COG server queues only a few connections
+
+
+def _gdal(items, keys, grid, engine: str) -> np.ndarray:
+    from minecube.cube import _load
+
+    return _load(items, keys, grid, engine, 512, 3).compute().values
+
+
+async def _window(url: str, grid, store_cls, limit: asyncio.Semaphore):
+    """The grid's window of one COG, at the grid's resolution: each grid pixel takes the COG
+    pixel under its centre (GDAL's nearest neighbour, for grids of the same CRS)."""
+    from async_geotiff import GeoTIFF, Window
+
+    base, name = url.rsplit("/", 1)
+    west, south, east, north = grid.bounds
+    res = grid.resolution
+    async with limit:
+        tiff = await GeoTIFF.open(name, store=store_cls(base))
+        t = tiff.transform
+        x = west + (np.arange(round((east - west) / res)) + 0.5) * res
+        y = north - (np.arange(round((north - south) / res)) + 0.5) * res
+        cols = np.floor((x - t.c) / t.a).astype(int)
+        rows = np.floor((y - t.f) / t.e).astype(int)
+        out = np.full((len(rows), len(cols)), np.nan, np.float32)
+        cin = (cols >= 0) & (cols < tiff.width)
+        rin = (rows >= 0) & (rows < tiff.height)
+        if not (cin.any() and rin.any()):
+            return out
+        c0, c1, r0, r1 = cols[cin].min(), cols[cin].max() + 1, rows[rin].min(), rows[rin].max() + 1
+        array = await tiff.read(window=Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0)))
+    data = np.asarray(array.data)[0].astype(np.float32)
+    if tiff.nodata is not None:
+        data[data == tiff.nodata] = np.nan
+    out[np.ix_(rin, cin)] = data[np.ix_(rows[rin] - r0, cols[cin] - c0)]
+    return out
+
+
+def _async_geotiff(items, keys, grid) -> np.ndarray:
+    from obstore.store import HTTPStore
+
+    async def everything():
+        limit = asyncio.Semaphore(IN_FLIGHT)
+
+        def store(base):  # the demo's COG server is plain HTTP on loopback
+            return HTTPStore.from_url(base, client_options={"allow_http": True})
+
+        jobs = [_window(i.assets[k].href, grid, store, limit) for i in items for k in keys]
+        return await asyncio.gather(*jobs)
+
+    windows = asyncio.run(everything())
+    return np.stack(windows).reshape(len(items), len(keys), *windows[0].shape)
+
+
+READERS = {
+    "stackstac": lambda i, k, g: _gdal(i, k, g, "stackstac"),
+    "odc-stac": lambda i, k, g: _gdal(i, k, g, "odc-stac"),
+    "async-geotiff": _async_geotiff,
+}
+
+
+def _one(reader: str, world_path: str, stac_url: str, sites: int) -> dict:
+    """In a fresh process: each site's read with ``reader`` cold (the process's first) and
+    warm (again, whatever the reader caches kept), with the COG server's requests counted
+    from its log; and a digest of the pixels."""
+    import hashlib
+
+    import dask
+
+    from minecube.cube import site_grid
+    from minecube.demo import open_world
+    from minecube.stac import band_assets, search
+
+    warnings.simplefilter("ignore")
+    dask.config.set(scheduler="threads", num_workers=os.cpu_count())
+    world = open_world(world_path)
+    found = []
+    for site in list(world.sites.itertuples())[:sites]:
+        items = search(site, "2022-01-01", "2024-12-31", catalog=stac_url)
+        found.append((items, [a.key for a in band_assets(items[0]).values()], site_grid(site)))
+    digest, out = hashlib.sha256(), {"pixels": 0}
+    for when in ("cold", "warm"):
+        start = time.perf_counter()
+        for items, keys, grid in found:
+            pixels = READERS[reader](items, keys, grid)
+            if when == "cold":
+                digest.update(np.ascontiguousarray(pixels).tobytes())
+                out["pixels"] += pixels.size
+        out[when] = time.perf_counter() - start
+    return out | {"digest": digest.hexdigest()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(_one(*args.one, args.sites)))
+        return
+    from minecube.demo import generate, serve
+
+    runs = {name: [] for name in READERS}
+    with tempfile.TemporaryDirectory() as tmp:
+        world = generate(Path(tmp) / "world")
+        with serve(world) as server:
+            names = list(READERS)
+            for turn in range(args.turns):
+                for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                    before = len(server.requests)
+                    command = [sys.executable, __file__, "--sites", str(args.sites), "--one",
+                               name, str(world.path), server.stac_url]  # fmt: skip
+                    done = subprocess.run(command, capture_output=True, text=True, check=True)
+                    found = json.loads(done.stdout.strip().splitlines()[-1])
+                    runs[name].append(found | {"requests": len(server.requests) - before})
+    pixels = runs["stackstac"][0]["pixels"]
+    print(f"{args.sites} sites of the default demo world, 2022–2024, five assets; {args.turns} "
+          f"turns, {os.cpu_count()} cores; {pixels / 1e6:.1f} Mpx per read\n")  # fmt: skip
+    print("| reader | cold s | warm s | cold Mpx/s | cold ÷ stackstac | warm ÷ stackstac "
+          "| HTTP requests (cold + warm) | same pixels as stackstac |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    median = {n: {w: statistics.median(r[w] for r in rs) for w in ("cold", "warm")}
+              for n, rs in runs.items()}  # fmt: skip
+    for name, found in runs.items():
+        cold, warm = median[name]["cold"], median[name]["warm"]
+        same = all(r["digest"] == runs["stackstac"][0]["digest"] for r in found)
+        print(f"| {name} | {cold:.2f} | {warm:.2f} | {pixels / 1e6 / cold:.1f} "
+              f"| {cold / median['stackstac']['cold']:.2f} "
+              f"| {warm / median['stackstac']['warm']:.2f} "
+              f"| {statistics.median(r['requests'] for r in found):.0f} "
+              f"| {'yes' if same else 'no'} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
