@@ -637,7 +637,11 @@ def cube() -> None:
     help="Pixel size, metres [default: the sensor's, 10 Sentinel-2, 30 Landsat/HLS].",
 )
 @click.option(
-    "--engine", type=click.Choice(["stackstac", "odc-stac"]), default="stackstac", show_default=True
+    "--engine",
+    type=click.Choice(["auto", "stackstac", "odc-stac", "async-geotiff"]),
+    default="auto",
+    show_default=True,
+    help="COG reader; auto: async-geotiff where installed, else stackstac.",
 )
 @click.option(
     "--collection",

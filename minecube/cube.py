@@ -59,9 +59,9 @@ __all__ = [
     "to_zarr",
 ]
 
-Engine = Literal["stackstac", "odc-stac"]
+Engine = Literal["auto", "stackstac", "odc-stac", "async-geotiff"]
 Composite = Literal["month", "quarter", "year", "day"]
-ENGINES: tuple[str, ...] = ("stackstac", "odc-stac")
+ENGINES: tuple[str, ...] = ("auto", "stackstac", "odc-stac", "async-geotiff")
 COMPOSITES: dict[str, str] = {"day": "D", "month": "M", "quarter": "Q", "year": "Y"}
 """Composite rule → pandas period: one median per day (a mosaic of the day's scenes), month,
 quarter or year."""
@@ -303,6 +303,8 @@ def _load(
     Both engines carry :func:`_gdal_env` into the graph, so each read retries transient HTTP
     failures where it runs (a thread or a dask worker)."""
 
+    if engine == "async-geotiff":
+        return _load_async(items, keys, grid, chunks, retries)
     if engine == "stackstac":
         import stackstac
         from rasterio.enums import Resampling
@@ -355,6 +357,37 @@ def _load(
     raise ValueError(f"engine={engine!r} is not one of {list(ENGINES)}")
 
 
+def _load_async(items, keys: list[str], grid: SiteGrid, chunks: int, retries: int):
+    """:func:`_load` with :mod:`minecube.asyncread`; the items it cannot read (another CRS or
+    scheme) by stackstac, in the same graph and order."""
+    import xarray as xr
+
+    from minecube import asyncread
+
+    if not asyncread.available():
+        raise CubeError(
+            "engine='async-geotiff' needs the async-geotiff and obstore packages: "
+            "pip install 'minecube[async]' (or use engine='stackstac')"
+        )
+    fast = [asyncread.readable(i, keys, grid.epsg) for i in items]
+    if all(fast):
+        return asyncread.load(items, keys, grid, chunks=chunks, retries=retries)
+    parts, order = [], []
+    for wanted in (True, False):
+        chosen = [k for k, f in enumerate(fast) if f == wanted]
+        if not chosen:
+            continue
+        subset = [items[k] for k in chosen]
+        parts.append(
+            asyncread.load(subset, keys, grid, chunks=chunks, retries=retries)
+            if wanted
+            else _load(subset, keys, grid, "stackstac", chunks, retries)
+        )
+        order += chosen
+    joined = xr.concat(parts, "time", join="override", coords="minimal", compat="override")
+    return joined.isel(time=np.argsort(order))
+
+
 def build(
     site,
     items: Sequence[pystac.Item],
@@ -362,7 +395,7 @@ def build(
     bands: Sequence[str] | None = None,
     resolution: float | None = None,
     composite: Composite = "month",
-    engine: Engine = "stackstac",
+    engine: Engine = "auto",
     chunks: int = 512,
     mask: str | Callable[[xr.DataArray], xr.DataArray] | None = None,
     mask_scl: Sequence[int] = MASKED_SCL,
@@ -397,7 +430,11 @@ def build(
         ``"day"``, ``"month"``, ``"quarter"`` or ``"year"``: median of the valid observations
         in each period; periods without any scene are left out.
     engine
-        ``"stackstac"`` or ``"odc-stac"``; both give the same pixels.
+        ``"stackstac"`` or ``"odc-stac"`` (GDAL), or ``"async-geotiff"`` (a Rust COG reader
+        over obstore, ``pip install 'minecube[async]'``: :mod:`minecube.asyncread`); all give
+        the same pixels. ``"auto"`` (default): async-geotiff where it is installed (it reads
+        the demo world's COGs in about 0.6 of stackstac's time: benchmarks/README.md), else
+        stackstac; ``attrs["engine"]`` says which read the cube.
     chunks
         Spatial chunk size in pixels; a multiple of the chip size keeps chips aligned.
     mask
@@ -445,6 +482,10 @@ def build(
 
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} is not one of {list(ENGINES)}")
+    if engine == "auto":
+        from minecube import asyncread
+
+        engine = "async-geotiff" if asyncread.available() else "stackstac"
     if composite not in COMPOSITES:
         raise ValueError(f"composite={composite!r} is not one of {list(COMPOSITES)}")
     search_record = getattr(items, "extra_fields", {}).get("minecube:search", {})
@@ -1049,7 +1090,8 @@ def _build_one(site, items, store, composite: str, kwargs: dict) -> dict[str, An
 
 def _is_read_error(e: BaseException) -> bool:
     """Whether an error of a compute came from reading the scenes (its text may hold a URL)."""
-    readers = ("rasterio", "odc", "stackstac", "urllib3", "aiohttp", "fsspec")
+    readers = ("rasterio", "odc", "stackstac", "urllib3", "aiohttp", "fsspec", "obstore",
+               "async_tiff", "async_geotiff")  # fmt: skip
     return type(e).__module__.startswith(readers) or "://" in str(e)
 
 

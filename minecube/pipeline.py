@@ -108,7 +108,9 @@ class CubeSettings(_Section):
     resolution: float | None = Field(
         None, gt=0, description="Pixel size, metres (default: the sensor's)."
     )
-    engine: Literal["stackstac", "odc-stac"] = Field("stackstac", description="Read engine.")
+    engine: Literal["auto", "stackstac", "odc-stac", "async-geotiff"] = Field(
+        "auto", description="COG reader; auto: async-geotiff where installed, else stackstac."
+    )
     mask: Literal["scl", "qa_pixel", "fmask", "csmask", "none"] | None = Field(
         None, description="Cloud mask (default: the sensor's)."
     )
@@ -1370,8 +1372,8 @@ def _record(run_id, config: RunConfig, sites, found, store, model, predictions, 
     table = out / "runs" / f"{run_id}-sites.geojson"
     sites.to_file(table, driver="GeoJSON")  # the exact table of this run
     versions = {}
-    for name in ("xarray", "dask", "zarr", "stackstac", "odc-stac", "pystac-client", "torch",
-                 "segmentation-models-pytorch"):  # fmt: skip
+    for name in ("xarray", "dask", "zarr", "stackstac", "odc-stac", "async-geotiff", "obstore",
+                 "pystac-client", "torch", "segmentation-models-pytorch"):  # fmt: skip
         try:
             versions[name] = version(name)
         except PackageNotFoundError:

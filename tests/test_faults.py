@@ -575,7 +575,7 @@ def workers(cluster):
         yield client
 
 
-@pytest.mark.parametrize("engine", ["stackstac", "odc-stac"])
+@pytest.mark.parametrize("engine", ["stackstac", "odc-stac", "async-geotiff"])
 def test_flaky_reads_are_retried_inside_the_graph(
     tiny_world, tiny_site, engine, workers, monkeypatch
 ):
@@ -601,15 +601,16 @@ def test_flaky_reads_are_retried_inside_the_graph(
     assert json.loads(cube.attrs["skipped_items"]) == {}
 
 
+@pytest.mark.parametrize("engine", ["stackstac", "async-geotiff"])
 def test_a_cog_server_dying_mid_build_is_a_clear_error_that_keeps_what_was_written(
-    tiny_world, tiny_site, tmp_path, workers
+    tiny_world, tiny_site, tmp_path, workers, engine
 ):
     from minecube import demo
 
     store = tmp_path / "cubes.zarr"
     with demo.serve(tiny_world) as server:
         items = search(tiny_site, "2022-01-01", "2023-12-31", catalog=server.stac_url)
-        cube = build(tiny_site, items, composite="quarter")
+        cube = build(tiny_site, items, composite="quarter", engine=engine)
         to_zarr(cube.isel(time=[0]), store)  # one period written before the outage
         server._processes[0][0].kill()  # the COG server dies; the API lives on
         server._processes[0][0].wait()

@@ -101,6 +101,8 @@ class RangeServer(ThreadingHTTPServer):
     """Threaded static server for ``root``; logs file requests as JSON lines to ``log``."""
 
     daemon_threads = True
+    request_queue_size = 128  # a real object store takes bursts of connections; the default 5
+    # drops concurrent readers' SYNs, which then wait a second to retry
 
     def __init__(self, address, root: Path, log: Path | None = None, fail_every: int = 0):
         self._lock = threading.Lock()
