@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 SITE = "sudbury-nickel"
+ENGINES = ("stackstac", "odc-stac", "async-geotiff")
 SIZES = {1: 256, 4: 512, 16: 1024}  # area factor → site width in pixels
 
 
@@ -211,7 +212,7 @@ def main() -> None:
                 site_size=size,
                 tile_size=size + 64,
             )
-            for engine in ("stackstac", "odc-stac"):
+            for engine in ENGINES:
                 result = {}
                 for mode in ("bare", "minecube"):
                     out = subprocess.run(
@@ -238,7 +239,7 @@ def main() -> None:
             f"{m['seconds'] / b['seconds']:.2f} | {b['peak_mb']:.0f} | {m['peak_mb']:.0f} | "
             f"{m['peak_mb'] / b['peak_mb']:.2f} |"
         )
-    for engine in ("stackstac", "odc-stac"):
+    for engine in ENGINES:
         peaks = [r["minecube"]["peak_mb"] for _, _, e, r in rows if e == engine]
         print(f"\n{engine}: minecube peak memory at 16× ÷ 1× area = {peaks[-1] / peaks[0]:.2f}")
 
