@@ -1,7 +1,7 @@
 """Cube building: minecube's build + to_zarr against the bare engine on the same items.
 
-For each engine (stackstac, odc-stac) and site size (1×, 4×, 16× the area), one subprocess
-measures wall time and peak resident memory of
+For each engine (stackstac, odc-stac, async-geotiff) and site size (1×, 4×, 16× the area), one
+subprocess measures wall time and peak resident memory of
 
 * bare: the engine loading the items' five assets onto the site grid and computing them;
 * minecube: ``build`` (scaling, SCL masking, quarterly median composite) + ``to_zarr``.

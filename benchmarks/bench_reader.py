@@ -1,6 +1,6 @@
 """COG readers on the same items: GDAL through stackstac and odc-stac against async-geotiff.
 
-Run: .venv/bin/python benchmarks/bench_reader.py [--sites 3] [--turns 3]
+Run: .venv/bin/python benchmarks/bench_reader.py [--sites 3] [--turns 3] [--cubes]
 (async-geotiff and obstore are not minecube dependencies: `pip install async-geotiff obstore`.)
 
 For each of the first sites of the default demo world (generated into a temporary folder),
@@ -86,7 +86,12 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--cubes", action="store_true",
+                        help="whole cube builds with each engine instead, warm")  # fmt: skip
     args = parser.parse_args()
+    if args.cubes:
+        _cubes(args)
+        return
     if args.one:
         print(json.dumps(_one(*args.one, args.sites)))
         return
@@ -121,6 +126,41 @@ def main() -> None:
               f"| {warm / median['stackstac']['warm']:.2f} "
               f"| {statistics.median(r['requests'] for r in found):.0f} "
               f"| {'yes' if same else 'no'} |")  # fmt: skip
+
+
+def _cubes(args) -> None:
+    """Seconds to build and compute the sites' quarterly cubes with each engine, alternating
+    the order each turn, in one process after an untimed build (all warm)."""
+    import dask
+
+    from minecube.cube import build
+    from minecube.demo import generate, serve
+    from minecube.stac import search
+
+    warnings.simplefilter("ignore")
+    dask.config.set(scheduler="threads", num_workers=os.cpu_count())
+    engines = ["stackstac", "async-geotiff"]
+    seconds = {e: [] for e in engines}
+    with tempfile.TemporaryDirectory() as tmp:
+        world = generate(Path(tmp) / "world")
+        with serve(world) as server:
+            found = [(s, search(s, "2022-01-01", "2024-12-31", catalog=server.stac_url))
+                     for s in list(world.sites.itertuples())[: args.sites]]  # fmt: skip
+            for site, items in found:
+                build(site, items, composite="quarter").compute()
+            for turn in range(args.turns):
+                for engine in engines if turn % 2 == 0 else engines[::-1]:
+                    start = time.perf_counter()
+                    for site, items in found:
+                        build(site, items, composite="quarter", engine=engine).compute()
+                    seconds[engine].append(time.perf_counter() - start)
+    median = {e: statistics.median(v) for e, v in seconds.items()}
+    print(f"{args.sites} sites, quarterly cubes 2022–2024, {args.turns} turns\n")
+    print("| engine | s per turn (median) | each turn | ÷ stackstac |")
+    print("|---|---|---|---|")
+    for engine, took in median.items():
+        each = " ".join(f"{v:.2f}" for v in seconds[engine])
+        print(f"| {engine} | {took:.2f} | {each} | {took / median['stackstac']:.2f} |")
 
 
 if __name__ == "__main__":
