@@ -225,20 +225,32 @@ def main() -> None:
     )
 
 
-def _sensitivity(args) -> None:
-    """Coverage and width class by class on the same samples, for each prior of --prior."""
+def _class_by_class(args, variants) -> None:
+    """Coverage and width class by class at the demo's setting (good map, n = 300, 30 per
+    stratum) on the same samples, for each of ``variants``: (label, a call that sets it up).
+    Jeffreys' own-strata prior and interval are restored after."""
     warnings.simplefilter("ignore", SampleSizeWarning)
     world = open_world(args.world)
     good, _, truths, _ = _maps(world, args.predictions)
     shares = _true_shares(good, truths)
-    print("| own-strata prior | areas | coverage jeffreys | width jeffreys (× truth) |")
+    print("| own-strata prior | areas | coverage | width (× truth) |")
     print("|---|---|---|---|")
-    for prior in args.prior:
-        stats._OWN_PRIOR = prior
-        found = _classes(good, truths, shares, 300, 30, args.reps)["jeffreys"]
-        for what, (held, widths) in sorted(found.items()):
-            print(f"| Beta({prior:g}, {prior:g}) | {what} ({len(held)}) | {np.mean(held):.1%} "
-                  f"| {np.nanmedian(widths):.3f} |", flush=True)  # fmt: skip
+    prior = stats._OWN_PRIOR
+    try:
+        for label, set_up in variants:
+            set_up()
+            found = _classes(good, truths, shares, 300, 30, args.reps)["jeffreys"]
+            for what, (held, widths) in sorted(found.items()):
+                print(f"| {label} | {what} ({len(held)}) | {np.mean(held):.1%} "
+                      f"| {np.nanmedian(widths):.3f} |", flush=True)  # fmt: skip
+    finally:
+        stats._OWN_PRIOR, stats._interval = prior, _JEFFREYS
+
+
+def _sensitivity(args) -> None:
+    """--prior: each Beta prior of the classes' own strata."""
+    _class_by_class(args, [(f"Beta({p:g}, {p:g})", lambda p=p: setattr(stats, "_OWN_PRIOR", p))
+                           for p in args.prior])  # fmt: skip
 
 
 _MU = 1 / (1 + np.exp(-np.linspace(-9.0, 9.0, 181)))  # logit grid
@@ -288,21 +300,11 @@ _JEFFREYS = stats._interval
 
 
 def _hierarchical(args) -> None:
-    """Coverage and width class by class, Jeffreys' own-strata prior against the pooled one,
-    on the same samples."""
-    warnings.simplefilter("ignore", SampleSizeWarning)
-    world = open_world(args.world)
-    good, _, truths, _ = _maps(world, args.predictions)
-    shares = _true_shares(good, truths)
-    print("| own-strata prior | areas | coverage | width (× truth) |")
-    print("|---|---|---|---|")
-    for name, interval in (("Jeffreys (default)", _JEFFREYS), ("pooled", _pooled_interval)):
-        stats._interval = interval
-        found = _classes(good, truths, shares, 300, 30, args.reps)["jeffreys"]
-        for what, (held, widths) in sorted(found.items()):
-            print(f"| {name} | {what} ({len(held)}) | {np.mean(held):.1%} "
-                  f"| {np.nanmedian(widths):.3f} |", flush=True)  # fmt: skip
-    stats._interval = _JEFFREYS
+    """--hierarchical: Jeffreys' own-strata prior against the pooled one."""
+    _class_by_class(args, [
+        ("Jeffreys (default)", lambda: setattr(stats, "_interval", _JEFFREYS)),
+        ("pooled", lambda: setattr(stats, "_interval", _pooled_interval)),
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -120,9 +120,7 @@ async def _window_rust(href: str, x: np.ndarray, y: np.ndarray, retries: int) ->
     from async_geotiff import Window
 
     tiff = await _open(href, retries)
-    if tiff.count != 1:
-        raise ValueError(_MULTIBAND.format(href=href, count=tiff.count))
-    rows, cols, inside = _pixels(tiff.transform, tiff.height, tiff.width, x, y)
+    rows, cols, inside = _pixels(href, tiff, x, y)
     if inside is None:
         return np.full((len(y), len(x)), np.nan, np.float32)
     r0, r1, c0, c1 = inside
@@ -130,15 +128,16 @@ async def _window_rust(href: str, x: np.ndarray, y: np.ndarray, retries: int) ->
     return _sample(np.asarray(array.data)[0], tiff.nodata, rows, cols, r0, c0)
 
 
-_MULTIBAND = (
-    "{href} has {count} bands; minecube reads one band per asset (as STAC's eo:bands asks), "
-    "so split the file into one asset per band"
-)
-
-
-def _pixels(t, height: int, width: int, x: np.ndarray, y: np.ndarray):
-    """The file's row of each grid row and column of each grid column (its pixel under their
-    centres), and the window that holds those inside the file (None if none is)."""
+def _pixels(href: str, file, x: np.ndarray, y: np.ndarray):
+    """The ``file``'s (an async-geotiff or a rasterio dataset) row of each grid row and column
+    of each grid column (its pixel under their centres), and the window that holds those inside
+    it (None if none is). A file of several bands is refused, as stackstac refuses it."""
+    if file.count != 1:
+        raise ValueError(
+            f"{href} has {file.count} bands; minecube reads one band per asset (as STAC's "
+            "eo:bands asks), so split the file into one asset per band"
+        )
+    t, height, width = file.transform, file.height, file.width
     cols = np.floor((x - t.c) / t.a).astype(int)
     rows = np.floor((y - t.f) / t.e).astype(int)
     cin, rin = (cols >= 0) & (cols < width), (rows >= 0) & (rows < height)
@@ -168,9 +167,7 @@ def _window_gdal(href: str, x: np.ndarray, y: np.ndarray, retries: int) -> np.nd
     from minecube.cube import _gdal_env
 
     with rasterio.Env(**_gdal_env(retries)), rasterio.open(href) as src:
-        if src.count != 1:
-            raise ValueError(_MULTIBAND.format(href=href, count=src.count))
-        rows, cols, inside = _pixels(src.transform, src.height, src.width, x, y)
+        rows, cols, inside = _pixels(href, src, x, y)
         if inside is None:
             return np.full((len(y), len(x)), np.nan, np.float32)
         r0, r1, c0, c1 = inside

@@ -300,8 +300,9 @@ def _load(
 ) -> xr.DataArray:
     """Raw digital numbers (time, band, y, x) float32 on the site grid; NaN where no scene.
 
-    Both engines carry :func:`_gdal_env` into the graph, so each read retries transient HTTP
-    failures where it runs (a thread or a dask worker)."""
+    The GDAL engines carry :func:`_gdal_env` into the graph, async-geotiff its obstore retry
+    settings, so each read retries transient HTTP failures where it runs (a thread or a dask
+    worker)."""
 
     if engine == "async-geotiff":
         return _load_async(items, keys, grid, chunks, retries)
@@ -359,7 +360,7 @@ def _load(
 
 def _load_async(items, keys: list[str], grid: SiteGrid, chunks: int, retries: int):
     """:func:`_load` with :mod:`minecube.asyncread`; the items it cannot read (another CRS or
-    scheme) by stackstac, in the same graph and order."""
+    scheme, a signed URL) by stackstac, in the same graph and order."""
     import xarray as xr
 
     from minecube import asyncread
