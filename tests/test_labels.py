@@ -186,3 +186,65 @@ def test_binary_masks_get_a_background_class():
     burnt = rasterize(polygon, grid, schema=schema, fill="background")
     np.testing.assert_array_equal(burnt.values, labels.values)
     assert int((rasterize(polygon, grid, schema=schema) == 0).sum()) == 30  # else unlabelled
+
+
+def _on_site_grid(site):
+    """An empty (y, x) raster on a site's grid (minecube.cube.site_grid)."""
+    import warnings
+
+    from minecube.cube import site_grid
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sites over two zones warn; the grid is what counts
+        grid = site_grid(site)
+    h, w = grid.shape
+    west, _, _, north = grid.bounds
+    r = grid.resolution
+    return xr.DataArray(
+        np.zeros((h, w), "float32"), dims=("y", "x"),
+        coords={"y": north - r * (np.arange(h) + 0.5), "x": west + r * (np.arange(w) + 0.5)},
+    ).rio.write_crs(f"EPSG:{grid.epsg}")  # fmt: skip
+
+
+def _centres_inside(grid, polygon, *, wrap: bool = False) -> np.ndarray:
+    """The centre rule computed here: which pixel centres, taken to longitude and latitude,
+    lie in ``polygon`` (drawn in degrees; ``wrap``: its longitudes run on past 180°)."""
+    import shapely
+    from pyproj import Transformer
+
+    xx, yy = np.meshgrid(grid.x.values, grid.y.values)
+    lon, lat = Transformer.from_crs(grid.rio.crs, "EPSG:4326", always_xy=True).transform(xx, yy)
+    if wrap:
+        lon = np.where(lon < 0, lon + 360, lon)
+    return shapely.contains_xy(polygon, lon, lat)
+
+
+@pytest.mark.parametrize(
+    ("site", "pit", "wrap"),
+    [
+        # Taveuni, Fiji: site and pit across 180°, each split in two parts as RFC 7946 wants
+        (
+            box(179.98, -16.82, 180.0, -16.78) | box(-180.0, -16.82, -179.98, -16.78),
+            box(179.99, -16.81, 180.0, -16.79) | box(-180.0, -16.81, -179.993, -16.79),
+            True,
+        ),
+        # on the equator, in Gabon: the grid is one hemisphere's zone, the pit in both
+        (box(9.40, -0.02, 9.44, 0.03), box(9.41, -0.011, 9.43, 0.012), False),
+        # on the edge of UTM zones 54 and 55 (144° E): the pit is in both zones
+        (box(143.97, -20.03, 144.03, -19.99), box(143.99, -20.02, 144.01, -20.0), False),
+    ],
+    ids=["antimeridian", "equator", "zone-edge"],
+)
+def test_labels_across_the_antimeridian_the_equator_and_zone_edges(site, pit, wrap):
+    """Polygons in longitude and latitude burnt onto a site's UTM grid where the sphere's seams
+    run: each pixel takes the pit's class when its centre, taken back to degrees, lies in the
+    pit — both halves of a split pit, both sides of the equator and of a zone edge."""
+    grid = _on_site_grid(site)
+    frame = gpd.GeoDataFrame({"class": ["open_pit"]}, geometry=[pit], crs="EPSG:4326")
+    burnt = rasterize(frame, grid).values == 1
+    unwrapped = box(179.99, -16.81, 180.007, -16.79) if wrap else pit
+    expected = _centres_inside(grid, unwrapped, wrap=wrap)
+    assert expected.sum() > 1000
+    # the pit's straight edges in degrees bend slightly in UTM: pixels along them may differ
+    assert (burnt != expected).sum() < 0.01 * expected.sum()
+    assert burnt.sum() == pytest.approx(expected.sum(), rel=0.01)
