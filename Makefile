@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.minecube-installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast lint docs format clean
+.PHONY: setup demo test test-fast mutate lint docs format clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: setup lint
 # the inner loop: every test but those marked slow (`pytest -m "not slow"`)
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# mutation testing of the core modules (hours; not part of `make test`): docs/testing.md
+MODULES ?=
+mutate: setup
+	$(BIN)/python scripts/mutate.py $(MODULES)
 
 # the documentation site, with every warning an error
 docs: setup
