@@ -49,10 +49,11 @@ def _run(module: str, tests: list[str], children: int) -> dict:
         archive = subprocess.run(["git", "archive", "HEAD", "minecube", "tests", "pyproject.toml"],
                                  cwd=ROOT, capture_output=True, check=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        selection = "".join(f"\n    {t}" for t in tests)  # a list: one per line
         (Path(tmp) / "setup.cfg").write_text(
             "[mutmut]\nsource_paths=minecube\n"
             f"only_mutate=minecube/{module}.py\n"
-            f"pytest_add_cli_args_test_selection={','.join(tests)}\n"
+            f"pytest_add_cli_args_test_selection={selection}\n"
         )
         subprocess.run([*mutmut, "run", "--max-children", str(children)], cwd=tmp, check=False,
                        stdout=subprocess.DEVNULL)  # fmt: skip
