@@ -13,8 +13,10 @@ table in docs/testing.md. Killed ÷ (killed + survived + unreached) is the score
 test reaches is a gap like a survivor. A survivor that changes nothing observable is listed in
 docs/testing.md as equivalent, with its reason.
 
-This runs for hours on two cores (a demo world is generated in every forked test process that
-needs one): it is not part of `make test`.
+The demo worlds the tests need are generated once, by the first (unmutated) run, into a folder
+every forked test process shares (``MINECUBE_TEST_WORLDS``, read by tests/conftest.py); the
+servers and the cubes built from them are still made per mutant, since the code under test
+makes them. It runs for long on two cores, so it is not part of `make test`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,9 +45,10 @@ MODULES = {
 COUNTS = ("killed", "survived", "no_tests", "timeout", "suspicious", "skipped")
 
 
-def _run(module: str, tests: list[str], children: int) -> dict:
+def _run(module: str, tests: list[str], children: int, worlds: Path) -> dict:
     """mutmut on one module in a copy of HEAD; its counts and the diffs of what lived."""
     mutmut = [sys.executable, "-m", "mutmut"]
+    env = os.environ | {"MINECUBE_TEST_WORLDS": str(worlds)}
     with tempfile.TemporaryDirectory(prefix=f"mutate-{module}-") as tmp:
         archive = subprocess.run(["git", "archive", "HEAD", "minecube", "tests", "pyproject.toml"],
                                  cwd=ROOT, capture_output=True, check=True).stdout  # fmt: skip
@@ -55,8 +59,8 @@ def _run(module: str, tests: list[str], children: int) -> dict:
             f"only_mutate=minecube/{module}.py\n"
             f"pytest_add_cli_args_test_selection={selection}\n"
         )
-        subprocess.run([*mutmut, "run", "--max-children", str(children)], cwd=tmp, check=False,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run([*mutmut, "run", "--max-children", str(children)], cwd=tmp, env=env,
+                       check=False, stdout=subprocess.DEVNULL)  # fmt: skip
         subprocess.run([*mutmut, "export-cicd-stats"], cwd=tmp, check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
         stats = json.loads((Path(tmp) / "mutants" / "mutmut-cicd-stats.json").read_text())
@@ -85,19 +89,25 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     print("| module | date | commit | mutants | killed | survived | no test reaches | score |")
     print("|---|---|---|---|---|---|---|---|")
-    for module in args.modules:
-        found = _run(module, MODULES[module], args.children)
-        s, today = found["stats"], dt.date.today().isoformat()
-        (out / f"{module}.txt").write_text(
-            f"minecube/{module}.py, {today}, commit {commit}, tests {' '.join(MODULES[module])}\n"
-            + json.dumps(s)
-            + "\n\n"
-            + "\n".join(found["diffs"])
-        )
-        total = sum(s.get(k, 0) for k in COUNTS)
-        print(f"| {module} | {today} | {commit} | {total} | {s.get('killed', 0)} | "
-              f"{s.get('survived', 0)} | {s.get('no_tests', 0)} | {_score(s):.1%} |",
-              flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="mutate-worlds-") as worlds:
+        for module in args.modules:
+            found = _run(module, MODULES[module], args.children, Path(worlds))
+            _write(out / f"{module}.txt", module, found["stats"], found["diffs"], commit)
+
+
+def _write(path: Path, module: str, s: dict, diffs: list[str], commit: str) -> None:
+    """A module's survivors file, and its row of the table in docs/testing.md."""
+    today = dt.date.today().isoformat()
+    path.write_text(
+        f"minecube/{module}.py, {today}, commit {commit}, tests {' '.join(MODULES[module])}\n"
+        + json.dumps(s)
+        + "\n\n"
+        + "\n".join(diffs)
+    )
+    total = sum(s.get(k, 0) for k in COUNTS)
+    print(f"| {module} | {today} | {commit} | {total} | {s.get('killed', 0)} | "
+          f"{s.get('survived', 0)} | {s.get('no_tests', 0)} | {_score(s):.1%} |",
+          flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

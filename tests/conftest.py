@@ -21,12 +21,21 @@ TINY = {
 }
 
 
+def _world_folder(tmp_path_factory, name: str) -> Path:
+    """Where a session's demo world goes: a fresh temporary folder — or, in mutation runs
+    (scripts/mutate.py sets ``MINECUBE_TEST_WORLDS``), one folder shared by every forked test
+    process, so that each reuses the worlds the first, unmutated run generated (``generate``
+    reuses a complete world with the same parameters) instead of generating them per mutant."""
+    shared = os.environ.get("MINECUBE_TEST_WORLDS")
+    return Path(shared) / name if shared else tmp_path_factory.mktemp(name)
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """The default demo world, exactly as `make demo` generates it."""
     from minecube.demo import generate
 
-    return generate(tmp_path_factory.mktemp("demo") / "world")
+    return generate(_world_folder(tmp_path_factory, "demo") / "world")
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +56,7 @@ def many_world(tmp_path_factory):
     """A many-site demo world: 24 small mines, three in each district, one tile each."""
     from minecube.demo import generate
 
-    return generate(tmp_path_factory.mktemp("many") / "world", **MANY)
+    return generate(_world_folder(tmp_path_factory, "many") / "world", **MANY)
 
 
 @pytest.fixture(scope="session")
@@ -332,7 +341,7 @@ def baseline_worlds(tmp_path_factory):
     """``{"mixed": world across the baseline change, "offset": world all at +1000 DN}``."""
     from minecube.demo import generate
 
-    root = tmp_path_factory.mktemp("baseline")
+    root = _world_folder(tmp_path_factory, "baseline")
     return {
         "mixed": generate(root / "mixed", **BASELINE_WORLD),
         "offset": generate(root / "offset", **BASELINE_WORLD, offset_from="2015-01-01"),
@@ -345,7 +354,7 @@ def landsat_world(tmp_path_factory):
     from minecube.demo import generate
 
     return generate(
-        tmp_path_factory.mktemp("landsat") / "world",
+        _world_folder(tmp_path_factory, "landsat") / "world",
         sensor="landsat",
         sites=["kalimantan-coal", "sudbury-nickel", "hunter-coal"],
         years=[2022, 2023],
