@@ -9,7 +9,8 @@ grid's, and gives the same pixels as stackstac there (nearest neighbour: each gr
 the file's pixel under its centre; the file's nodata becomes NaN).
 ``benchmarks/bench_reader.py`` measures the three side by side. Items it cannot read that way
 — another CRS, another scheme (``s3://``: credentials are GDAL's business here), a signed URL,
-another format — are read by stackstac in the same graph.
+another format — are read by stackstac in the same graph. In a process forked after the engine
+read in its parent (obstore's Rust runtime cannot run there), GDAL reads, with a warning.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ IN_FLIGHT = 16
 """Files read at once by one dask task (an item's assets, a window each)."""
 
 _local = threading.local()  # per thread: its obstore stores (connection pools)
+_runtime = {"started": False, "forked": False}  # obstore's Rust (tokio) runtime, per process
+
+
+def _after_fork() -> None:
+    # The runtime's threads stay in the parent: a child forked after it started (a PyTorch
+    # DataLoader's workers, multiprocessing's default on Linux) would wait on it for ever.
+    _runtime["forked"] = _runtime["forked"] or _runtime["started"]
+
+
+os.register_at_fork(after_in_child=_after_fork)
 # async-geotiff warns before failing on a stripped file, which GDAL then reads (_window)
 warnings.filterwarnings("ignore", "Striped GeoTIFFs are not supported", UserWarning)
 
@@ -176,7 +187,12 @@ def _window_gdal(href: str, x: np.ndarray, y: np.ndarray, retries: int) -> np.nd
 
 
 def _read_block(hrefs: tuple[str, ...], x: np.ndarray, y: np.ndarray, retries: int) -> np.ndarray:
-    """One dask block: the windows of one item's assets, (1, band, y, x)."""
+    """One dask block: the windows of one item's assets, (1, band, y, x). In a process forked
+    after the Rust runtime started, GDAL reads them (the same pixels; see :func:`_after_fork`)."""
+    if _runtime["forked"]:
+        _warn_forked()
+        return np.stack([_window_gdal(h, x, y, retries) for h in hrefs])[None]
+    _runtime["started"] = True
 
     async def everything():
         limit = asyncio.Semaphore(IN_FLIGHT)
@@ -192,6 +208,18 @@ def _read_block(hrefs: tuple[str, ...], x: np.ndarray, y: np.ndarray, retries: i
 
     with ThreadPoolExecutor(1) as pool:
         return np.stack(pool.submit(asyncio.run, everything()).result())[None]
+
+
+def _warn_forked() -> None:
+    warnings.warn(
+        "this process was forked after the async-geotiff engine had read in its parent, and "
+        "that engine's Rust runtime cannot run in a forked child: reading with GDAL here (the "
+        "same pixels, slower). Start workers with 'spawn' or 'forkserver' "
+        "(multiprocessing.set_start_method, DataLoader(multiprocessing_context=...)), or pass "
+        "engine='stackstac'",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def load(

@@ -11,6 +11,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 collect_ignore = ["data"]  # test data, such as the Dask-Gateway server's configuration file
 
+
+def _fresh_dask_pools() -> None:
+    """Forget dask's thread pools in a forked child: they keep the parent's threads, which the
+    child does not have, so its first threaded compute would wait for ever. mutmut
+    (scripts/mutate.py) forks a test process per mutant from one that has run tests."""
+    import dask.threaded
+
+    dask.threaded.default_pool = None
+    dask.threaded.pools.clear()
+
+
+os.register_at_fork(after_in_child=_fresh_dask_pools)
+
 # Small worlds for tests that generate their own (determinism, bad input).
 TINY = {
     "sites": ["hunter-coal", "atacama-copper"],

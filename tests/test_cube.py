@@ -899,6 +899,35 @@ def test_async_geotiff_reads_inside_a_running_event_loop(site, items):
     np.testing.assert_array_equal(asyncio.run(in_a_notebook()).values, expected.values)
 
 
+def test_async_geotiff_reads_in_a_process_forked_after_it_read(site, items, tmp_path):
+    """A child forked after the engine read (a DataLoader's worker, multiprocessing on Linux)
+    cannot use the Rust runtime its parent started: it reads with GDAL — the same pixels — and
+    says so, rather than wait for ever."""
+    import multiprocessing
+    import warnings
+
+    from minecube.cube import _load
+
+    graph = _load(items[:2], ["red", "scl"], site_grid(site), "async-geotiff", 512, 3)
+    expected = graph.compute(scheduler="sync").values  # the runtime starts in this process
+
+    def child():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            np.save(tmp_path / "child.npy", graph.compute(scheduler="sync").values)
+        (tmp_path / "warned.txt").write_text("\n".join(str(w.message) for w in caught))
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(timeout=60)
+    if process.is_alive():
+        process.kill()
+        pytest.fail("a process forked after an async-geotiff read hung on its first read")
+    assert process.exitcode == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "child.npy"), expected)
+    assert "forked after the async-geotiff engine had read" in (tmp_path / "warned.txt").read_text()
+
+
 def test_the_default_engine_is_async_geotiff_where_installed(site, items, monkeypatch):
     from minecube import asyncread
 

@@ -290,3 +290,70 @@ def test_a_tiny_or_thin_single_polygon_builds_without_a_far_apart_warning():
         warnings.simplefilter("error")
         site_grid(box(150.9, -32.46, 150.9001, -32.4599))  # one pixel
         assert site_grid(thin).shape == (564, 461)  # covers under 5 % of its grid: no matter
+
+
+def _true_km2(*geoms) -> list[float]:
+    """Areas in km² on the ellipsoid's equal-area projection (EASE-Grid 2.0), the test's oracle."""
+    return list(gpd.GeoSeries(list(geoms), crs=4326).to_crs(6933).area / 1e6)
+
+
+def test_the_zone_is_the_one_holding_most_of_the_site_in_square_metres_not_degrees():
+    from shapely.geometry import MultiPolygon, box
+
+    from minecube.sites import site_zone
+
+    # either side of 0° (zones 30 | 31): more square degrees in the western part, at 70° N, but
+    # more square metres in the eastern one, at 60° N
+    west, east = box(-1.0, 69.5, 0.0, 70.5), box(0.0, 59.55, 0.9, 60.45)
+    km2 = _true_km2(west, east)
+    assert west.area > east.area
+    assert km2[1] > km2[0]
+    shares = [round(100 * a / sum(km2)) for a in km2]
+    with pytest.warns(SiteGridWarning) as caught:
+        epsg, geom = site_zone(MultiPolygon([west, east]), site_id="tundra-pit")
+    assert epsg == 32631
+    assert geom.equals(MultiPolygon([west, east]))
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith("site 'tundra-pit' spans UTM zones (30: ")
+    found = [int(p) for p in re.findall(r"(?:30|31): (\d+)%", message)]
+    assert found == pytest.approx(shares, abs=1)
+    assert "using zone 31" in message
+    with pytest.warns(SiteGridWarning, match=r"^the site spans UTM zones"):
+        site_zone(MultiPolygon([west, east]))
+    south = MultiPolygon([box(-1.0, -70.5, 0.0, -69.5), box(0.0, -60.45, 0.9, -59.55)])
+    with pytest.warns(SiteGridWarning):
+        assert site_zone(south)[0] == 32731
+
+
+def test_a_site_with_a_sliver_in_the_next_zone_is_not_warned_about():
+    import warnings
+
+    from shapely.geometry import box
+
+    from minecube.sites import site_zone
+
+    # 0.5 % of the site east of 144° E
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SiteGridWarning)
+        assert site_zone(box(143.0, -20.1, 144.005, -20.0))[0] == 32754
+
+
+def test_describe_sites_gives_each_site_its_zone_and_true_area():
+    from shapely.geometry import box
+
+    from minecube.sites import describe_sites
+
+    geoms = [box(118.60, -22.72, 118.62, -22.70), box(-1.80, 6.10, -1.70, 6.25),
+             box(23.0, 66.0, 23.2, 66.1)]  # fmt: skip
+    table = gpd.GeoDataFrame(
+        {"site_id": ["pit", "gold", "arctic"], "commodity": ["iron", "gold", "copper"],
+         "climate": ["arid", "tropical", "polar"]}, geometry=geoms, crs=4326,
+    )  # fmt: skip
+    described = describe_sites(table)
+    assert list(described.columns) == ["site_id", "commodity", "climate", "epsg", "area_km2"]
+    assert list(described.site_id) == ["pit", "gold", "arctic"]
+    assert list(described.commodity) == ["iron", "gold", "copper"]
+    assert list(described.climate) == ["arid", "tropical", "polar"]
+    assert list(described.epsg) == [32750, 32630, 32634]
+    # UTM's scale error within a zone stays under 0.1 % of lengths near its centre
+    assert list(described.area_km2) == pytest.approx(_true_km2(*geoms), rel=2e-3)
