@@ -469,3 +469,404 @@ def test_the_scene_check_runs_for_every_sensor_of_the_offset_convention(tmp_path
         np.testing.assert_allclose(got[clear], expected[clear] * 1e-4, rtol=1e-5)
     finally:
         SENSORS.pop("my-s2")
+
+
+# Oracles worked out by hand: exact figures, records and messages (a user reads each message,
+# and the provenance keeps each record; docs/testing.md, mutation testing).
+
+
+def _evidence_case(values: dict[int, np.ndarray], n: int, rest: float = 1500.0):
+    """(4, n) digital numbers: band k's values (shuffled), the other bands at ``rest``."""
+    rng = np.random.default_rng(5)
+    dn = np.full((4, 1, n), rest)
+    for band, v in values.items():
+        dn[band, 0] = rng.permutation(v)
+    return dn, np.ones((1, n), bool)
+
+
+def test_the_offset_evidence_figures_are_worked_out_by_hand():
+    # 440 pixels: 20 not valid, 20 with a zero in band 2 (no data there), 400 clear. Band 0 has
+    # exactly 5 % of them below 1000 DN (999), a hundred at 1000 (not below); band 3 has a 1.
+    dn = np.full((4, 22, 20), 2000.0)
+    valid = np.ones((22, 20), bool)
+    valid[21] = False
+    dn[2, 20] = 0
+    dn[0, :1] = 999  # 20 pixels
+    dn[0, 1:6] = 1000  # 100
+    dn[3, 7, 7] = 1
+    p1 = np.percentile([999] * 20 + [1000] * 100 + [2000] * 280, 1)
+    assert dn_offset_evidence(dn, valid, 1000) == (
+        False, {"clear_pixels": 400, "below_offset_fraction": 0.05, "p1_dn": round(p1, 1)}
+    )  # fmt: skip
+    # 1000 pixels, exactly 0.2 % below (two): carries the offset; p1 by linear interpolation
+    # between the 10th and 11th smallest (index 0.01 × 999 = 9.99)
+    graded = np.r_[990.0, 995.0, 1000 + 0.31 * np.arange(998)]
+    assert dn_offset_evidence(*_evidence_case({1: graded}, 1000), 1000) == (
+        True, {"clear_pixels": 1000, "below_offset_fraction": 0.002, "p1_dn": 1002.5}
+    )  # fmt: skip
+    # three below of 960 (0.3125 %): neither proof nor absence; p1 at index 9.59: 1003 + 0.59 × 0.5
+    three = np.r_[[990.0] * 3, 1000 + 0.5 * np.arange(957)]
+    assert dn_offset_evidence(*_evidence_case({0: three}, 960), 1000) == (
+        None, {"clear_pixels": 960, "below_offset_fraction": 0.0031, "p1_dn": 1003.3}
+    )  # fmt: skip
+    # nothing below, but the darkest 1 % at exactly 1.3 × the offset: too bright to tell
+    bright = np.r_[[1300.0] * 20, 1300 + np.arange(980)]
+    assert dn_offset_evidence(*_evidence_case({0: bright, 1: bright, 2: bright, 3: bright}, 1000),
+                              1000)[0] is None  # fmt: skip
+    # exactly min_pixels (200) clear pixels are enough; 199 are not
+    dark = np.r_[[500.0] * 40, [3000.0] * 160]
+    assert dn_offset_evidence(*_evidence_case({0: dark}, 200), 1000)[0] is False
+    assert dn_offset_evidence(*_evidence_case({0: dark[1:]}, 199), 1000) == (
+        None, {"clear_pixels": 199}
+    )  # fmt: skip
+
+
+def _refused(error: type[Exception], call) -> str:
+    """The message of the ``error`` that ``call()`` raises (compared whole by the tests)."""
+    with pytest.raises(error) as e:
+        call()
+    return str(e.value)
+
+
+def test_asking_a_sensor_for_bands_it_lacks_names_them_and_the_bands_that_work():
+    landsat = SENSORS["landsat-c2-l2"]
+    declared = "['blue', 'green', 'red', 'nir', 'coastal', 'swir16', 'swir22']"
+    fix = "or declare the band with register_sensor (the sensor's bands: mapping)"
+    assert _refused(
+        UnknownSensorError, lambda: landsat.check_bands(["red", "rededge1", "ndvi"])
+    ) == (
+        f"sensor 'landsat-c2-l2' has no band 'rededge1' (nor ['ndvi']); it declares {declared}. "
+        f"Ask for bands it has, e.g. bands=('red',), {fix}"
+    )
+    assert _refused(UnknownSensorError, lambda: landsat.check_bands(["rededge1"])) == (
+        f"sensor 'landsat-c2-l2' has no band 'rededge1'; it declares {declared}. Ask for bands "
+        f"it has, e.g. bands=('blue', 'green', 'red', 'nir'), {fix}"
+    )
+    with pytest.raises(UnknownSensorError, match=r"^sensor 'landsat-c2-l2' has no band None;"):
+        landsat.check_bands([])
+    assert landsat.check_bands(["nir", "red"]) == ("nir", "red")
+
+
+def test_a_sensor_from_plain_data_is_refused_naming_each_problem():
+    good = {"name": "x", "title": "t", "collections": ["x"], "bands": {"red": ["B4"]},
+            "resolution": 10, "scale": 1, "offset": 0}  # fmt: skip
+    assert (
+        _refused(ValueError, lambda: Sensor.from_dict(5))
+        == "a sensor is a mapping of settings, got 5"
+    )
+    assert _refused(ValueError, lambda: Sensor.from_dict({**good, "bnds": 1})) == (
+        "sensor 'x': unknown keys ['bnds']; a sensor has ['bands', 'baseline_offset', "
+        "'collections', 'default_mask', 'masks', 'name', 'nodata', 'notes', 'offset', "
+        "'platforms', 'resolution', 'scale', 'title']"
+    )
+    assert _refused(
+        ValueError, lambda: Sensor.from_dict({**good, "bands": {"red": 4}, "resolution": "ten"})
+    ) == (
+        "sensor 'x': bands.red: Input should be a valid tuple; resolution: Input should be a "
+        "valid number, unable to parse string as a number"
+    )
+
+
+def test_to_dict_gives_plain_lists_that_read_back():
+    sensor = Sensor("t", "a test", ("t", "t2"), {"red": ("B4", "red")}, {"scl": ("SCL",)},
+                    "scl", 20.0, 1e-4, -0.1, 0, platforms=("tp",))  # fmt: skip
+    assert sensor.to_dict() == {
+        "name": "t", "title": "a test", "collections": ["t", "t2"],
+        "bands": {"red": ["B4", "red"]}, "masks": {"scl": ["SCL"]}, "default_mask": "scl",
+        "resolution": 20.0, "scale": 1e-4, "offset": -0.1, "nodata": 0,
+        "baseline_offset": False, "platforms": ["tp"], "notes": {},
+    }  # fmt: skip
+    assert Sensor.from_dict(sensor.to_dict()) == sensor
+
+
+def test_register_sensor_refuses_bad_layouts_naming_the_fix():
+    def sensor(**changes):
+        base = {"name": "bad", "title": "t", "collections": ("bad",), "bands": {"red": ("B4",)},
+                "masks": {}, "default_mask": "none", "resolution": 10.0, "scale": 1e-4,
+                "offset": 0.0, "nodata": None}  # fmt: skip
+        return Sensor(**{**base, **changes})
+
+    names = "(e.g. ['blue', 'green', 'red', 'nir'], or any of"
+    message = _refused(
+        ValueError, lambda: register_sensor(sensor(bands={"ndvi": ("N",), "Red": ("B4",)}))
+    )
+    assert message.startswith(
+        f"sensor 'bad': bands must be a non-empty mapping of lower-case band names {names}"
+    )
+    assert message.endswith("to asset keys; not allowed: ['ndvi', 'Red']")
+    with pytest.raises(ValueError, match=r"not allowed: an empty mapping$"):
+        register_sensor(sensor(bands={}))
+    assert _refused(ValueError, lambda: register_sensor(sensor(bands={"red": "B4"}))) == (
+        "sensor 'bad': bands ['red'] need a list of asset keys to look for, "
+        "e.g. {'red': ['red', 'B04']}"
+    )
+    assert _refused(ValueError, lambda: register_sensor(sensor(masks={"cloudy": ("C",)}))) == (
+        "sensor masks must be among ['scl', 'qa_pixel', 'fmask', 'none'], got ['cloudy']"
+    )
+    assert (
+        _refused(
+            ValueError,
+            lambda: register_sensor(sensor(masks={"scl": ("SCL",)}, default_mask="fmask")),
+        )
+        == "default_mask 'fmask' is not one of the sensor's masks ['scl', 'none']"
+    )
+    assert "bad" not in SENSORS
+
+
+def _item(item_id="it", collection=None, **properties) -> pystac.Item:
+    return pystac.Item(item_id, None, None, dt.datetime(2023, 6, 1), properties,
+                       collection=collection)  # fmt: skip
+
+
+@pytest.mark.parametrize("field", ["constellation", "platform", "eo:platform"])
+def test_an_item_without_a_known_collection_is_placed_by_its_platform(field):
+    assert sensor_for(_item(collection="my-archive", **{field: "Sentinel-2B"})).name == (
+        "sentinel-2-l2a"
+    )
+    # the first field present decides
+    both = _item(collection="x", constellation="landsat-9", platform="sentinel-2b")
+    assert sensor_for(both).name == "landsat-c2-l2"
+
+
+def test_an_unknown_item_is_refused_naming_its_collection_platform_and_the_fix():
+    known = sorted(c for s in SENSORS.values() for c in s.collections)
+    tail = (
+        f"is not a sensor minecube knows; known collections: {known}. Add its asset names and "
+        "scaling with minecube.sensors.register_sensor(Sensor(...)) (see docs/howto/catalogues.md)"
+    )
+    assert (
+        _refused(UnknownSensorError, lambda: sensor_for(_item("a", "sar-archive")))
+        == f"item 'a' of collection 'sar-archive' (platform None) {tail}"
+    )
+    assert (
+        _refused(
+            UnknownSensorError,
+            lambda: sensor_for(_item("b", "sar-archive", platform="Sentinel-1A")),
+        )
+        == f"item 'b' of collection 'sar-archive' (platform 'sentinel-1a') {tail}"
+    )
+
+
+def test_a_missing_asset_is_named_with_the_bands_that_would_build():
+    item = _item("S2B_x", "sentinel-2-l2a", **{"s2:processing_baseline": "05.09"})
+    for key in ("B02", "B04"):
+        item.add_asset(key, pystac.Asset(f"{key}.tif"))
+    fix = (
+        " this catalogue names the band differently, register its layout with "
+        "minecube.sensors.register_sensor"
+    )
+    assert _refused(
+        UnknownSensorError, lambda: radiometry(item, ["blue", "green", "red"], mask="none")
+    ) == (
+        "item 'S2B_x' (collection 'sentinel-2-l2a', read as 'sentinel-2-l2a') has no asset for "
+        "'green' (looked for ['green', 'B03', 'B03_10m']); its assets are ['B02', 'B04']. "
+        f"To build without it, pass bands=('blue', 'red'); if{fix}"
+    )
+    assert _refused(UnknownSensorError, lambda: radiometry(item, ["green"], mask="none")).endswith(
+        f"its assets are ['B02', 'B04']. If{fix}"
+    )
+
+
+def _asset(**fields) -> pystac.Asset:
+    return pystac.Asset("x.tif", extra_fields=fields)
+
+
+def test_each_band_and_the_mask_keep_their_declared_radiometry():
+    item = _item("S2B_MSIL2A_20230601", "sentinel-2-l2a", **{"s2:processing_baseline": "05.09"})
+    item.add_asset("B02", _asset(**{"raster:bands": [{"scale": 2e-4, "nodata": 65535}]}))
+    item.add_asset("B04", _asset(**{"raster:scale": 1e-4, "raster:offset": -0.1}))
+    item.add_asset("B08", _asset(nodata=7))  # declares nodata only: the sensor's scale
+    item.add_asset("SCL", _asset(**{"raster:bands": [{"nodata": 0}]}))
+    r = radiometry(item, ["blue", "red", "nir"])
+    assert r.bands == {
+        "blue": band(key="B02", scale=2e-4, offset=0.0, nodata=65535),
+        "red": band(key="B04", scale=1e-4, offset=-0.1, nodata=0),
+        "nir": band(key="B08", scale=1e-4, offset=0.0, nodata=7),
+        "scl": band(key="SCL", scale=1.0, offset=0.0, nodata=0),
+    }
+    assert r.source == "item"  # blue declared a scale though nir after it did not
+    assert r.record() == {
+        "sensor": "sentinel-2-l2a", "scale": 2e-4, "offset": 0.0, "nodata": 65535,
+        "source": "item", "baseline": "05.09", "baseline_from": "s2:processing_baseline",
+        "notes": [], "doubt": None,
+    }  # fmt: skip
+    only_offset = _item(collection="landsat-c2-l2")
+    for key in ("red", "qa_pixel"):
+        only_offset.add_asset(key, _asset(**{"raster:offset": -0.2}))
+    r = radiometry(only_offset, ["red"])
+    assert r.bands["red"] == band(key="red", scale=1.0, offset=-0.2, nodata=0)
+    assert r.bands["qa_pixel"] == band(key="qa_pixel", scale=1.0, offset=0.0, nodata=None)
+    assert list(band_assets(only_offset, ("red",))) == ["red"]  # no mask asked: none
+    assert list(band_assets(only_offset, ("red", "qa_pixel"))) == ["red", "qa_pixel"]
+
+
+def band(**fields):
+    from minecube.sensors import BandAsset
+
+    return BandAsset(**fields)
+
+
+@pytest.mark.parametrize(
+    ("properties", "item_id", "expected"),
+    [
+        ({"sentinel:processing_baseline": "2.09"}, "x", ("02.09", "sentinel:processing_baseline")),
+        ({"processing:version": "05.10"}, "x", ("05.10", "processing:version")),
+        ({"s2:granule_id": "S2A_OPER_MSI_L2A_TL_2BPS_N05.09_01"}, "x", ("05.09", "s2:granule_id")),
+        ({}, "S2B_MSIL2A_20230610T100559_N0509_R022_T33UUP", ("05.09", "id")),
+        ({"s2:product_uri": "no baseline here"}, "S2B_T33UUP_N0400", ("04.00", "id")),
+        ({}, "S2B_T33UUP", (None, None)),
+    ],
+)
+def test_the_baseline_is_read_from_each_field_and_the_id(properties, item_id, expected):
+    from minecube.sensors import _baseline
+
+    assert _baseline(_item(item_id, "sentinel-2-l2a", **properties)) == expected
+
+
+def _s2(item_id="S2B_T33UUP", when=dt.datetime(2023, 6, 1), **properties):
+    item = pystac.Item(item_id, None, None, when, properties, collection="sentinel-2-l2a")
+    for key in ("B02", "B03", "B04", "B08", "SCL"):
+        item.add_asset(key, pystac.Asset(f"{key}.tif"))
+    return item
+
+
+def test_the_sentinel2_offset_notes_say_what_decided_it():
+    r = radiometry(_s2(**{"s2:processing_baseline": "03.01"}))
+    assert (r.offset, r.source, r.notes) == (
+        0.0, "baseline", ("processing baseline 03.01 (s2:processing_baseline): DN carry no offset",)
+    )  # fmt: skip
+    r = radiometry(_s2(**{"processing:version": "04.00"}))
+    assert (r.offset, r.notes) == (
+        -0.1, ("processing baseline 04.00 (processing:version): DN carry +1000",)
+    )  # fmt: skip
+    guess = "no processing baseline in the item (looked in s2:processing_baseline, "
+    guess += "processing:version and the product id): offset "
+    late = _s2(when=None, start_datetime="2022-01-25T00:00:00Z",
+               end_datetime="2022-01-26T00:00:00Z")  # fmt: skip
+    r = radiometry(late)
+    assert (r.offset, r.source, r.doubt, r.notes) == (
+        -0.1, "acquisition date", "no processing baseline in the item: the offset is a guess",
+        (guess + "-0.1 assumed from the acquisition date (on or after 2022-01-25)",),
+    )  # fmt: skip
+    early = radiometry(_s2(when=dt.datetime(2022, 1, 24, 23, 59)))
+    assert early.notes == (guess + "0.0 assumed from the acquisition date (before 2022-01-25)",)
+
+
+@pytest.mark.parametrize("field", ["earthsearch:boa_offset_applied", "sentinel:boa_offset_applied"])
+def test_an_archive_that_removed_the_offset_says_so(field):
+    declared = _s2(**{field: True})
+    for key in ("B02", "B03", "B04", "B08"):
+        declared.assets[key].extra_fields["raster:bands"] = [{"scale": 1e-4, "offset": -0.1}]
+    r = radiometry(declared)
+    assert (r.offset, r.source, r.baseline_from, r.doubt, r.notes) == (
+        0.0, "item", None, None,
+        ("earthsearch:boa_offset_applied is true: the offset -0.1 declared in raster:bands was "
+         "already removed from the files",),
+    )  # fmt: skip
+    assert r.bands["scl"] == band(key="SCL", scale=1.0, offset=0.0, nodata=None)
+    contradicted = radiometry(_s2("S2B_N0400_T33UUP", **{field: True}))
+    assert (contradicted.offset, contradicted.notes) == (0.0, ())
+    assert contradicted.doubt == (
+        "earthsearch:boa_offset_applied is true, but processing baseline 04.00 (id) writes "
+        "files with +1000 DN"
+    )
+    assert radiometry(_s2("S2B_N0399_T33UUP", **{field: True})).doubt is None
+
+
+def test_masks_of_labelled_layers_match_plain_arrays():
+    import xarray as xr
+
+    scl = np.array([4.0, 9.0, 0.0, np.nan, 5.0, 3.0])  # vegetation, cloud, no data, none, …
+    qa = np.array([21824.0, 22280.0, 1.0, np.nan, 21824.0, 0.0])
+    fmask = np.array([0.0, 2.0, 255.0, np.nan, 64.0, 16.0])  # clear, cloud, fill, none, water, snow
+    cases = {"scl": (scl, [1, 0, 0, 0, 1, 0]), "qa_pixel": (qa, [1, 0, 0, 0, 1, 1]),
+             "fmask": (fmask, [1, 0, 0, 0, 1, 0])}  # fmt: skip
+    for mask, (layer, expected) in cases.items():
+        labelled = mask_valid(mask, xr.DataArray(layer, dims="x"))
+        assert isinstance(labelled, xr.DataArray)
+        assert labelled.values.tolist() == [bool(v) for v in expected]
+        assert mask_valid(mask, layer).tolist() == [bool(v) for v in expected]
+    assert mask_valid("scl", xr.DataArray(scl, dims="x"), scl_codes=(4,)).values.tolist() == [
+        False, True, True, False, True, True
+    ]  # fmt: skip
+    assert (
+        _refused(ValueError, lambda: mask_valid("cloudless", scl))
+        == "mask='cloudless' is not one of ['scl', 'qa_pixel', 'fmask', 'none']"
+    )
+
+
+def test_read_sensors_names_the_file_and_each_problem(tmp_path):
+    from minecube.sensors import read_sensors
+
+    sensor = {"name": "rs", "title": "t", "collections": ["rs"], "bands": {"red": ["B4"]},
+              "resolution": 10, "scale": 1, "offset": 0}  # fmt: skip
+    missing = tmp_path / "none.yaml"
+    assert (
+        _refused(FileNotFoundError, lambda: read_sensors(missing))
+        == f"sensor file {str(missing)!r} does not exist"
+    )
+    (tmp_path / "one.yaml").write_text("name: rs\n")
+    assert (
+        _refused(ValueError, lambda: read_sensors(tmp_path / "one.yaml"))
+        == f"{tmp_path / 'one.yaml'}: expected a list of sensors, got dict"
+    )
+    assert (
+        _refused(ValueError, lambda: read_sensors([5]))
+        == "the sensors: a sensor is a mapping of settings, got 5"
+    )
+    assert (
+        _refused(ValueError, lambda: read_sensors([sensor, {**sensor, "name": "rs2"}, sensor]))
+        == "the sensors: the sensors ['rs'] are defined more than once"
+    )
+    before = dict(SENSORS)
+    try:
+        assert [s.name for s in read_sensors({"sensors": [sensor]})] == ["rs"]
+        with pytest.raises(ValueError, match="registered already"):
+            read_sensors([sensor])
+        assert [s.name for s in read_sensors([Sensor.from_dict(sensor)], replace=True)] == ["rs"]
+    finally:
+        SENSORS.clear()
+        SENSORS.update(before)
+
+
+def test_installed_packages_register_sensors_through_entry_points(tmp_path, monkeypatch):
+    """A real distribution on sys.path: importlib.metadata finds its entry points."""
+    import sys
+    import textwrap
+
+    from minecube.sensors import SensorPluginWarning, _load_entry_points
+
+    sensor = {"name": "ep-s2", "title": "t", "collections": ["ep-s2"], "bands": {"red": ["B4"]},
+              "resolution": 10, "scale": 1, "offset": 0}  # fmt: skip
+    (tmp_path / "ep_sensors.py").write_text(textwrap.dedent(f"""
+        from minecube.sensors import Sensor
+        ONE = Sensor.from_dict({sensor | {"name": "ep-one", "collections": ["ep-one"]}!r})
+        def several():
+            return [{sensor!r}, ONE]
+        BROKEN = [{{"name": "ep-broken"}}]
+        """))  # fmt: skip
+    info = tmp_path / "ep_sensors-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-sensors\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[minecube.sensors]\none = ep_sensors:ONE\nseveral = ep_sensors:several\n"
+        "broken = ep_sensors:BROKEN\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = dict(SENSORS)
+    try:
+        SENSORS["ep-s2"] = SENSORS["landsat-c2-l2"]  # registered before: replaced
+        with pytest.warns(SensorPluginWarning) as caught:
+            _load_entry_points()
+        assert SENSORS["ep-s2"].bands == {"red": ("B4",)}
+        assert SENSORS["ep-one"].collections == ("ep-one",)
+        (message,) = [str(w.message) for w in caught]
+        assert message.startswith(
+            "the minecube.sensors entry point 'broken' (ep_sensors:BROKEN) of an installed "
+            "package could not be registered: the sensors: sensor 'ep-broken': "
+        )
+        assert caught[0].filename == __file__  # points at the caller
+    finally:
+        SENSORS.clear()
+        SENSORS.update(before)
+        sys.modules.pop("ep_sensors", None)
