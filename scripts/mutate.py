@@ -45,8 +45,9 @@ MODULES = {
 COUNTS = ("killed", "survived", "no_tests", "timeout", "suspicious", "skipped")
 
 
-def _run(module: str, tests: list[str], children: int, worlds: Path) -> dict:
-    """mutmut on one module in a copy of HEAD; its counts and the diffs of what lived."""
+def _run(module: str, tests: list[str], children: int, worlds: Path, log: Path) -> dict:
+    """mutmut on one module in a copy of HEAD; its counts and the diffs of what lived (mutmut's
+    own output goes to ``log``)."""
     mutmut = [sys.executable, "-m", "mutmut"]
     env = os.environ | {"MINECUBE_TEST_WORLDS": str(worlds)}
     with tempfile.TemporaryDirectory(prefix=f"mutate-{module}-") as tmp:
@@ -59,8 +60,9 @@ def _run(module: str, tests: list[str], children: int, worlds: Path) -> dict:
             f"only_mutate=minecube/{module}.py\n"
             f"pytest_add_cli_args_test_selection={selection}\n"
         )
-        subprocess.run([*mutmut, "run", "--max-children", str(children)], cwd=tmp, env=env,
-                       check=False, stdout=subprocess.DEVNULL)  # fmt: skip
+        with open(log, "w") as out:
+            subprocess.run([*mutmut, "run", "--max-children", str(children)], cwd=tmp, env=env,
+                           check=False, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         subprocess.run([*mutmut, "export-cicd-stats"], cwd=tmp, check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
         stats = json.loads((Path(tmp) / "mutants" / "mutmut-cicd-stats.json").read_text())
@@ -91,7 +93,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="mutate-worlds-") as worlds:
         for module in args.modules:
-            found = _run(module, MODULES[module], args.children, Path(worlds))
+            log = out / f"{module}.log"
+            found = _run(module, MODULES[module], args.children, Path(worlds), log)
+            if not any(found["stats"].get(k) for k in COUNTS):
+                sys.exit(f"mutmut checked no mutant of {module} (its tests fail unmutated?): "
+                         f"see {log}")  # fmt: skip
             _write(out / f"{module}.txt", module, found["stats"], found["diffs"], commit)
 
 
