@@ -620,9 +620,7 @@ def _sentinel2_offset(item: pystac.Item, r: Radiometry, declared: bool) -> Radio
             f"processing baseline {baseline} ({where}): DN "
             + ("carry +1000" if after else "carry no offset"),
         )
-    when = item.datetime or dt.datetime.fromisoformat(
-        str(item.properties.get("start_datetime")).replace("Z", "+00:00")
-    )
+    when = item.datetime or dt.datetime.fromisoformat(str(item.properties.get("start_datetime")))
     after = when.replace(tzinfo=when.tzinfo or dt.UTC) >= BASELINE_CHANGE
     r = replace(r, doubt="no processing baseline in the item: the offset is a guess")
     return r.with_offset(

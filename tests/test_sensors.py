@@ -739,6 +739,8 @@ def test_the_sentinel2_offset_notes_say_what_decided_it():
     assert (r.offset, r.notes) == (
         -0.1, ("processing baseline 04.00 (processing:version): DN carry +1000",)
     )  # fmt: skip
+    assert r.bands["nir"] == band(key="B08", scale=1e-4, offset=-0.1, nodata=0)
+    assert r.bands["scl"] == band(key="SCL", scale=1.0, offset=0.0, nodata=None)  # no offset
     guess = "no processing baseline in the item (looked in s2:processing_baseline, "
     guess += "processing:version and the product id): offset "
     late = _s2(when=None, start_datetime="2022-01-25T00:00:00Z",
@@ -773,7 +775,12 @@ def test_an_archive_that_removed_the_offset_says_so(field):
     assert radiometry(_s2("S2B_N0399_T33UUP", **{field: True})).doubt is None
 
 
+def _no_compute(*args, **kwargs):
+    raise AssertionError("computed where it should stay lazy")
+
+
 def test_masks_of_labelled_layers_match_plain_arrays():
+    import dask
     import xarray as xr
 
     scl = np.array([4.0, 9.0, 0.0, np.nan, 5.0, 3.0])  # vegetation, cloud, no data, none, …
@@ -789,10 +796,22 @@ def test_masks_of_labelled_layers_match_plain_arrays():
     assert mask_valid("scl", xr.DataArray(scl, dims="x"), scl_codes=(4,)).values.tolist() == [
         False, True, True, False, True, True
     ]  # fmt: skip
+    for mask, (layer, expected) in cases.items():  # lazy stays lazy: nothing is computed
+        with dask.config.set(scheduler=_no_compute):
+            lazy = mask_valid(mask, xr.DataArray(layer, dims="x").chunk(2))
+        assert lazy.chunks == ((2, 2, 2),)
+        assert lazy.values.tolist() == [bool(v) for v in expected]
     assert (
         _refused(ValueError, lambda: mask_valid("cloudless", scl))
         == "mask='cloudless' is not one of ['scl', 'qa_pixel', 'fmask', 'none']"
     )
+
+
+def test_an_item_gives_the_default_bands_it_has_assets_for():
+    three = _s2()
+    del three.assets["B08"]
+    assert SENSORS["sentinel-2-l2a"].bands_of(three) == ("blue", "green", "red")
+    assert SENSORS["sentinel-2-l2a"].bands_of(_s2()) == ("blue", "green", "red", "nir")
 
 
 def test_read_sensors_names_the_file_and_each_problem(tmp_path):
