@@ -68,11 +68,30 @@ def _run(module: str, tests: list[str], children: int, worlds: Path, log: Path) 
         stats = json.loads((Path(tmp) / "mutants" / "mutmut-cicd-stats.json").read_text())
         listed = subprocess.run([*mutmut, "results", "--all", "true"], cwd=tmp,
                                 capture_output=True, text=True).stdout  # fmt: skip
-        alive = [line.split(":")[0].strip() for line in listed.splitlines()
+        alive = [tuple(part.strip() for part in line.split(":")) for line in listed.splitlines()
                  if line.strip().endswith(("survived", "no tests"))]  # fmt: skip
-        diffs = [subprocess.run([*mutmut, "show", name], cwd=tmp, capture_output=True,
-                                text=True).stdout for name in alive]  # fmt: skip
+        diffs = _diffs(Path(tmp) / "mutants" / "minecube" / f"{module}.py", alive)
     return {"stats": stats, "diffs": diffs}
+
+
+def _diffs(mutated: Path, alive: list[tuple[str, str]]) -> list[str]:
+    """Each mutant's diff against its original function, read from mutmut's mutated module
+    (where both are defined side by side) rather than one `mutmut show` process per mutant."""
+    import ast
+    import difflib
+
+    source = mutated.read_text()
+    functions = {f.name: ast.get_source_segment(source, f) for f in ast.walk(ast.parse(source))
+                 if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}  # fmt: skip
+    out = []
+    for name, status in alive:
+        local = name.rsplit(".", 1)[-1]
+        orig = local.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+        mutant = functions[local].replace(local, orig, 1)
+        lines = difflib.unified_diff(functions[orig].splitlines(), mutant.splitlines(),
+                                     lineterm="", n=1)  # fmt: skip
+        out.append(f"# {name}: {status}\n" + "\n".join(list(lines)[2:]) + "\n")
+    return out
 
 
 def _score(stats: dict) -> float:
