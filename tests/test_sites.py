@@ -357,3 +357,225 @@ def test_describe_sites_gives_each_site_its_zone_and_true_area():
     assert list(described.epsg) == [32750, 32630, 32634]
     # UTM's scale error within a zone stays under 0.1 % of lengths near its centre
     assert list(described.area_km2) == pytest.approx(_true_km2(*geoms), rel=2e-3)
+
+
+# Whole messages and exact boundaries (docs/testing.md, mutation testing): a user reads each
+# message, and a coordinate on an edge belongs to one side only.
+
+
+def _refused(error: type[Exception], call) -> str:
+    """The message of the ``error`` that ``call()`` raises (compared whole by the tests)."""
+    with pytest.raises(error) as e:
+        call()
+    return str(e.value)
+
+
+def _sites(*geoms, ids=None):
+    ids = ids or [f"s{i}" for i in range(len(geoms))]
+    return gpd.GeoDataFrame({"site_id": ids, "name": ids, "commodity": "gold",
+                             "climate": "Arid"}, geometry=list(geoms), crs=4326)  # fmt: skip
+
+
+def test_coordinates_on_the_lonlat_edges_are_accepted_and_beyond_them_refused():
+    from shapely.geometry import Point, box
+
+    edges = _sites(box(-180.0, -90.0, -179.9, -89.9), box(179.9, 89.9, 180.0, 90.0))
+    assert list(read_sites(edges).climate) == ["arid", "arid"]  # lower-cased
+    for beyond in (box(-180.5, 10, -179.9, 10.1), box(179.9, 10, 180.5, 10.1),
+                   box(10, -90.5, 10.1, -89.9), box(10, 89.9, 10.1, 90.5)):  # fmt: skip
+        with pytest.raises(SiteTableError, match=r"^row 1 \('s1'\) of the GeoDataFrame has "):
+            read_sites(_sites(Point(5, 5).buffer(0.01), beyond))  # row 1, after a good row
+    swap = "which is not a latitude, and lon={}: longitude and latitude look swapped; swap the "
+    swap += "'lon' and 'lat' columns (or the x/y order of the geometry)"
+    for lat, lon, swapped in [(90.5, 90.0, True), (90.5, 90.5, False), (180.0, 10.0, True),
+                              (180.5, 10.0, False), (-91.0, -90.0, True)]:  # fmt: skip
+        table = _sites(Point(lon, lat))
+        message = _refused(SiteTableError, lambda: read_sites(table))  # noqa: B023
+        assert message.startswith("row 0 ('s0') of the GeoDataFrame has ")
+        assert (swap.format(f"{lon:g}") in message) is swapped, message
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "guess"),
+    [
+        (100_000, 10_000_000, "UTM metres (EPSG:326xx north / 327xx south)"),
+        (900_000, 5_000_000, "UTM metres (EPSG:326xx north / 327xx south)"),
+        (99_999, 5_000_000, "projected metres, e.g. Web Mercator (EPSG:3857) or a UTM zone"),
+        (900_001, 5_000_000, "projected metres, e.g. Web Mercator (EPSG:3857) or a UTM zone"),
+        (500_000, 10_000_001, "projected metres, e.g. Web Mercator (EPSG:3857) or a UTM zone"),
+        (20_037_509, 100, "projected metres, e.g. Web Mercator (EPSG:3857) or a UTM zone"),
+        (100, -20_037_509, "projected metres, e.g. Web Mercator (EPSG:3857) or a UTM zone"),
+        (20_037_510, 100, "a projected CRS"),
+        (100, 20_037_510, "a projected CRS"),
+    ],
+)
+def test_metres_without_a_crs_are_named_with_their_likely_crs(x, y, guess):
+    from shapely.geometry import Point
+
+    assert _refused(SiteTableError, lambda: read_sites(_sites(Point(x, y)))) == (
+        f"row 0 ('s0') of the GeoDataFrame has coordinates ({x:.6g}, {y:.6g}) outside the "
+        f"lon/lat ranges (±180, ±90): they look like {guess}. Declare the table's CRS (a "
+        "GeoJSON without a 'crs' member is read as lon/lat; use GeoPackage, or "
+        "frame.set_crs(EPSG) before read_sites) or reproject it to EPSG:4326"
+    )
+
+
+def test_grids_are_warned_about_and_refused_at_their_limits():
+    import warnings
+
+    from minecube.sites import MAX_GRID_PIXELS, check_grid
+
+    refusal = _refused(SiteTableError, lambda: check_grid((20_000, 20_001), 1e6, site_id="big"))
+    assert refusal == (
+        "site 'big' is too large: its grid is 20000 × 20001 = 400.0 M px (6.4 GB per period for "
+        f"four bands), over the limit of {MAX_GRID_PIXELS / 1e6:.0f} M px; split it into "
+        "several sites or build at a coarser resolution="
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_grid((20_000, 20_000), 3e8)  # exactly the limit: built, with a warning
+        check_grid((5_000, 5_001), 25_005_000, site_id="wide")
+        check_grid((501, 500), 12_525, parts=2)  # 5 % exactly is not mostly empty …
+        check_grid((501, 500), 12_524, parts=2)  # … just under is
+    assert {w.category for w in caught} == {SiteGridWarning}
+    assert [str(w.message) for w in caught] == [
+        "the site: its grid is 20000 × 20000 = 400.0 M px (6.40 GB per period for four bands), "
+        "of which the site covers 75.00%",
+        "site 'wide': its grid is 5000 × 5001 = 25.0 M px (0.40 GB per period for four bands), "
+        "of which the site covers 100.00%",
+        "the site: its grid is 501 × 500 = 0.3 M px (0.00 GB per period for four bands), of "
+        "which the site covers 5.00%; its 2 parts lie far apart: give each part its own site id",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SiteGridWarning)
+        check_grid((5_000, 5_000), 1e6)  # exactly the warning size
+        check_grid((500, 500), 10, parts=3)  # exactly the smallest size warned about
+        check_grid((501, 500), 10)  # one part: never mostly empty
+
+
+def test_site_ids_are_refused_with_the_id_to_use():
+    from minecube.sites import check_site_id, suggest_site_id
+
+    assert _refused(SiteTableError, lambda: check_site_id("Zarr.JSON")) == (
+        "site id 'Zarr.JSON' is not allowed: Zarr uses that name for its own metadata; try "
+        "'site-Zarr-JSON'"
+    )
+    assert _refused(SiteTableError, lambda: check_site_id("Mine #2", what="item id")) == (
+        "item id 'Mine #2' is not allowed: ids use letters, digits, '-', '_' and '.', start with "
+        "a letter or digit, and are at most 128 characters; try 'Mine-2'"
+    )
+    assert suggest_site_id("  Mt Whaleback (WA) #2 ") == "Mt-Whaleback-WA-2"
+    assert suggest_site_id("Cerro_Verde.v2") == "Cerro_Verde.v2"
+    assert suggest_site_id("-._") == "site"
+    assert suggest_site_id("A" * 130) == "A" * 128
+    assert suggest_site_id(7) == "7"
+
+
+def test_site_geometry_takes_a_row_a_one_row_table_or_a_geometry():
+    from shapely.geometry import box
+
+    from minecube.sites import site_geometry
+
+    one, two = box(0, 0, 1, 1), box(2, 2, 3, 3)
+    table = _sites(one, two)
+    assert site_geometry(table.iloc[[1]]).equals(two)
+    assert site_geometry(next(table.itertuples())).equals(one)
+    assert _refused(ValueError, lambda: site_geometry(table)) == (
+        "give one site, not a table of 2; loop over the table"
+    )
+    assert _refused(TypeError, lambda: site_geometry("pit")) == (
+        "site must be a site row or a shapely geometry, got <class 'str'>"
+    )
+
+
+def test_point_sites_need_a_positive_buffer_within_the_limit():
+    from shapely.geometry import Point
+
+    from minecube.sites import MAX_BUFFER_M
+
+    point = _sites(Point(118.6, -22.7))
+    assert _refused(SiteTableError, lambda: read_sites(point, buffer_m=0)) == (
+        "row 0 ('s0') of the GeoDataFrame is a point; give buffer_m= (metres) or a buffer_m "
+        "column to make it an area"
+    )
+    assert _refused(SiteTableError, lambda: read_sites(point, buffer_m=MAX_BUFFER_M + 1)) == (
+        "row 0 ('s0') of the GeoDataFrame has buffer_m=50001, a square 100.002 km wide; the "
+        "limit is 50000 m. buffer_m is the half-width in metres (a large mine is a few km "
+        "across); draw larger areas as polygons"
+    )
+    square = read_sites(point, buffer_m=MAX_BUFFER_M).geometry.iloc[0]  # the limit itself
+    assert len(square.exterior.coords) >= 41  # edges densified: they curve in lon/lat
+    across = read_sites(_sites(Point(179.99, -16.8)), buffer_m=2000).geometry.iloc[0]
+    assert across.geom_type == "MultiPolygon"
+    east, west = across.geoms
+    assert east.bounds[2] == 180.0
+    assert west.bounds[0] == -180.0
+    assert -16.83 < east.bounds[1] < west.bounds[3] < -16.77
+
+
+def test_a_csv_keeps_its_ids_and_names_as_text_and_reads_blank_numbers_as_missing(tmp_path):
+    path = tmp_path / "sites.txt"
+    path.write_text(
+        "site_id,name,commodity,climate,lon,lat,buffer_m\n"
+        "007,NA,gold,arid,118.6,-22.7,NA\n"
+        "nan,NaN,coal,temperate,150.9,-32.4,nan\n"
+        "x1,,iron,arid,118.7,-22.8,\n"
+        "x2,Mine,iron,arid,118.8,-22.9,NaN\n"
+    )
+    sites = read_sites(path, buffer_m=500)
+    assert list(sites.site_id) == ["007", "nan", "x1", "x2"]
+    assert list(sites.name) == ["NA", "NaN", "", "Mine"]
+    assert list(sites.index) == [0, 1, 2, 3]
+    assert "index" not in sites.columns
+    assert sites.crs.to_epsg() == 4326
+    width = sites.to_crs(32750).geometry.iloc[0].bounds
+    assert width[2] - width[0] == pytest.approx(1000, abs=1)
+
+
+def test_tables_without_their_columns_or_crs_are_refused_naming_them(tmp_path):
+    from shapely.geometry import box
+
+    table = _sites(box(0, 0, 1, 1))
+    assert _refused(SiteTableError, lambda: read_sites(table.drop(columns=["climate"]))) == (
+        "site table the GeoDataFrame lacks the columns ['climate']; found ['site_id', 'name', "
+        "'commodity', 'geometry']. Every site needs ['site_id', 'name', 'commodity', 'climate']."
+    )
+    assert _refused(
+        SiteTableError, lambda: read_sites(table.set_crs(None, allow_override=True))
+    ) == ("site table the GeoDataFrame has no CRS; set one, e.g. frame.set_crs(4326)")
+    path = tmp_path / "numbers.gpkg"
+    table.assign(site_id=[7]).to_file(path)
+    assert _refused(SiteTableError, lambda: read_sites(path)) == (
+        f"site table {path} stores site_id as numbers (int64), which loses leading zeros "
+        "(007 → 7); store the column as text"
+    )
+    assert read_sites(table.to_crs(3857)).crs.to_epsg() == 4326
+    missing = tmp_path / "none.csv"
+    assert _refused(FileNotFoundError, lambda: read_sites(missing)) == (
+        f"site table {str(missing)!r} does not exist"
+    )
+
+
+def test_a_site_on_the_equator_is_north_of_it():
+    from shapely.geometry import box
+
+    from minecube.sites import site_zone
+
+    assert site_zone(box(10.0, -0.01, 10.02, 0.01))[0] == 32632  # centroid on the equator
+    assert site_zone(box(10.0, 0.49, 10.02, 0.51))[0] == 32632
+    assert site_zone(box(10.0, -0.51, 10.02, -0.49))[0] == 32732
+
+
+def test_items_with_bad_ids_are_named_as_items(patches):
+    from minecube.sites import from_items
+
+    bad = patches[0].clone()
+    bad.id = "tile 7"
+    assert _refused(SiteTableError, lambda: from_items([bad])).startswith(
+        "item id 'tile 7' is not allowed"
+    )
+    sites = from_items(patches, climate={patches[1].id: "arid"})
+    assert list(sites.climate) == ["unknown", "arid"]
+    assert _refused(SiteTableError, lambda: from_items([])) == (
+        "no items: from_items needs at least one item with a footprint"
+    )
