@@ -278,11 +278,9 @@ def read_sites(
                     f"CSV site table {where!r} needs 'lon' and 'lat' columns (WGS84 degrees); "
                     f"missing {missing}, found {list(table.columns)}"
                 )
-            frame = gpd.GeoDataFrame(
-                table.drop(columns=["lon", "lat"]),
-                geometry=gpd.points_from_xy(table["lon"], table["lat"]),
-                crs=4326,
-            )
+            points = gpd.points_from_xy(table["lon"], table["lat"])
+            points[(table["lon"].isna() | table["lat"].isna()).to_numpy()] = None  # not NaN, NaN
+            frame = gpd.GeoDataFrame(table.drop(columns=["lon", "lat"]), geometry=points, crs=4326)
         else:
             frame = gpd.read_file(path, engine="pyogrio")
             if "site_id" in frame.columns and frame["site_id"].dtype.kind in "iuf":

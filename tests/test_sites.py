@@ -317,7 +317,10 @@ def test_the_zone_is_the_one_holding_most_of_the_site_in_square_metres_not_degre
     assert message.startswith("site 'tundra-pit' spans UTM zones (30: ")
     found = [int(p) for p in re.findall(r"(?:30|31): (\d+)%", message)]
     assert found == pytest.approx(shares, abs=1)
-    assert "using zone 31" in message
+    assert message.endswith(
+        "% of its area); using zone 31, which holds most of it; scenes of the other zone are "
+        "reprojected onto that grid"
+    )
     with pytest.warns(SiteGridWarning, match=r"^the site spans UTM zones"):
         site_zone(MultiPolygon([west, east]))
     south = MultiPolygon([box(-1.0, -70.5, 0.0, -69.5), box(0.0, -60.45, 0.9, -59.55)])
@@ -466,6 +469,7 @@ def test_site_ids_are_refused_with_the_id_to_use():
     )
     assert suggest_site_id("  Mt Whaleback (WA) #2 ") == "Mt-Whaleback-WA-2"
     assert suggest_site_id("Cerro_Verde.v2") == "Cerro_Verde.v2"
+    assert suggest_site_id("X-ray pit X") == "X-ray-pit-X"
     assert suggest_site_id("-._") == "site"
     assert suggest_site_id("A" * 130) == "A" * 128
     assert suggest_site_id(7) == "7"
@@ -504,7 +508,8 @@ def test_point_sites_need_a_positive_buffer_within_the_limit():
         "across); draw larger areas as polygons"
     )
     square = read_sites(point, buffer_m=MAX_BUFFER_M).geometry.iloc[0]  # the limit itself
-    assert len(square.exterior.coords) >= 41  # edges densified: they curve in lon/lat
+    assert len(square.exterior.coords) == 81  # each edge in 20 pieces: they curve in lon/lat
+    assert read_sites(point, buffer_m=0.5).to_crs(32750).area.iloc[0] == pytest.approx(1.0)
     across = read_sites(_sites(Point(179.99, -16.8)), buffer_m=2000).geometry.iloc[0]
     assert across.geom_type == "MultiPolygon"
     east, west = across.geoms
@@ -526,7 +531,12 @@ def test_a_csv_keeps_its_ids_and_names_as_text_and_reads_blank_numbers_as_missin
     assert list(sites.site_id) == ["007", "nan", "x1", "x2"]
     assert list(sites.name) == ["NA", "NaN", "", "Mine"]
     assert list(sites.index) == [0, 1, 2, 3]
-    assert "index" not in sites.columns
+    assert list(sites.columns) == ["site_id", "name", "commodity", "climate", "geometry",
+                                   "buffer_m"]  # fmt: skip
+    numeric = tmp_path / "numeric.csv"
+    numeric.write_text("site_id,name,commodity,climate,lon,lat\n007,a,gold,arid,118.6,-22.7\n"
+                       "12,b,gold,arid,118.7,-22.8\n")  # fmt: skip
+    assert list(read_sites(numeric, buffer_m=500).site_id) == ["007", "12"]
     assert sites.crs.to_epsg() == 4326
     width = sites.to_crs(32750).geometry.iloc[0].bounds
     assert width[2] - width[0] == pytest.approx(1000, abs=1)
@@ -579,3 +589,48 @@ def test_items_with_bad_ids_are_named_as_items(patches):
     assert _refused(SiteTableError, lambda: from_items([])) == (
         "no items: from_items needs at least one item with a footprint"
     )
+
+
+def test_rows_without_coordinates_or_with_repeated_ids_are_named(tmp_path):
+    from shapely.geometry import Point
+
+    path = tmp_path / "sites.csv"
+    path.write_text(
+        "site_id,name,commodity,climate,lon,lat\na,A,gold,arid,,\nb,B,gold,arid,500000,7000000\n"
+    )
+    assert _refused(SiteTableError, lambda: read_sites(path, buffer_m=500)).startswith(
+        f"row 1 ('b') of {path} has coordinates (500000, 7e+06) outside the lon/lat ranges"
+    )  # a row without coordinates does not stop the check of the next
+    path.write_text("site_id,name,commodity,climate,lon,lat\na,A,gold,arid,,\n")
+    assert _refused(SiteTableError, lambda: read_sites(path, buffer_m=500)) == (
+        f"row 0 ('a') of {path} has no geometry"
+    )
+    twice = _sites(Point(1, 1), Point(2, 2), Point(3, 3), ids=["a", "b", "a"])
+    assert _refused(SiteTableError, lambda: read_sites(twice, buffer_m=500)) == (
+        "site ids repeat in the GeoDataFrame: {'a': [0, 2]} (id: rows); make them unique"
+    )
+
+
+def test_metres_in_a_polygon_or_an_invalid_one_are_named_by_a_point_of_it():
+    from shapely.geometry import Polygon, box
+
+    square = box(500_000, 7_000_000, 502_000, 7_004_000)
+    x, y = square.representative_point().coords[0]
+    assert _refused(SiteTableError, lambda: read_sites(_sites(square))).startswith(
+        f"row 0 ('s0') of the GeoDataFrame has coordinates ({x:.6g}, {y:.6g}) outside"
+    )
+    bowtie = Polygon([(500_000, 7_000_000), (502_000, 7_002_000), (502_000, 7_000_000),
+                      (500_000, 7_002_000)])  # fmt: skip
+    assert _refused(SiteTableError, lambda: read_sites(_sites(bowtie))).startswith(
+        "row 0 ('s0') of the GeoDataFrame has coordinates (500000, 7e+06) outside"
+    )
+
+
+def test_describe_sites_names_the_site_it_warns_about():
+    from shapely.geometry import box
+
+    from minecube.sites import describe_sites
+
+    table = _sites(box(143.90, -20.10, 144.05, -20.00), ids=["edge-pit"])
+    with pytest.warns(SiteGridWarning, match=r"^site 'edge-pit' spans UTM zones \(54: 67%"):
+        assert describe_sites(table).epsg.tolist() == [32754]
