@@ -14,9 +14,11 @@ test reaches is a gap like a survivor. A survivor that changes nothing observabl
 docs/testing.md as equivalent, with its reason.
 
 The demo worlds the tests need are generated once, by the first (unmutated) run, into a folder
-every forked test process shares (``MINECUBE_TEST_WORLDS``, read by tests/conftest.py); the
-servers and the cubes built from them are still made per mutant, since the code under test
-makes them. It runs for long on two cores, so it is not part of `make test`.
+every forked test process shares (``MINECUBE_TEST_WORLDS``, read by tests/conftest.py), and so
+is the tests' cube store where the module under test is not one it is built with
+(``MINECUBE_TEST_CUBES``); servers are still started per mutant. mutmut's first run goes
+through every selected test, so whatever a forked run reuses exists before it starts. It
+runs for long on two cores, so it is not part of `make test`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ MODULES = {
     "sites": ["tests/test_sites.py"],
     "stac": ["tests/test_stac.py"],
 }
+BUILD_CUBES = {"sensors", "cube", "store", "stac", "sites"}
+"""Modules the tests' cube store is built with: mutating another, the store of the first run is
+shared by every forked test process (``MINECUBE_TEST_CUBES``) rather than built per mutant."""
 COUNTS = ("killed", "survived", "no_tests", "timeout", "suspicious", "skipped")
 
 
@@ -50,6 +55,8 @@ def _run(module: str, tests: list[str], children: int, worlds: Path, log: Path) 
     own output goes to ``log``)."""
     mutmut = [sys.executable, "-m", "mutmut"]
     env = os.environ | {"MINECUBE_TEST_WORLDS": str(worlds)}
+    if module not in BUILD_CUBES:
+        env["MINECUBE_TEST_CUBES"] = str(worlds / "cubes")
     with tempfile.TemporaryDirectory(prefix=f"mutate-{module}-") as tmp:
         archive = subprocess.run(["git", "archive", "HEAD", "minecube", "tests", "pyproject.toml"],
                                  cwd=ROOT, capture_output=True, check=True).stdout  # fmt: skip

@@ -183,15 +183,22 @@ def pgstac_url(world, server, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cube_store(world, server, tmp_path_factory):
-    """Yearly cubes of every demo site, searched on the served API and stored in one Zarr."""
+    """Yearly cubes of every demo site, searched on the served API and stored in one Zarr (in
+    mutation runs of a module the cubes are not built with, one store that every forked test
+    process shares: ``MINECUBE_TEST_CUBES``, set by scripts/mutate.py)."""
     from minecube.cube import build, to_zarr
     from minecube.stac import search
 
-    store = tmp_path_factory.mktemp("lab") / "cubes.zarr"
+    shared = os.environ.get("MINECUBE_TEST_CUBES")
+    store = Path(shared) / "cubes.zarr" if shared else tmp_path_factory.mktemp("lab") / "cubes.zarr"
+    built = store.with_name("cubes.zarr.complete")
+    if built.exists():
+        return store
     years = world.spec.years
     for site in world.sites.itertuples():
         items = search(site, f"{years[0]}-01-01", f"{years[-1]}-12-31", catalog=server.stac_url)
         to_zarr(build(site, items, composite="year"), store, items=items, progress=False)
+    built.touch()
     return store
 
 
