@@ -88,16 +88,18 @@ def _diffs(mutated: Path, alive: list[tuple[str, str]]) -> list[str]:
     import difflib
 
     source = mutated.read_text()
-    functions = {f.name: ast.get_source_segment(source, f) for f in ast.walk(ast.parse(source))
+    lines = source.splitlines()
+    functions = {f.name: "\n".join(lines[f.lineno - 1 : f.end_lineno])
+                 for f in ast.walk(ast.parse(source))
                  if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}  # fmt: skip
     out = []
     for name, status in alive:
         local = name.rsplit(".", 1)[-1]
         orig = local.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
         mutant = functions[local].replace(local, orig, 1)
-        lines = difflib.unified_diff(functions[orig].splitlines(), mutant.splitlines(),
-                                     lineterm="", n=1)  # fmt: skip
-        out.append(f"# {name}: {status}\n" + "\n".join(list(lines)[2:]) + "\n")
+        diff = difflib.unified_diff(functions[orig].splitlines(), mutant.splitlines(),
+                                    lineterm="", n=1)  # fmt: skip
+        out.append(f"# {name}: {status}\n" + "\n".join(list(diff)[2:]) + "\n")
     return out
 
 
