@@ -49,8 +49,9 @@ def _read(labels) -> gpd.GeoDataFrame:
     raise TypeError(f"labels must be a GeoDataFrame or a file path, got {type(labels).__name__}")
 
 
-def _class_ids(values, schema: ClassSchema, column: str):
-    """The class id of each polygon from a column of names or ids."""
+def _class_ids(values, schema: ClassSchema, where: str):
+    """The class id of each polygon from a column of names or ids (``where``: the column's
+    name, or the parameter the values came from, such as ``"fill="``)."""
     import pandas as pd
 
     values = pd.Series(values)
@@ -65,7 +66,8 @@ def _class_ids(values, schema: ClassSchema, column: str):
         known = schema.names
     if bad:
         raise LabelError(
-            f"column {column!r} holds classes {bad} that are not in the class schema {known}; "
+            f"{where if where.endswith('=') else f'column {where!r}'} holds classes {bad} that "
+            f"are not in the class schema {known}; "
             "pass schema= with a schema that has them (minecube.classes.read_schema)"
         )
     return ids.to_numpy(dtype=np.uint8)

@@ -248,3 +248,99 @@ def test_labels_across_the_antimeridian_the_equator_and_zone_edges(site, pit, wr
     # the pit's straight edges in degrees bend slightly in UTM: pixels along them may differ
     assert (burnt != expected).sum() < 0.01 * expected.sum()
     assert burnt.sum() == pytest.approx(expected.sum(), rel=0.01)
+
+
+# --- whole results and messages, worked out by hand (docs/testing.md, mutation testing) --------
+
+
+def _refused(error: type[Exception], call) -> str:
+    """The message of the ``error`` that ``call()`` raises (compared whole by the tests)."""
+    with pytest.raises(error) as e:
+        call()
+    return str(e.value)
+
+
+def _timed_grid():
+    """The 6 × 6 grid of _grid over three years, 2021–2023."""
+    grid = _grid()
+    times = np.array(["2021-07-01", "2022-07-01", "2023-07-01"], dtype="datetime64[ns]")
+    return grid.expand_dims(time=times).rio.write_crs(grid.rio.crs)
+
+
+def test_a_labelled_raster_is_a_uint8_class_layer_on_the_cube_s_grid():
+    grid = _grid()
+    polygons = gpd.GeoDataFrame(
+        {"class": ["open_pit", "water", "open_pit"]},
+        geometry=[box(0, 30, 20, 60), box(30, 0, 60, 20), box(0, 0, 0, 0).buffer(0)],
+        crs="EPSG:32750",
+    )  # the third is empty: left out
+    out = rasterize(polygons, grid)
+    expected = np.full((6, 6), DEFAULT_CLASSES.nodata, "uint8")
+    expected[:3, :2] = 1
+    expected[4:, 3:] = DEFAULT_CLASSES["water"].id
+    np.testing.assert_array_equal(out.values, expected)
+    assert (out.name, out.dims, out.dtype) == ("label", ("y", "x"), np.uint8)
+    np.testing.assert_array_equal(out.y, grid.y)
+    np.testing.assert_array_equal(out.x, grid.x)
+    assert out.attrs == {"long_name": "class id", **DEFAULT_CLASSES.cf_attrs()}
+    assert out.rio.crs == grid.rio.crs
+    assert out.rio.encoded_nodata == DEFAULT_CLASSES.nodata
+    background = ClassSchema.from_cf_attrs(
+        {"flag_values": [1, 11], "flag_meanings": "open_pit background"}
+    )
+    filled = rasterize(polygons[polygons["class"] == "open_pit"], grid, schema=background,
+                       fill="background")  # fmt: skip
+    assert int((filled == 11).sum()) == 30
+    assert int((filled == 1).sum()) == 6
+    assert _refused(LabelError, lambda: rasterize(polygons, grid, fill="sky")) == (
+        f"fill= holds classes ['sky'] that are not in the class schema {DEFAULT_CLASSES.names}; "
+        "pass schema= with a schema that has them (minecube.classes.read_schema)"
+    )
+
+
+def test_periods_get_their_year_s_polygons_and_years_without_any_stay_unlabelled():
+    grid = _timed_grid()
+    polygons = gpd.GeoDataFrame(
+        {"class": ["open_pit", "open_pit"], "year": [2021, 2023]},
+        geometry=[box(0, 40, 20, 60), box(0, 20, 40, 60)],
+        crs="EPSG:32750",
+    )
+    background = ClassSchema.from_cf_attrs(
+        {"flag_values": [1, 11], "flag_meanings": "open_pit background"}
+    )
+    with pytest.warns(MissingLabelsWarning) as caught:
+        out = rasterize(polygons, grid, time_column="year", schema=background, fill="background")
+    assert [str(w.message) for w in caught if w.category is MissingLabelsWarning] == [
+        "no label polygons for the years [2022]; those periods stay unlabelled (labels cover "
+        "[2021, 2023])"
+    ]
+    assert out.dims == ("time", "y", "x")
+    np.testing.assert_array_equal(out.time, grid.time)
+    assert [int((out.isel(time=t) == 1).sum()) for t in range(3)] == [4, 0, 16]
+    assert [int((out.isel(time=t) == 11).sum()) for t in range(3)] == [32, 0, 20]
+    assert bool((out.isel(time=1) == background.nodata).all())  # unlabelled, not background
+    assert out.attrs == {"long_name": "class id", **background.cf_attrs()}
+    assert out.rio.crs == grid.rio.crs
+    assert _refused(LabelError, lambda: rasterize(polygons, _grid(), time_column="year")) == (
+        "time_column= needs a cube with a time dimension"
+    )
+
+
+def test_labels_without_a_crs_or_a_cube_without_one_are_refused_whole(tmp_path):
+    frame = gpd.GeoDataFrame({"class": ["open_pit"]}, geometry=[box(0, 0, 30, 30)],
+                             crs="EPSG:32750")  # fmt: skip
+    assert _refused(LabelError, lambda: rasterize(frame, _grid().drop_vars("spatial_ref"))) == (
+        "the cube has no CRS; write one with cube.rio.write_crs(...) or build it with "
+        "minecube.cube.build"
+    )
+    unplaced = frame.set_crs(None, allow_override=True)
+    assert _refused(LabelError, lambda: rasterize(unplaced, _grid())) == (
+        "the label polygons have no CRS; set one with frame.set_crs(...) before rasterizing"
+    )
+    missing = tmp_path / "missing.gpkg"
+    assert _refused(FileNotFoundError, lambda: rasterize(missing, _grid())) == (
+        f"label file {str(missing)!r} does not exist"
+    )
+    assert _refused(TypeError, lambda: rasterize(7, _grid())) == (
+        "labels must be a GeoDataFrame or a file path, got int"
+    )
