@@ -601,10 +601,11 @@ def test_rows_without_coordinates_or_with_repeated_ids_are_named(tmp_path):
     assert _refused(SiteTableError, lambda: read_sites(path, buffer_m=500)).startswith(
         f"row 1 ('b') of {path} has coordinates (500000, 7e+06) outside the lon/lat ranges"
     )  # a row without coordinates does not stop the check of the next
-    path.write_text("site_id,name,commodity,climate,lon,lat\na,A,gold,arid,,\n")
-    assert _refused(SiteTableError, lambda: read_sites(path, buffer_m=500)) == (
-        f"row 0 ('a') of {path} has no geometry"
-    )
+    for row in ("a,A,gold,arid,,", "a,A,gold,arid,,-22.7", "a,A,gold,arid,118.6,"):
+        path.write_text(f"site_id,name,commodity,climate,lon,lat\n{row}\n")
+        assert _refused(SiteTableError, lambda: read_sites(path, buffer_m=500)) == (
+            f"row 0 ('a') of {path} has no geometry"
+        )
     twice = _sites(Point(1, 1), Point(2, 2), Point(3, 3), ids=["a", "b", "a"])
     assert _refused(SiteTableError, lambda: read_sites(twice, buffer_m=500)) == (
         "site ids repeat in the GeoDataFrame: {'a': [0, 2]} (id: rows); make them unique"
