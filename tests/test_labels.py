@@ -344,3 +344,67 @@ def test_labels_without_a_crs_or_a_cube_without_one_are_refused_whole(tmp_path):
     assert _refused(TypeError, lambda: rasterize(7, _grid())) == (
         "labels must be a GeoDataFrame or a file path, got int"
     )
+
+
+def test_a_mapping_reads_from_a_dict_or_any_of_its_csv_layouts(tmp_path):
+    assert read_mapping({"60": "bare_land", 0: None, 80.0: "water"}) == {
+        60: "bare_land", 0: "", 80: "water"
+    }  # fmt: skip
+    for column in ("class", "name", "label"):
+        path = tmp_path / f"{column}.csv"
+        path.write_text(f"code,{column}\n007,bare_land\n80.0, water \n0,\n")
+        assert read_mapping(path) == {7: "bare_land", 80: "water", 0: ""}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("code,kind\n1,water\n")
+    assert _refused(LabelError, lambda: read_mapping(bad)) == (
+        f"class mapping {str(bad)!r} needs a 'code' and a 'class' column; it has ['code', 'kind']"
+    )
+    bad.write_text("value,class\n1,water\n")
+    assert _refused(LabelError, lambda: read_mapping(bad)).endswith("it has ['value', 'class']")
+    bad.write_text("code,class\none,water\n")
+    assert _refused(LabelError, lambda: read_mapping(bad)) == (
+        f"class mapping {str(bad)!r}: a code is not a number (could not convert string to "
+        "float: 'one')"
+    )
+    assert _refused(FileNotFoundError, lambda: read_mapping(tmp_path / "none.csv")) == (
+        f"class mapping {tmp_path / 'none.csv'!r} is neither a dict nor a CSV file"
+    )
+
+
+def test_a_class_raster_s_codes_nodata_and_refusals_are_handled_whole(tmp_path):
+    grid = _grid()
+    codes = np.full((6, 6), 1, "uint8")
+    codes[0, :3] = 255  # the file's nodata
+    codes[5, 5] = 9
+    raster = xr.DataArray(codes, dims=("y", "x"), coords=grid.coords).rio.write_crs(grid.rio.crs)
+    path = tmp_path / "codes.tif"
+    raster.rio.write_nodata(255).rio.to_raster(path)
+    mapping = {1: "water", 9: "open_pit"}
+    out = from_raster(path, grid, mapping=mapping)
+    water, pit = (
+        DEFAULT_CLASSES.subset(["water", "open_pit"])[n].id for n in ("water", "open_pit")
+    )
+    expected = np.full((6, 6), water, "uint8")
+    expected[0, :3] = DEFAULT_CLASSES.nodata
+    expected[5, 5] = pit
+    np.testing.assert_array_equal(out.values, expected)
+    assert out.dims == ("y", "x")
+    assert out.attrs["labelled_fraction"] == pytest.approx(33 / 36)
+    # a mapping wins over the file's nodata: 255 mapped is labelled
+    labelled = from_raster(path, grid, mapping={**mapping, 255: "water"})
+    assert int((labelled == DEFAULT_CLASSES.nodata).sum()) == 0
+    assert _refused(LabelError, lambda: from_raster(raster, grid, mapping={1: "water"})) == (
+        "the label raster holds codes that are neither mapped nor ignored: 9 (1 px), 255 (3 px). "
+        "Map each to a class (mapping=), or to no label (ignore=[…] or an empty class in the "
+        "mapping)"
+    )
+    assert int((from_raster(raster, grid, mapping={1: "water"}, ignore=[9, 255]) == 0).sum()) == 4
+    assert _refused(LabelError, lambda: from_raster(raster.drop_vars("spatial_ref"), grid)) == (
+        "the label raster and the cube both need a CRS (rio.write_crs)"
+    )
+    assert _refused(TypeError, lambda: from_raster(raster.expand_dims(band=[1]), grid)) == (
+        "raster must be a 2-D DataArray (y, x) with a CRS, or a GeoTIFF path"
+    )
+    assert _refused(FileNotFoundError, lambda: from_raster(tmp_path / "none.tif", grid)) == (
+        f"label raster {str(tmp_path / 'none.tif')!r} does not exist"
+    )
