@@ -43,6 +43,7 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
 # async-geotiff warns before failing on a stripped file, which GDAL then reads (_window)
 warnings.filterwarnings("ignore", "Striped GeoTIFFs are not supported", UserWarning)
 

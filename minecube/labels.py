@@ -65,9 +65,9 @@ def _class_ids(values, schema: ClassSchema, where: str):
         ids = values.map(lookup)
         known = schema.names
     if bad:
+        what = where if where.endswith("=") else f"column {where!r}"
         raise LabelError(
-            f"{where if where.endswith('=') else f'column {where!r}'} holds classes {bad} that "
-            f"are not in the class schema {known}; "
+            f"{what} holds classes {bad} that are not in the class schema {known}; "
             "pass schema= with a schema that has them (minecube.classes.read_schema)"
         )
     return ids.to_numpy(dtype=np.uint8)
