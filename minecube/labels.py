@@ -95,9 +95,7 @@ def _burn(frame, ids, shape, transform, nodata: int) -> np.ndarray:
         return out
     order = np.lexsort((ids, -frame.geometry.area.to_numpy()))  # largest first, then by id
     shapes = ((frame.geometry.iloc[i], int(ids[i])) for i in order)
-    return rasterio.features.rasterize(
-        shapes, out_shape=shape, transform=transform, fill=nodata, dtype="uint8", out=out
-    )
+    return rasterio.features.rasterize(shapes, transform=transform, out=out)  # burnt into out
 
 
 def rasterize(

@@ -388,8 +388,21 @@ def test_a_class_raster_s_codes_nodata_and_refusals_are_handled_whole(tmp_path):
     expected[0, :3] = DEFAULT_CLASSES.nodata
     expected[5, 5] = pit
     np.testing.assert_array_equal(out.values, expected)
-    assert out.dims == ("y", "x")
-    assert out.attrs["labelled_fraction"] == pytest.approx(33 / 36)
+    assert (out.name, out.dims, out.dtype) == ("label", ("y", "x"), np.uint8)
+    np.testing.assert_array_equal(out.y, grid.y)
+    np.testing.assert_array_equal(out.x, grid.x)
+    schema = DEFAULT_CLASSES.subset(["water", "open_pit"])
+    assert out.attrs == {"long_name": "class id", **schema.cf_attrs(), "labelled_fraction": 33 / 36}
+    assert out.rio.crs == grid.rio.crs
+    assert out.rio.encoded_nodata == schema.nodata
+    # a cube with periods (a Dataset) gives its grid; codes past 255 (a uint16 scheme) map too
+    timed = xr.Dataset({"reflectance": _timed_grid()})
+    wide = raster.astype("uint16").where(raster != 9, 300).rio.write_crs(grid.rio.crs)
+    on_periods = from_raster(wide, timed, mapping={1: "water", 300: "open_pit", 255: "",
+                                                    256: "water"})  # fmt: skip
+    assert on_periods.dims == ("y", "x")
+    assert on_periods.rio.crs == grid.rio.crs
+    np.testing.assert_array_equal(on_periods.values, expected)
     # a mapping wins over the file's nodata: 255 mapped is labelled
     labelled = from_raster(path, grid, mapping={**mapping, 255: "water"})
     assert int((labelled == DEFAULT_CLASSES.nodata).sum()) == 0
