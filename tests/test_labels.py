@@ -314,7 +314,7 @@ def test_periods_get_their_year_s_polygons_and_years_without_any_stay_unlabelled
         "no label polygons for the years [2022]; those periods stay unlabelled (labels cover "
         "[2021, 2023])"
     ]
-    assert out.dims == ("time", "y", "x")
+    assert (out.name, out.dims, out.dtype) == ("label", ("time", "y", "x"), np.uint8)
     np.testing.assert_array_equal(out.time, grid.time)
     assert [int((out.isel(time=t) == 1).sum()) for t in range(3)] == [4, 0, 16]
     assert [int((out.isel(time=t) == 11).sum()) for t in range(3)] == [32, 0, 20]
@@ -421,3 +421,40 @@ def test_a_class_raster_s_codes_nodata_and_refusals_are_handled_whole(tmp_path):
     assert _refused(FileNotFoundError, lambda: from_raster(tmp_path / "none.tif", grid)) == (
         f"label raster {str(tmp_path / 'none.tif')!r} does not exist"
     )
+
+
+def test_polygons_classes_codes_and_years_are_refused_whole():
+    grid, crs = _grid(), "EPSG:32750"
+    known = DEFAULT_CLASSES.names
+    fix = "pass schema= with a schema that has them (minecube.classes.read_schema)"
+    ids = gpd.GeoDataFrame({"class": [1, 99]}, geometry=[box(0, 0, 30, 30)] * 2, crs=crs)
+    assert _refused(LabelError, lambda: rasterize(ids, grid)) == (
+        f"column 'class' holds classes [99] that are not in the class schema "
+        f"{DEFAULT_CLASSES.ids}; {fix}"
+    )
+    names = gpd.GeoDataFrame({"kind": ["pit"]}, geometry=[box(0, 0, 30, 30)], crs=crs)
+    assert _refused(LabelError, lambda: rasterize(names, grid, column="kind")) == (
+        f"column 'kind' holds classes ['pit'] that are not in the class schema {known}; {fix}"
+    )
+    dated = gpd.GeoDataFrame({"class": ["open_pit"], "when": ["soon"]},
+                             geometry=[box(0, 0, 30, 30)], crs=crs)  # fmt: skip
+    assert _refused(LabelError, lambda: rasterize(dated, _timed_grid(), time_column="when")) == (
+        "column 'when' holds neither years nor dates (e.g. 'soon')"
+    )
+    coded = gpd.GeoDataFrame({"code": [10, 10, 77, 0]}, geometry=[box(0, 0, 30, 30)] * 4,
+                             crs=crs)  # fmt: skip
+    assert _refused(LabelError, lambda: rasterize(coded, grid, column="code",
+                                                  mapping={10: "water", 0: ""})) == (
+        "column 'code' holds codes the mapping lacks: 77 (1 polygons); map each to a class, or "
+        "to no label (an empty class in the mapping)"
+    )  # fmt: skip
+    assert _refused(LabelError, lambda: rasterize(coded, grid, column="code",
+                                                  mapping={10: "lake", 77: "", 0: ""})) == (
+        "the mapping names a class minecube does not know (unknown class 'lake'; known classes: "
+        f"{', '.join(known)}); pass schema= with the mapping's classes "
+        "(minecube.classes.read_schema)"
+    )  # fmt: skip
+    mapped = rasterize(coded.assign(geometry=[box(0, 0, 30, 30), None, box(0, 0, 0, 0), None]),
+                       grid, column="code", mapping={10: "water", 77: "", 0: ""})  # fmt: skip
+    assert mapped.attrs["flag_meanings"] == "water"  # the mapping's classes only
+    assert int((mapped == DEFAULT_CLASSES["water"].id).sum()) == 9
