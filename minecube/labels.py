@@ -385,9 +385,9 @@ def from_raster(
     grid = cube if isinstance(cube, xr.DataArray) else cube[next(iter(cube.data_vars))]
     grid = grid.isel({d: 0 for d in grid.dims if d not in ("y", "x")})
     on_grid = ids.rio.reproject_match(grid, resampling=Resampling.nearest, nodata=schema.nodata)
-    on_grid = on_grid.assign_coords(y=grid.y, x=grid.x).astype(np.uint8)
-    labelled = float((on_grid.values != schema.nodata).mean())
+    values = on_grid.values.astype(np.uint8)  # on the grid's own coordinates, below
+    labelled = float((values != schema.nodata).mean())
     attrs = {"long_name": "class id", **schema.cf_attrs(), "labelled_fraction": labelled}
-    out = xr.DataArray(on_grid.values, dims=("y", "x"), coords={"y": grid.y, "x": grid.x},
+    out = xr.DataArray(values, dims=("y", "x"), coords={"y": grid.y, "x": grid.x},
                        name="label", attrs=attrs)  # fmt: skip
     return out.rio.write_crs(cube.rio.crs).rio.write_nodata(schema.nodata, encoded=True)

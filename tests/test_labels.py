@@ -379,7 +379,7 @@ def test_a_class_raster_s_codes_nodata_and_refusals_are_handled_whole(tmp_path):
     raster = xr.DataArray(codes, dims=("y", "x"), coords=grid.coords).rio.write_crs(grid.rio.crs)
     path = tmp_path / "codes.tif"
     raster.rio.write_nodata(255).rio.to_raster(path)
-    mapping = {1: "water", 9: "open_pit"}
+    mapping = {1: "water", 9: "open_pit", 256: "water"}  # 256: a code this file cannot hold
     out = from_raster(path, grid, mapping=mapping)
     water, pit = (
         DEFAULT_CLASSES.subset(["water", "open_pit"])[n].id for n in ("water", "open_pit")
@@ -458,3 +458,31 @@ def test_polygons_classes_codes_and_years_are_refused_whole():
                        grid, column="code", mapping={10: "water", 77: "", 0: ""})  # fmt: skip
     assert mapped.attrs["flag_meanings"] == "water"  # the mapping's classes only
     assert int((mapped == DEFAULT_CLASSES["water"].id).sum()) == 9
+
+
+def test_labels_of_a_sliced_cube_are_the_slice_of_the_labels():
+    """The grid comes from the cube's coordinates, not a transform cached before slicing (as a
+    cube read from a file carries one)."""
+    grid = _grid().rio.write_transform(_grid().rio.transform())
+    polygons = gpd.GeoDataFrame({"class": ["open_pit", "water"]},
+                                geometry=[box(0, 30, 20, 60), box(30, 0, 60, 20)],
+                                crs="EPSG:32750")  # fmt: skip
+    whole = rasterize(polygons, grid)
+    part = grid.isel(y=slice(1, 5), x=slice(2, 6))
+    np.testing.assert_array_equal(rasterize(polygons, part).values, whole.values[1:5, 2:6])
+    codes = xr.DataArray(whole.values, dims=("y", "x"), coords=grid.coords).rio.write_crs(
+        grid.rio.crs
+    )
+    np.testing.assert_array_equal(from_raster(codes, part).values, whole.values[1:5, 2:6])
+
+
+def test_a_raster_of_class_ids_needs_no_mapping_and_leaves_what_it_misses_unlabelled():
+    grid = _grid()
+    ids = np.full((6, 6), DEFAULT_CLASSES["vegetation"].id, "uint8")
+    ids[:2] = DEFAULT_CLASSES.nodata
+    raster = xr.DataArray(ids, dims=("y", "x"), coords=grid.coords).rio.write_crs(grid.rio.crs)
+    np.testing.assert_array_equal(from_raster(raster, grid).values, ids)
+    half = from_raster(raster.isel(x=slice(0, 3)), grid)  # the raster covers half the grid
+    np.testing.assert_array_equal(half.values[:, :3], ids[:, :3])
+    assert bool((half.values[:, 3:] == DEFAULT_CLASSES.nodata).all())
+    assert half.attrs["labelled_fraction"] == pytest.approx(12 / 36)
