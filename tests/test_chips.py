@@ -291,3 +291,45 @@ def test_split_sites_is_disjoint_complete_and_keeps_groups_whole(n, labels, test
     assert len(split.val) >= val
     assert split.train
     assert split == split_sites(ids, test=test, val=val, seed=seed, groups=groups)
+
+
+def test_the_eight_d4_views_move_image_and_mask_as_written_out_by_hand():
+    from minecube.chips import _d4
+
+    a = np.arange(9).reshape(3, 3)
+    views = [  # k quarter turns counter-clockwise, then (k >= 4) mirrored left to right
+        [[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[2, 5, 8], [1, 4, 7], [0, 3, 6]],
+        [[8, 7, 6], [5, 4, 3], [2, 1, 0]], [[6, 3, 0], [7, 4, 1], [8, 5, 2]],
+        [[2, 1, 0], [5, 4, 3], [8, 7, 6]], [[8, 5, 2], [7, 4, 1], [6, 3, 0]],
+        [[6, 7, 8], [3, 4, 5], [0, 1, 2]], [[0, 3, 6], [1, 4, 7], [2, 5, 8]],
+    ]  # fmt: skip
+    image = np.stack([a, 100 + a])  # (channel, y, x)
+    periods = np.stack([image, 1000 + image])  # (time, channel, y, x)
+    for k, view in enumerate(views):
+        turned, mask = _d4(image, a, k)
+        np.testing.assert_array_equal(turned, [view, 100 + np.array(view)])
+        np.testing.assert_array_equal(mask, view)
+        assert turned.flags.c_contiguous
+        assert mask.flags.c_contiguous
+        turned, _ = _d4(periods, a, k)
+        np.testing.assert_array_equal(turned[1, 1], 1100 + np.array(view))
+
+
+def test_normalisation_is_the_mean_and_spread_of_every_valid_pixel():
+    from minecube.chips import _fit_normalisation
+
+    rng = np.random.default_rng(4)
+    first = rng.normal([[[0.1]], [[0.3]]], 0.05, (3, 2, 4, 5))  # (time, channel, y, x)
+    second = rng.normal([[[0.2]], [[0.5]]], 0.1, (2, 2, 3, 3))
+    first[0, 0, :2] = np.nan  # holes in one band only
+    second[1, 1, 1, 1] = np.nan
+    norm = _fit_normalisation([first, second], ("red", "nir"))
+    values = [np.concatenate([first[:, c].ravel(), second[:, c].ravel()]) for c in (0, 1)]
+    assert norm.bands == ("red", "nir")
+    assert norm.mean == tuple(np.round([np.nanmean(v) for v in values], 6))
+    assert norm.std == tuple(np.round([np.nanstd(v) + 1e-6 for v in values], 6))
+    empty = np.full((1, 2, 2, 2), np.nan)
+    empty[:, 0] = 1.0
+    whole = r"^no valid pixels for bands \['red', 'nir'\] in the training cubes$"
+    with pytest.raises(ValueError, match=whole):
+        _fit_normalisation([empty], ("red", "nir"))
