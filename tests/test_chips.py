@@ -333,3 +333,24 @@ def test_normalisation_is_the_mean_and_spread_of_every_valid_pixel():
     whole = r"^no valid pixels for bands \['red', 'nir'\] in the training cubes$"
     with pytest.raises(ValueError, match=whole):
         _fit_normalisation([empty], ("red", "nir"))
+
+
+def test_spatial_blocks_group_sites_whose_centres_share_a_block():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from minecube.chips import site_groups
+
+    # EASE-Grid 2.0 near the equator: x = 6378137 m × lon (rad) × cos 30°, so 0.1° ≈ 9.6 km,
+    # 0.2° ≈ 19.3 km, 0.6° ≈ 57.8 km; y > 0 just north of the equator, < 0 just south
+    corners = {"a": (0.1, 0.05), "b": (0.2, 0.05), "c": (0.6, 0.05), "d": (0.1, -0.05)}
+    squares = [box(x, y, x + 0.001, y + 0.001) for x, y in corners.values()]
+    table = gpd.GeoDataFrame({"site_id": list(corners)}, geometry=squares, crs=4326)
+    assert site_groups(table, buffer_m=None, block_m=50_000) == {
+        "a": "a", "b": "a", "c": "c", "d": "d"
+    }  # fmt: skip
+    assert site_groups(table, buffer_m=None, block_m=5_000) == {s: s for s in corners}
+    assert site_groups(table, buffer_m=None) == {s: s for s in corners}
+    assert set(site_groups(table, block_m=1e7).values()) == {"a", "d"}  # north and south
+    with pytest.raises(ValueError, match=r"^block_m=0 must be a positive length in metres$"):
+        site_groups(table, block_m=0)
