@@ -448,6 +448,12 @@ def test_polygons_classes_codes_and_years_are_refused_whole():
         "column 'code' holds codes the mapping lacks: 77 (1 polygons); map each to a class, or "
         "to no label (an empty class in the mapping)"
     )  # fmt: skip
+    texts = coded.assign(code=["10", "x7", "x7", "99"])
+    assert _refused(LabelError, lambda: rasterize(texts, grid, column="code",
+                                                  mapping={10: "water"})) == (
+        "column 'code' holds codes the mapping lacks: x7 (2 polygons), 99 (1 polygons); map "
+        "each to a class, or to no label (an empty class in the mapping)"
+    )  # fmt: skip
     assert _refused(LabelError, lambda: rasterize(coded, grid, column="code",
                                                   mapping={10: "lake", 77: "", 0: ""})) == (
         "the mapping names a class minecube does not know (unknown class 'lake'; known classes: "
@@ -486,3 +492,13 @@ def test_a_raster_of_class_ids_needs_no_mapping_and_leaves_what_it_misses_unlabe
     np.testing.assert_array_equal(half.values[:, :3], ids[:, :3])
     assert bool((half.values[:, 3:] == DEFAULT_CLASSES.nodata).all())
     assert half.attrs["labelled_fraction"] == pytest.approx(12 / 36)
+
+
+def test_a_signed_raster_s_negative_nodata_stays_unlabelled():
+    grid = _grid()
+    codes = np.full((6, 6), 1, "int16")
+    codes[0] = -9999
+    raster = xr.DataArray(codes, dims=("y", "x"), coords=grid.coords).rio.write_crs(grid.rio.crs)
+    out = from_raster(raster.rio.write_nodata(-9999), grid, mapping={1: "water"})
+    assert bool((out.values[0] == DEFAULT_CLASSES.subset(["water"]).nodata).all())
+    assert int((out.values[1:] == DEFAULT_CLASSES["water"].id).sum()) == 30
