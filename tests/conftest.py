@@ -226,6 +226,14 @@ def needs_terratorch():
     torch.set_float32_matmul_precision(precision)
 
 
+def refused(error: type[Exception], call) -> str:
+    """The message of the ``error`` that ``call()`` raises, for tests that compare it whole (a
+    user reads all of it)."""
+    with pytest.raises(error) as e:
+        call()
+    return str(e.value)
+
+
 def subset(lab, ids):
     """``(cubes, labels)`` of some sites of the lab fixture."""
     return {s: lab["cubes"][s] for s in ids}, {s: lab["labels"][s] for s in ids}

@@ -11,7 +11,7 @@ from shapely.geometry import box
 
 from minecube.classes import DEFAULT_CLASSES, ClassSchema
 from minecube.labels import LabelError, MissingLabelsWarning, from_raster, rasterize, read_mapping
-from tests.conftest import FILES
+from tests.conftest import FILES, refused
 
 
 def _grid(epsg=32750):
@@ -253,13 +253,6 @@ def test_labels_across_the_antimeridian_the_equator_and_zone_edges(site, pit, wr
 # --- whole results and messages, worked out by hand (docs/testing.md, mutation testing) --------
 
 
-def _refused(error: type[Exception], call) -> str:
-    """The message of the ``error`` that ``call()`` raises (compared whole by the tests)."""
-    with pytest.raises(error) as e:
-        call()
-    return str(e.value)
-
-
 def _timed_grid():
     """The 6 × 6 grid of _grid over three years, 2021–2023."""
     grid = _grid()
@@ -292,7 +285,7 @@ def test_a_labelled_raster_is_a_uint8_class_layer_on_the_cube_s_grid():
                        fill="background")  # fmt: skip
     assert int((filled == 11).sum()) == 30
     assert int((filled == 1).sum()) == 6
-    assert _refused(LabelError, lambda: rasterize(polygons, grid, fill="sky")) == (
+    assert refused(LabelError, lambda: rasterize(polygons, grid, fill="sky")) == (
         f"fill= holds classes ['sky'] that are not in the class schema {DEFAULT_CLASSES.names}; "
         "pass schema= with a schema that has them (minecube.classes.read_schema)"
     )
@@ -321,7 +314,7 @@ def test_periods_get_their_year_s_polygons_and_years_without_any_stay_unlabelled
     assert bool((out.isel(time=1) == background.nodata).all())  # unlabelled, not background
     assert out.attrs == {"long_name": "class id", **background.cf_attrs()}
     assert out.rio.crs == grid.rio.crs
-    assert _refused(LabelError, lambda: rasterize(polygons, _grid(), time_column="year")) == (
+    assert refused(LabelError, lambda: rasterize(polygons, _grid(), time_column="year")) == (
         "time_column= needs a cube with a time dimension"
     )
 
@@ -329,19 +322,19 @@ def test_periods_get_their_year_s_polygons_and_years_without_any_stay_unlabelled
 def test_labels_without_a_crs_or_a_cube_without_one_are_refused_whole(tmp_path):
     frame = gpd.GeoDataFrame({"class": ["open_pit"]}, geometry=[box(0, 0, 30, 30)],
                              crs="EPSG:32750")  # fmt: skip
-    assert _refused(LabelError, lambda: rasterize(frame, _grid().drop_vars("spatial_ref"))) == (
+    assert refused(LabelError, lambda: rasterize(frame, _grid().drop_vars("spatial_ref"))) == (
         "the cube has no CRS; write one with cube.rio.write_crs(...) or build it with "
         "minecube.cube.build"
     )
     unplaced = frame.set_crs(None, allow_override=True)
-    assert _refused(LabelError, lambda: rasterize(unplaced, _grid())) == (
+    assert refused(LabelError, lambda: rasterize(unplaced, _grid())) == (
         "the label polygons have no CRS; set one with frame.set_crs(...) before rasterizing"
     )
     missing = tmp_path / "missing.gpkg"
-    assert _refused(FileNotFoundError, lambda: rasterize(missing, _grid())) == (
+    assert refused(FileNotFoundError, lambda: rasterize(missing, _grid())) == (
         f"label file {str(missing)!r} does not exist"
     )
-    assert _refused(TypeError, lambda: rasterize(7, _grid())) == (
+    assert refused(TypeError, lambda: rasterize(7, _grid())) == (
         "labels must be a GeoDataFrame or a file path, got int"
     )
 
@@ -356,17 +349,17 @@ def test_a_mapping_reads_from_a_dict_or_any_of_its_csv_layouts(tmp_path):
         assert read_mapping(path) == {7: "bare_land", 80: "water", 0: ""}
     bad = tmp_path / "bad.csv"
     bad.write_text("code,kind\n1,water\n")
-    assert _refused(LabelError, lambda: read_mapping(bad)) == (
+    assert refused(LabelError, lambda: read_mapping(bad)) == (
         f"class mapping {str(bad)!r} needs a 'code' and a 'class' column; it has ['code', 'kind']"
     )
     bad.write_text("value,class\n1,water\n")
-    assert _refused(LabelError, lambda: read_mapping(bad)).endswith("it has ['value', 'class']")
+    assert refused(LabelError, lambda: read_mapping(bad)).endswith("it has ['value', 'class']")
     bad.write_text("code,class\none,water\n")
-    assert _refused(LabelError, lambda: read_mapping(bad)) == (
+    assert refused(LabelError, lambda: read_mapping(bad)) == (
         f"class mapping {str(bad)!r}: a code is not a number (could not convert string to "
         "float: 'one')"
     )
-    assert _refused(FileNotFoundError, lambda: read_mapping(tmp_path / "none.csv")) == (
+    assert refused(FileNotFoundError, lambda: read_mapping(tmp_path / "none.csv")) == (
         f"class mapping {tmp_path / 'none.csv'!r} is neither a dict nor a CSV file"
     )
 
@@ -406,19 +399,19 @@ def test_a_class_raster_s_codes_nodata_and_refusals_are_handled_whole(tmp_path):
     # a mapping wins over the file's nodata: 255 mapped is labelled
     labelled = from_raster(path, grid, mapping={**mapping, 255: "water"})
     assert int((labelled == DEFAULT_CLASSES.nodata).sum()) == 0
-    assert _refused(LabelError, lambda: from_raster(raster, grid, mapping={1: "water"})) == (
+    assert refused(LabelError, lambda: from_raster(raster, grid, mapping={1: "water"})) == (
         "the label raster holds codes that are neither mapped nor ignored: 9 (1 px), 255 (3 px). "
         "Map each to a class (mapping=), or to no label (ignore=[…] or an empty class in the "
         "mapping)"
     )
     assert int((from_raster(raster, grid, mapping={1: "water"}, ignore=[9, 255]) == 0).sum()) == 4
-    assert _refused(LabelError, lambda: from_raster(raster.drop_vars("spatial_ref"), grid)) == (
+    assert refused(LabelError, lambda: from_raster(raster.drop_vars("spatial_ref"), grid)) == (
         "the label raster and the cube both need a CRS (rio.write_crs)"
     )
-    assert _refused(TypeError, lambda: from_raster(raster.expand_dims(band=[1]), grid)) == (
+    assert refused(TypeError, lambda: from_raster(raster.expand_dims(band=[1]), grid)) == (
         "raster must be a 2-D DataArray (y, x) with a CRS, or a GeoTIFF path"
     )
-    assert _refused(FileNotFoundError, lambda: from_raster(tmp_path / "none.tif", grid)) == (
+    assert refused(FileNotFoundError, lambda: from_raster(tmp_path / "none.tif", grid)) == (
         f"label raster {str(tmp_path / 'none.tif')!r} does not exist"
     )
 
@@ -428,33 +421,33 @@ def test_polygons_classes_codes_and_years_are_refused_whole():
     known = DEFAULT_CLASSES.names
     fix = "pass schema= with a schema that has them (minecube.classes.read_schema)"
     ids = gpd.GeoDataFrame({"class": [1, 99]}, geometry=[box(0, 0, 30, 30)] * 2, crs=crs)
-    assert _refused(LabelError, lambda: rasterize(ids, grid)) == (
+    assert refused(LabelError, lambda: rasterize(ids, grid)) == (
         f"column 'class' holds classes [99] that are not in the class schema "
         f"{DEFAULT_CLASSES.ids}; {fix}"
     )
     names = gpd.GeoDataFrame({"kind": ["pit"]}, geometry=[box(0, 0, 30, 30)], crs=crs)
-    assert _refused(LabelError, lambda: rasterize(names, grid, column="kind")) == (
+    assert refused(LabelError, lambda: rasterize(names, grid, column="kind")) == (
         f"column 'kind' holds classes ['pit'] that are not in the class schema {known}; {fix}"
     )
     dated = gpd.GeoDataFrame({"class": ["open_pit"], "when": ["soon"]},
                              geometry=[box(0, 0, 30, 30)], crs=crs)  # fmt: skip
-    assert _refused(LabelError, lambda: rasterize(dated, _timed_grid(), time_column="when")) == (
+    assert refused(LabelError, lambda: rasterize(dated, _timed_grid(), time_column="when")) == (
         "column 'when' holds neither years nor dates (e.g. 'soon')"
     )
     coded = gpd.GeoDataFrame({"code": [10, 10, 77, 0]}, geometry=[box(0, 0, 30, 30)] * 4,
                              crs=crs)  # fmt: skip
-    assert _refused(LabelError, lambda: rasterize(coded, grid, column="code",
+    assert refused(LabelError, lambda: rasterize(coded, grid, column="code",
                                                   mapping={10: "water", 0: ""})) == (
         "column 'code' holds codes the mapping lacks: 77 (1 polygons); map each to a class, or "
         "to no label (an empty class in the mapping)"
     )  # fmt: skip
     texts = coded.assign(code=["10", "x7", "x7", "99"])
-    assert _refused(LabelError, lambda: rasterize(texts, grid, column="code",
+    assert refused(LabelError, lambda: rasterize(texts, grid, column="code",
                                                   mapping={10: "water"})) == (
         "column 'code' holds codes the mapping lacks: x7 (2 polygons), 99 (1 polygons); map "
         "each to a class, or to no label (an empty class in the mapping)"
     )  # fmt: skip
-    assert _refused(LabelError, lambda: rasterize(coded, grid, column="code",
+    assert refused(LabelError, lambda: rasterize(coded, grid, column="code",
                                                   mapping={10: "lake", 77: "", 0: ""})) == (
         "the mapping names a class minecube does not know (unknown class 'lake'; known classes: "
         f"{', '.join(known)}); pass schema= with the mapping's classes "

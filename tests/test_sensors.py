@@ -32,6 +32,7 @@ from minecube.sensors import (
 )
 from minecube.sites import utm_epsg
 from minecube.stac import search
+from tests.conftest import refused
 
 DATA = Path(__file__).parent / "data" / "stac"
 
@@ -521,24 +522,17 @@ def test_the_offset_evidence_figures_are_worked_out_by_hand():
     )  # fmt: skip
 
 
-def _refused(error: type[Exception], call) -> str:
-    """The message of the ``error`` that ``call()`` raises (compared whole by the tests)."""
-    with pytest.raises(error) as e:
-        call()
-    return str(e.value)
-
-
 def test_asking_a_sensor_for_bands_it_lacks_names_them_and_the_bands_that_work():
     landsat = SENSORS["landsat-c2-l2"]
     declared = "['blue', 'green', 'red', 'nir', 'coastal', 'swir16', 'swir22']"
     fix = "or declare the band with register_sensor (the sensor's bands: mapping)"
-    assert _refused(
+    assert refused(
         UnknownSensorError, lambda: landsat.check_bands(["red", "rededge1", "ndvi"])
     ) == (
         f"sensor 'landsat-c2-l2' has no band 'rededge1' (nor ['ndvi']); it declares {declared}. "
         f"Ask for bands it has, e.g. bands=('red',), {fix}"
     )
-    assert _refused(UnknownSensorError, lambda: landsat.check_bands(["rededge1"])) == (
+    assert refused(UnknownSensorError, lambda: landsat.check_bands(["rededge1"])) == (
         f"sensor 'landsat-c2-l2' has no band 'rededge1'; it declares {declared}. Ask for bands "
         f"it has, e.g. bands=('blue', 'green', 'red', 'nir'), {fix}"
     )
@@ -551,15 +545,15 @@ def test_a_sensor_from_plain_data_is_refused_naming_each_problem():
     good = {"name": "x", "title": "t", "collections": ["x"], "bands": {"red": ["B4"]},
             "resolution": 10, "scale": 1, "offset": 0}  # fmt: skip
     assert (
-        _refused(ValueError, lambda: Sensor.from_dict(5))
+        refused(ValueError, lambda: Sensor.from_dict(5))
         == "a sensor is a mapping of settings, got 5"
     )
-    assert _refused(ValueError, lambda: Sensor.from_dict({**good, "bnds": 1})) == (
+    assert refused(ValueError, lambda: Sensor.from_dict({**good, "bnds": 1})) == (
         "sensor 'x': unknown keys ['bnds']; a sensor has ['bands', 'baseline_offset', "
         "'collections', 'default_mask', 'masks', 'name', 'nodata', 'notes', 'offset', "
         "'platforms', 'resolution', 'scale', 'title']"
     )
-    assert _refused(
+    assert refused(
         ValueError, lambda: Sensor.from_dict({**good, "bands": {"red": 4}, "resolution": "ten"})
     ) == (
         "sensor 'x': bands.red: Input should be a valid tuple; resolution: Input should be a "
@@ -587,7 +581,7 @@ def test_register_sensor_refuses_bad_layouts_naming_the_fix():
         return Sensor(**{**base, **changes})
 
     names = "(e.g. ['blue', 'green', 'red', 'nir'], or any of"
-    message = _refused(
+    message = refused(
         ValueError, lambda: register_sensor(sensor(bands={"ndvi": ("N",), "Red": ("B4",)}))
     )
     assert message.startswith(
@@ -596,15 +590,15 @@ def test_register_sensor_refuses_bad_layouts_naming_the_fix():
     assert message.endswith("to asset keys; not allowed: ['ndvi', 'Red']")
     with pytest.raises(ValueError, match=r"not allowed: an empty mapping$"):
         register_sensor(sensor(bands={}))
-    assert _refused(ValueError, lambda: register_sensor(sensor(bands={"red": "B4"}))) == (
+    assert refused(ValueError, lambda: register_sensor(sensor(bands={"red": "B4"}))) == (
         "sensor 'bad': bands ['red'] need a list of asset keys to look for, "
         "e.g. {'red': ['red', 'B04']}"
     )
-    assert _refused(ValueError, lambda: register_sensor(sensor(masks={"cloudy": ("C",)}))) == (
+    assert refused(ValueError, lambda: register_sensor(sensor(masks={"cloudy": ("C",)}))) == (
         "sensor masks must be among ['scl', 'qa_pixel', 'fmask', 'none'], got ['cloudy']"
     )
     assert (
-        _refused(
+        refused(
             ValueError,
             lambda: register_sensor(sensor(masks={"scl": ("SCL",)}, default_mask="fmask")),
         )
@@ -635,11 +629,11 @@ def test_an_unknown_item_is_refused_naming_its_collection_platform_and_the_fix()
         "scaling with minecube.sensors.register_sensor(Sensor(...)) (see docs/howto/catalogues.md)"
     )
     assert (
-        _refused(UnknownSensorError, lambda: sensor_for(_item("a", "sar-archive")))
+        refused(UnknownSensorError, lambda: sensor_for(_item("a", "sar-archive")))
         == f"item 'a' of collection 'sar-archive' (platform None) {tail}"
     )
     assert (
-        _refused(
+        refused(
             UnknownSensorError,
             lambda: sensor_for(_item("b", "sar-archive", platform="Sentinel-1A")),
         )
@@ -655,14 +649,14 @@ def test_a_missing_asset_is_named_with_the_bands_that_would_build():
         " this catalogue names the band differently, register its layout with "
         "minecube.sensors.register_sensor"
     )
-    assert _refused(
+    assert refused(
         UnknownSensorError, lambda: radiometry(item, ["blue", "green", "red"], mask="none")
     ) == (
         "item 'S2B_x' (collection 'sentinel-2-l2a', read as 'sentinel-2-l2a') has no asset for "
         "'green' (looked for ['green', 'B03', 'B03_10m']); its assets are ['B02', 'B04']. "
         f"To build without it, pass bands=('blue', 'red'); if{fix}"
     )
-    assert _refused(UnknownSensorError, lambda: radiometry(item, ["green"], mask="none")).endswith(
+    assert refused(UnknownSensorError, lambda: radiometry(item, ["green"], mask="none")).endswith(
         f"its assets are ['B02', 'B04']. If{fix}"
     )
 
@@ -802,7 +796,7 @@ def test_masks_of_labelled_layers_match_plain_arrays():
         assert lazy.chunks == ((2, 2, 2),)
         assert lazy.values.tolist() == [bool(v) for v in expected]
     assert (
-        _refused(ValueError, lambda: mask_valid("cloudless", scl))
+        refused(ValueError, lambda: mask_valid("cloudless", scl))
         == "mask='cloudless' is not one of ['scl', 'qa_pixel', 'fmask', 'none']"
     )
 
@@ -821,20 +815,20 @@ def test_read_sensors_names_the_file_and_each_problem(tmp_path):
               "resolution": 10, "scale": 1, "offset": 0}  # fmt: skip
     missing = tmp_path / "none.yaml"
     assert (
-        _refused(FileNotFoundError, lambda: read_sensors(missing))
+        refused(FileNotFoundError, lambda: read_sensors(missing))
         == f"sensor file {str(missing)!r} does not exist"
     )
     (tmp_path / "one.yaml").write_text("name: rs\n")
     assert (
-        _refused(ValueError, lambda: read_sensors(tmp_path / "one.yaml"))
+        refused(ValueError, lambda: read_sensors(tmp_path / "one.yaml"))
         == f"{tmp_path / 'one.yaml'}: expected a list of sensors, got dict"
     )
     assert (
-        _refused(ValueError, lambda: read_sensors([5]))
+        refused(ValueError, lambda: read_sensors([5]))
         == "the sensors: a sensor is a mapping of settings, got 5"
     )
     assert (
-        _refused(ValueError, lambda: read_sensors([sensor, {**sensor, "name": "rs2"}, sensor]))
+        refused(ValueError, lambda: read_sensors([sensor, {**sensor, "name": "rs2"}, sensor]))
         == "the sensors: the sensors ['rs'] are defined more than once"
     )
     before = dict(SENSORS)

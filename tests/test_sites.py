@@ -19,6 +19,7 @@ from minecube.sites import (
     suggest_site_id,
     utm_epsg,
 )
+from tests.conftest import refused
 
 
 @pytest.mark.parametrize(
@@ -162,7 +163,7 @@ def test_a_site_over_two_zones_warns_and_uses_the_zone_with_most_of_it():
     assert grid.epsg == 32754
 
 
-def test_far_apart_parts_and_huge_sites_warn_or_are_refused():
+def test_far_apart_parts_and_huge_sites_warn_or_arerefused():
     from shapely.geometry import MultiPolygon, box
 
     from minecube.cube import site_grid
@@ -366,20 +367,13 @@ def test_describe_sites_gives_each_site_its_zone_and_true_area():
 # message, and a coordinate on an edge belongs to one side only.
 
 
-def _refused(error: type[Exception], call) -> str:
-    """The message of the ``error`` that ``call()`` raises (compared whole by the tests)."""
-    with pytest.raises(error) as e:
-        call()
-    return str(e.value)
-
-
 def _sites(*geoms, ids=None):
     ids = ids or [f"s{i}" for i in range(len(geoms))]
     return gpd.GeoDataFrame({"site_id": ids, "name": ids, "commodity": "gold",
                              "climate": "Arid"}, geometry=list(geoms), crs=4326)  # fmt: skip
 
 
-def test_coordinates_on_the_lonlat_edges_are_accepted_and_beyond_them_refused():
+def test_coordinates_on_the_lonlat_edges_are_accepted_and_beyond_themrefused():
     from shapely.geometry import Point, box
 
     edges = _sites(box(-180.0, -90.0, -179.9, -89.9), box(179.9, 89.9, 180.0, 90.0))
@@ -393,7 +387,7 @@ def test_coordinates_on_the_lonlat_edges_are_accepted_and_beyond_them_refused():
     for lat, lon, swapped in [(90.5, 90.0, True), (90.5, 90.5, False), (180.0, 10.0, True),
                               (180.5, 10.0, False), (-91.0, -90.0, True)]:  # fmt: skip
         table = _sites(Point(lon, lat))
-        message = _refused(SiteTableError, lambda: read_sites(table))  # noqa: B023
+        message = refused(SiteTableError, lambda: read_sites(table))  # noqa: B023
         assert message.startswith("row 0 ('s0') of the GeoDataFrame has ")
         assert (swap.format(f"{lon:g}") in message) is swapped, message
 
@@ -415,7 +409,7 @@ def test_coordinates_on_the_lonlat_edges_are_accepted_and_beyond_them_refused():
 def test_metres_without_a_crs_are_named_with_their_likely_crs(x, y, guess):
     from shapely.geometry import Point
 
-    assert _refused(SiteTableError, lambda: read_sites(_sites(Point(x, y)))) == (
+    assert refused(SiteTableError, lambda: read_sites(_sites(Point(x, y)))) == (
         f"row 0 ('s0') of the GeoDataFrame has coordinates ({x:.6g}, {y:.6g}) outside the "
         f"lon/lat ranges (±180, ±90): they look like {guess}. Declare the table's CRS (a "
         "GeoJSON without a 'crs' member is read as lon/lat; use GeoPackage, or "
@@ -428,7 +422,7 @@ def test_grids_are_warned_about_and_refused_at_their_limits():
 
     from minecube.sites import MAX_GRID_PIXELS, check_grid
 
-    refusal = _refused(SiteTableError, lambda: check_grid((20_000, 20_001), 1e6, site_id="big"))
+    refusal = refused(SiteTableError, lambda: check_grid((20_000, 20_001), 1e6, site_id="big"))
     assert refusal == (
         "site 'big' is too large: its grid is 20000 × 20001 = 400.0 M px (6.4 GB per period for "
         f"four bands), over the limit of {MAX_GRID_PIXELS / 1e6:.0f} M px; split it into "
@@ -459,11 +453,11 @@ def test_grids_are_warned_about_and_refused_at_their_limits():
 def test_site_ids_are_refused_with_the_id_to_use():
     from minecube.sites import check_site_id, suggest_site_id
 
-    assert _refused(SiteTableError, lambda: check_site_id("Zarr.JSON")) == (
+    assert refused(SiteTableError, lambda: check_site_id("Zarr.JSON")) == (
         "site id 'Zarr.JSON' is not allowed: Zarr uses that name for its own metadata; try "
         "'site-Zarr-JSON'"
     )
-    assert _refused(SiteTableError, lambda: check_site_id("Mine #2", what="item id")) == (
+    assert refused(SiteTableError, lambda: check_site_id("Mine #2", what="item id")) == (
         "item id 'Mine #2' is not allowed: ids use letters, digits, '-', '_' and '.', start with "
         "a letter or digit, and are at most 128 characters; try 'Mine-2'"
     )
@@ -484,10 +478,10 @@ def test_site_geometry_takes_a_row_a_one_row_table_or_a_geometry():
     table = _sites(one, two)
     assert site_geometry(table.iloc[[1]]).equals(two)
     assert site_geometry(next(table.itertuples())).equals(one)
-    assert _refused(ValueError, lambda: site_geometry(table)) == (
+    assert refused(ValueError, lambda: site_geometry(table)) == (
         "give one site, not a table of 2; loop over the table"
     )
-    assert _refused(TypeError, lambda: site_geometry("pit")) == (
+    assert refused(TypeError, lambda: site_geometry("pit")) == (
         "site must be a site row or a shapely geometry, got <class 'str'>"
     )
 
@@ -498,11 +492,11 @@ def test_point_sites_need_a_positive_buffer_within_the_limit():
     from minecube.sites import MAX_BUFFER_M
 
     point = _sites(Point(118.6, -22.7))
-    assert _refused(SiteTableError, lambda: read_sites(point, buffer_m=0)) == (
+    assert refused(SiteTableError, lambda: read_sites(point, buffer_m=0)) == (
         "row 0 ('s0') of the GeoDataFrame is a point; give buffer_m= (metres) or a buffer_m "
         "column to make it an area"
     )
-    assert _refused(SiteTableError, lambda: read_sites(point, buffer_m=MAX_BUFFER_M + 1)) == (
+    assert refused(SiteTableError, lambda: read_sites(point, buffer_m=MAX_BUFFER_M + 1)) == (
         "row 0 ('s0') of the GeoDataFrame has buffer_m=50001, a square 100.002 km wide; the "
         "limit is 50000 m. buffer_m is the half-width in metres (a large mine is a few km "
         "across); draw larger areas as polygons"
@@ -546,22 +540,22 @@ def test_tables_without_their_columns_or_crs_are_refused_naming_them(tmp_path):
     from shapely.geometry import box
 
     table = _sites(box(0, 0, 1, 1))
-    assert _refused(SiteTableError, lambda: read_sites(table.drop(columns=["climate"]))) == (
+    assert refused(SiteTableError, lambda: read_sites(table.drop(columns=["climate"]))) == (
         "site table the GeoDataFrame lacks the columns ['climate']; found ['site_id', 'name', "
         "'commodity', 'geometry']. Every site needs ['site_id', 'name', 'commodity', 'climate']."
     )
-    assert _refused(
+    assert refused(
         SiteTableError, lambda: read_sites(table.set_crs(None, allow_override=True))
     ) == ("site table the GeoDataFrame has no CRS; set one, e.g. frame.set_crs(4326)")
     path = tmp_path / "numbers.gpkg"
     table.assign(site_id=[7]).to_file(path)
-    assert _refused(SiteTableError, lambda: read_sites(path)) == (
+    assert refused(SiteTableError, lambda: read_sites(path)) == (
         f"site table {path} stores site_id as numbers (int64), which loses leading zeros "
         "(007 → 7); store the column as text"
     )
     assert read_sites(table.to_crs(3857)).crs.to_epsg() == 4326
     missing = tmp_path / "none.csv"
-    assert _refused(FileNotFoundError, lambda: read_sites(missing)) == (
+    assert refused(FileNotFoundError, lambda: read_sites(missing)) == (
         f"site table {str(missing)!r} does not exist"
     )
 
@@ -581,12 +575,12 @@ def test_items_with_bad_ids_are_named_as_items(patches):
 
     bad = patches[0].clone()
     bad.id = "tile 7"
-    assert _refused(SiteTableError, lambda: from_items([bad])).startswith(
+    assert refused(SiteTableError, lambda: from_items([bad])).startswith(
         "item id 'tile 7' is not allowed"
     )
     sites = from_items(patches, climate={patches[1].id: "arid"})
     assert list(sites.climate) == ["unknown", "arid"]
-    assert _refused(SiteTableError, lambda: from_items([])) == (
+    assert refused(SiteTableError, lambda: from_items([])) == (
         "no items: from_items needs at least one item with a footprint"
     )
 
@@ -598,16 +592,16 @@ def test_rows_without_coordinates_or_with_repeated_ids_are_named(tmp_path):
     path.write_text(
         "site_id,name,commodity,climate,lon,lat\na,A,gold,arid,,\nb,B,gold,arid,500000,7000000\n"
     )
-    assert _refused(SiteTableError, lambda: read_sites(path, buffer_m=500)).startswith(
+    assert refused(SiteTableError, lambda: read_sites(path, buffer_m=500)).startswith(
         f"row 1 ('b') of {path} has coordinates (500000, 7e+06) outside the lon/lat ranges"
     )  # a row without coordinates does not stop the check of the next
     for row in ("a,A,gold,arid,,", "a,A,gold,arid,,-22.7", "a,A,gold,arid,118.6,"):
         path.write_text(f"site_id,name,commodity,climate,lon,lat\n{row}\n")
-        assert _refused(SiteTableError, lambda: read_sites(path, buffer_m=500)) == (
+        assert refused(SiteTableError, lambda: read_sites(path, buffer_m=500)) == (
             f"row 0 ('a') of {path} has no geometry"
         )
     twice = _sites(Point(1, 1), Point(2, 2), Point(3, 3), ids=["a", "b", "a"])
-    assert _refused(SiteTableError, lambda: read_sites(twice, buffer_m=500)) == (
+    assert refused(SiteTableError, lambda: read_sites(twice, buffer_m=500)) == (
         "site ids repeat in the GeoDataFrame: {'a': [0, 2]} (id: rows); make them unique"
     )
 
@@ -617,12 +611,12 @@ def test_metres_in_a_polygon_or_an_invalid_one_are_named_by_a_point_of_it():
 
     square = box(500_000, 7_000_000, 502_000, 7_004_000)
     x, y = square.representative_point().coords[0]
-    assert _refused(SiteTableError, lambda: read_sites(_sites(square))).startswith(
+    assert refused(SiteTableError, lambda: read_sites(_sites(square))).startswith(
         f"row 0 ('s0') of the GeoDataFrame has coordinates ({x:.6g}, {y:.6g}) outside"
     )
     bowtie = Polygon([(500_000, 7_000_000), (502_000, 7_002_000), (502_000, 7_000_000),
                       (500_000, 7_002_000)])  # fmt: skip
-    assert _refused(SiteTableError, lambda: read_sites(_sites(bowtie))).startswith(
+    assert refused(SiteTableError, lambda: read_sites(_sites(bowtie))).startswith(
         "row 0 ('s0') of the GeoDataFrame has coordinates (500000, 7e+06) outside"
     )
 
