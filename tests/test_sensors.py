@@ -273,8 +273,10 @@ def test_the_offset_evidence_reads_the_darkest_pixels():
     assert dn_offset_evidence(vegetation, np.zeros((60, 60), bool), 1000)[0] is None
 
 
-def _s2_item(when: dt.datetime, **properties) -> pystac.Item:
-    item = pystac.Item("S2B_T50MKE", None, None, when, properties, collection="sentinel-2-l2a")
+def _s2_item(
+    when: dt.datetime | None = dt.datetime(2023, 6, 1), item_id: str = "S2B_T50MKE", **properties
+) -> pystac.Item:
+    item = pystac.Item(item_id, None, None, when, properties, collection="sentinel-2-l2a")
     for key in ("B02", "B03", "B04", "B08", "SCL"):
         item.add_asset(key, pystac.Asset(f"{key}.tif"))
     return item
@@ -717,19 +719,12 @@ def test_the_baseline_is_read_from_each_field_and_the_id(properties, item_id, ex
     assert _baseline(_item(item_id, "sentinel-2-l2a", **properties)) == expected
 
 
-def _s2(item_id="S2B_T33UUP", when=dt.datetime(2023, 6, 1), **properties):
-    item = pystac.Item(item_id, None, None, when, properties, collection="sentinel-2-l2a")
-    for key in ("B02", "B03", "B04", "B08", "SCL"):
-        item.add_asset(key, pystac.Asset(f"{key}.tif"))
-    return item
-
-
 def test_the_sentinel2_offset_notes_say_what_decided_it():
-    r = radiometry(_s2(**{"s2:processing_baseline": "03.01"}))
+    r = radiometry(_s2_item(**{"s2:processing_baseline": "03.01"}))
     assert (r.offset, r.source, r.notes) == (
         0.0, "baseline", ("processing baseline 03.01 (s2:processing_baseline): DN carry no offset",)
     )  # fmt: skip
-    r = radiometry(_s2(**{"processing:version": "04.00"}))
+    r = radiometry(_s2_item(**{"processing:version": "04.00"}))
     assert (r.offset, r.notes) == (
         -0.1, ("processing baseline 04.00 (processing:version): DN carry +1000",)
     )  # fmt: skip
@@ -737,20 +732,20 @@ def test_the_sentinel2_offset_notes_say_what_decided_it():
     assert r.bands["scl"] == band(key="SCL", scale=1.0, offset=0.0, nodata=None)  # no offset
     guess = "no processing baseline in the item (looked in s2:processing_baseline, "
     guess += "processing:version and the product id): offset "
-    late = _s2(when=None, start_datetime="2022-01-25T00:00:00Z",
+    late = _s2_item(when=None, start_datetime="2022-01-25T00:00:00Z",
                end_datetime="2022-01-26T00:00:00Z")  # fmt: skip
     r = radiometry(late)
     assert (r.offset, r.source, r.doubt, r.notes) == (
         -0.1, "acquisition date", "no processing baseline in the item: the offset is a guess",
         (guess + "-0.1 assumed from the acquisition date (on or after 2022-01-25)",),
     )  # fmt: skip
-    early = radiometry(_s2(when=dt.datetime(2022, 1, 24, 23, 59)))
+    early = radiometry(_s2_item(when=dt.datetime(2022, 1, 24, 23, 59)))
     assert early.notes == (guess + "0.0 assumed from the acquisition date (before 2022-01-25)",)
 
 
 @pytest.mark.parametrize("field", ["earthsearch:boa_offset_applied", "sentinel:boa_offset_applied"])
 def test_an_archive_that_removed_the_offset_says_so(field):
-    declared = _s2(**{field: True})
+    declared = _s2_item(**{field: True})
     for key in ("B02", "B03", "B04", "B08"):
         declared.assets[key].extra_fields["raster:bands"] = [{"scale": 1e-4, "offset": -0.1}]
     r = radiometry(declared)
@@ -760,13 +755,13 @@ def test_an_archive_that_removed_the_offset_says_so(field):
          "already removed from the files",),
     )  # fmt: skip
     assert r.bands["scl"] == band(key="SCL", scale=1.0, offset=0.0, nodata=None)
-    contradicted = radiometry(_s2("S2B_N0400_T33UUP", **{field: True}))
+    contradicted = radiometry(_s2_item(item_id="S2B_N0400_T33UUP", **{field: True}))
     assert (contradicted.offset, contradicted.notes) == (0.0, ())
     assert contradicted.doubt == (
         "earthsearch:boa_offset_applied is true, but processing baseline 04.00 (id) writes "
         "files with +1000 DN"
     )
-    assert radiometry(_s2("S2B_N0399_T33UUP", **{field: True})).doubt is None
+    assert radiometry(_s2_item(item_id="S2B_N0399_T33UUP", **{field: True})).doubt is None
 
 
 def _no_compute(*args, **kwargs):
@@ -802,10 +797,10 @@ def test_masks_of_labelled_layers_match_plain_arrays():
 
 
 def test_an_item_gives_the_default_bands_it_has_assets_for():
-    three = _s2()
+    three = _s2_item()
     del three.assets["B08"]
     assert SENSORS["sentinel-2-l2a"].bands_of(three) == ("blue", "green", "red")
-    assert SENSORS["sentinel-2-l2a"].bands_of(_s2()) == ("blue", "green", "red", "nir")
+    assert SENSORS["sentinel-2-l2a"].bands_of(_s2_item()) == ("blue", "green", "red", "nir")
 
 
 def test_read_sensors_names_the_file_and_each_problem(tmp_path):

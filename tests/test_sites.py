@@ -163,7 +163,7 @@ def test_a_site_over_two_zones_warns_and_uses_the_zone_with_most_of_it():
     assert grid.epsg == 32754
 
 
-def test_far_apart_parts_and_huge_sites_warn_or_arerefused():
+def test_far_apart_parts_and_huge_sites_warn_or_are_refused():
     from shapely.geometry import MultiPolygon, box
 
     from minecube.cube import site_grid
@@ -373,7 +373,7 @@ def _sites(*geoms, ids=None):
                              "climate": "Arid"}, geometry=list(geoms), crs=4326)  # fmt: skip
 
 
-def test_coordinates_on_the_lonlat_edges_are_accepted_and_beyond_themrefused():
+def test_coordinates_on_the_lonlat_edges_are_accepted_and_beyond_them_refused():
     from shapely.geometry import Point, box
 
     edges = _sites(box(-180.0, -90.0, -179.9, -89.9), box(179.9, 89.9, 180.0, 90.0))
