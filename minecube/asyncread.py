@@ -33,17 +33,7 @@ IN_FLIGHT = 16
 """Files read at once by one dask task (an item's assets, a window each)."""
 
 _local = threading.local()  # per thread: its obstore stores (connection pools)
-_runtime = {"started": False, "forked": False}  # obstore's Rust (tokio) runtime, per process
-
-
-def _after_fork() -> None:
-    # The runtime's threads stay in the parent: a child forked after it started (a PyTorch
-    # DataLoader's workers, multiprocessing's default on Linux) would wait on it for ever.
-    _runtime["forked"] = _runtime["forked"] or _runtime["started"]
-
-
-os.register_at_fork(after_in_child=_after_fork)
-
+_runtime = {"pid": None}  # the process that started obstore's Rust (tokio) runtime
 # async-geotiff warns before failing on a stripped file, which GDAL then reads (_window)
 warnings.filterwarnings("ignore", "Striped GeoTIFFs are not supported", UserWarning)
 
@@ -189,11 +179,13 @@ def _window_gdal(href: str, x: np.ndarray, y: np.ndarray, retries: int) -> np.nd
 
 def _read_block(hrefs: tuple[str, ...], x: np.ndarray, y: np.ndarray, retries: int) -> np.ndarray:
     """One dask block: the windows of one item's assets, (1, band, y, x). In a process forked
-    after the Rust runtime started, GDAL reads them (the same pixels; see :func:`_after_fork`)."""
-    if _runtime["forked"]:
+    after the Rust runtime started in its parent, GDAL reads them (the same pixels): the
+    runtime's threads stay in the parent (a PyTorch DataLoader's workers, multiprocessing's
+    default on Linux), so the child would wait on it for ever."""
+    if _runtime["pid"] not in (None, os.getpid()):
         _warn_forked()
         return np.stack([_window_gdal(h, x, y, retries) for h in hrefs])[None]
-    _runtime["started"] = True
+    _runtime["pid"] = os.getpid()
 
     async def everything():
         limit = asyncio.Semaphore(IN_FLIGHT)
