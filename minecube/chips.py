@@ -265,7 +265,7 @@ def site_groups(
     if block_m is not None:
         if not block_m > 0:
             raise ValueError(f"block_m={block_m!r} must be a positive length in metres")
-        centres = gpd.GeoSeries(sites.geometry.centroid.values, crs=4326).to_crs(6933)
+        centres = gpd.GeoSeries(sites.geometry.values, crs=4326).to_crs(6933).centroid
         first: dict[tuple[int, int], str] = {}
         for site, c in zip(ids, centres, strict=True):
             key = (int(np.floor(c.x / block_m)), int(np.floor(c.y / block_m)))
