@@ -437,6 +437,7 @@ def test_a_dataset_records_what_the_model_card_needs():
     part = data.take([3, 0])
     assert list(part.chips.site_id) == ["b", "a"]
     assert list(part.chips.index) == [0, 1]
+    assert list(part.chips.columns) == list(data.chips.columns)
     np.testing.assert_array_equal(part[0]["image"], data[3]["image"])
     assert len(data) == 6  # the original is untouched
 
@@ -487,6 +488,12 @@ def test_the_balanced_sampler_weighs_each_chip_by_its_rarest_class_as_worked_out
     blank = ChipDataset({"s": cube}, {"s": label.where(False, 0)}, input_dims={"y": 40, "x": 40},
                         min_valid=0)  # fmt: skip
     assert blank.sampler().weights.tolist() == [1.0] * 5  # no class anywhere: uniform
+    lone = np.full((40, 120), ids["vegetation"], "uint8")
+    lone[:, :40] = 0
+    lone[0, 0] = ids["tailings"]  # chip 0: one labelled pixel, all of its labelled share
+    cube, lone = _synthetic(40, 120, label=lone)
+    data = ChipDataset({"s": cube}, {"s": lone}, input_dims={"y": 40, "x": 40}, min_valid=0)
+    assert data.sampler(min_share=0.9).weights.tolist() == [1.0, 0.5, 0.5]
     for share in (1, -0.1):
         assert refused(ValueError, lambda s=share: data.sampler(min_share=s)) == (
             f"min_share={share!r} must be a share of a chip in [0, 1)"
