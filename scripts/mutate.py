@@ -27,6 +27,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,9 +51,11 @@ shared by every forked test process (``MINECUBE_TEST_CUBES``) rather than built 
 COUNTS = ("killed", "survived", "no_tests", "timeout", "suspicious", "skipped")
 
 
-def _run(module: str, tests: list[str], children: int, worlds: Path, log: Path) -> dict:
+def _run(module: str, tests: list[str], children: int, worlds: Path, log: Path,
+         minutes: float | None) -> dict:  # fmt: skip
     """mutmut on one module in a copy of HEAD; its counts and the diffs of what lived (mutmut's
-    own output goes to ``log``)."""
+    own output goes to ``log``). With ``minutes``, the run is stopped then and what it checked
+    is kept: mutmut records each mutant's result as it comes."""
     mutmut = [sys.executable, "-m", "mutmut"]
     env = os.environ | {"MINECUBE_TEST_WORLDS": str(worlds)}
     if module not in BUILD_CUBES:
@@ -68,17 +71,30 @@ def _run(module: str, tests: list[str], children: int, worlds: Path, log: Path) 
             f"pytest_add_cli_args_test_selection={selection}\n"
         )
         with open(log, "w") as out:
-            subprocess.run([*mutmut, "run", "--max-children", str(children)], cwd=tmp, env=env,
-                           check=False, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-        subprocess.run([*mutmut, "export-cicd-stats"], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        stats = json.loads((Path(tmp) / "mutants" / "mutmut-cicd-stats.json").read_text())
-        listed = subprocess.run([*mutmut, "results", "--all", "true"], cwd=tmp,
-                                capture_output=True, text=True).stdout  # fmt: skip
-        alive = [tuple(part.strip() for part in line.split(":")) for line in listed.splitlines()
-                 if line.strip().endswith(("survived", "no tests"))]  # fmt: skip
-        diffs = _diffs(Path(tmp) / "mutants" / "minecube" / f"{module}.py", alive)
-    return {"stats": stats, "diffs": diffs}
+            run = subprocess.Popen([*mutmut, "run", "--max-children", str(children)], cwd=tmp,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+            try:
+                run.wait(timeout=None if minutes is None else 60 * minutes)
+            except subprocess.TimeoutExpired:  # mutmut and the mutants it is testing
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+        return _collect(Path(tmp), module)
+
+
+def _collect(tmp: Path, module: str) -> dict:
+    """The counts of a mutmut run in ``tmp`` (finished or stopped) and the survivors' diffs."""
+    mutmut = [sys.executable, "-m", "mutmut"]
+    subprocess.run([*mutmut, "export-cicd-stats"], cwd=tmp, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    stats = json.loads((tmp / "mutants" / "mutmut-cicd-stats.json").read_text())
+    listed = subprocess.run([*mutmut, "results", "--all", "true"], cwd=tmp,
+                            capture_output=True, text=True).stdout  # fmt: skip
+    statuses = [tuple(part.strip() for part in line.split(":")) for line in listed.splitlines()
+                if ":" in line]  # fmt: skip
+    stats["not_checked"] = sum(status == "not checked" for _, status in statuses)
+    alive = [(name, status) for name, status in statuses if status in ("survived", "no tests")]
+    return {"stats": stats, "diffs": _diffs(tmp / "mutants" / "minecube" / f"{module}.py", alive)}
 
 
 def _diffs(mutated: Path, alive: list[tuple[str, str]]) -> list[str]:
@@ -112,6 +128,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", default=list(MODULES))
     parser.add_argument("--children", type=int, default=2)
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop each module's run after this long and keep what it checked",
+    )
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
@@ -122,7 +144,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mutate-worlds-") as worlds:
         for module in args.modules:
             log = out / f"{module}.log"
-            found = _run(module, MODULES[module], args.children, Path(worlds), log)
+            found = _run(module, MODULES[module], args.children, Path(worlds), log, args.minutes)
             if not any(found["stats"].get(k) for k in COUNTS):
                 sys.exit(f"mutmut checked no mutant of {module} (its tests fail unmutated?): "
                          f"see {log}")  # fmt: skip
@@ -138,8 +160,10 @@ def _write(path: Path, module: str, s: dict, diffs: list[str], commit: str) -> N
         + "\n\n"
         + "\n".join(diffs)
     )
-    total = sum(s.get(k, 0) for k in COUNTS)
-    print(f"| {module} | {today} | {commit} | {total} | {s.get('killed', 0)} | "
+    total = s.get("total") or sum(s.get(k, 0) for k in COUNTS)
+    checked = total - s.get("not_checked", 0)
+    mutants = total if checked == total else f"{checked} of {total} checked"
+    print(f"| {module} | {today} | {commit} | {mutants} | {s.get('killed', 0)} | "
           f"{s.get('survived', 0)} | {s.get('no_tests', 0)} | {_score(s):.1%} |",
           flush=True)  # fmt: skip
 

@@ -28,6 +28,7 @@ from minecube.stats import (
     sample_size,
     transitions,
 )
+from tests.conftest import refused
 
 PIT, DUMP, VEG, NODATA = 1, 2, 6, 0
 
@@ -577,3 +578,374 @@ def test_change_strata_estimate_the_area_mined_between_two_dates(world):
     assert any(abs(mapped_gain[s] / true_gain[s] - 1) > 0.1 for s in true_gain)  # map is off
     with pytest.raises(StatsError, match="give periods"):
         sample(maps, n=10, strata="change")
+
+
+def test_expansion_summary_worked_out_by_hand_for_growth_one_period_and_growth_from_nothing():
+    def frame(pit, dump=0, cloud=0):  # 2 × 5 pixels of 100 m²
+        flat = [PIT] * pit + [DUMP] * dump + [NODATA] * cloud
+        return np.reshape(flat + [VEG] * (10 - len(flat)), (2, 5))
+
+    grows = _grid(
+        [frame(2), frame(4), frame(1, cloud=5), frame(5), frame(6, 2)],
+        times=["2020-01-01", "2021-01-01", "2021-07-01", "2022-01-01", "2024-01-01"],
+    )
+    one = _grid([frame(3), frame(3, cloud=3)], times=["2020-01-01", "2021-01-01"])
+    new = _grid([frame(0), frame(3)], times=["2020-01-01", "2021-01-01"])  # fmt: skip
+    result = expansion({"grows": grows, "one": one, "new": new}, units="m2")
+    summary = result.summary.set_index("site_id")
+    trend = ["trend_m2_per_year", "trend_low_m2_per_year", "trend_high_m2_per_year",
+             "trend_pct_per_year"]  # fmt: skip
+    assert list(result.summary.columns) == [
+        "site_id", "reliable_periods", "first", "last", "first_m2", "last_m2", "change_m2",
+        "change_pct", "growth_pct_per_year", *trend,
+    ]  # fmt: skip
+    g = summary.loc["grows"]
+    assert (g.reliable_periods, g["first"], g["last"]) == (
+        4,
+        pd.Timestamp("2020-01-01"),
+        pd.Timestamp("2024-01-01"),
+    )
+    assert (g.first_m2, g.last_m2, g.change_m2, g.change_pct) == (200, 800, 600, 300)
+    assert g.growth_pct_per_year == pytest.approx(100 * (2**0.5 - 1))  # ×4 in 1461 days: 4 years
+    years = np.array([0, 366, 731, 1461]) / 365.25  # the reliable periods (2020 is a leap year)
+    area = np.array([200, 400, 500, 800])
+    slopes = [
+        (area[j] - area[i]) / (years[j] - years[i]) for i in range(4) for j in range(i + 1, 4)
+    ]
+    assert g.trend_m2_per_year == pytest.approx(np.median(slopes))  # Theil–Sen: median slope
+    assert g.trend_pct_per_year == pytest.approx(100 * np.median(slopes) / 450)  # of the median
+    assert g.trend_low_m2_per_year < g.trend_m2_per_year < g.trend_high_m2_per_year
+    o = summary.loc["one"]  # one reliable period: nothing to compare
+    assert o.reliable_periods == 1
+    assert pd.isna(o["first"])
+    assert pd.isna(o["last"])
+    assert o.drop(["reliable_periods", "first", "last"]).isna().all()
+    n = summary.loc["new"]  # from nothing: a change, but no rate
+    assert (n["first"], n["last"], n.first_m2, n.last_m2, n.change_m2) == (
+        pd.Timestamp("2020-01-01"),
+        pd.Timestamp("2021-01-01"),
+        0,
+        300,
+        300,
+    )
+    assert n[["change_pct", "growth_pct_per_year", *trend]].isna().all()
+    assert result.summary.attrs["units"] == result.table.attrs["units"] == "m2"
+    assert result.table.site_id.tolist() == ["grows"] * 5 + ["one"] * 2 + ["new"] * 2
+
+
+def test_aggregate_sums_stocks_recomputes_error_pct_and_counts_degraded_sites():
+    time = pd.Timestamp("2024-01-01")
+    table = pd.DataFrame({
+        "site_id": ["a", "b", "c"], "time": time, "class": "open_pit",
+        "predicted_m2": [300.0, 100.0, 50.0], "truth_m2": [200.0, 200.0, 100.0],
+        "error_m2": [100.0, -100.0, -50.0], "error_pct": [50.0, -50.0, -50.0],
+        "compared_pct": [100.0, 90.0, 80.0], "degraded": [True, False, True],
+    })  # fmt: skip
+    sites = pd.DataFrame({"site_id": ["a", "b", "c"], "commodity": ["gold", "gold", "coal"],
+                          "climate": ["arid", "wet", "arid"]})  # fmt: skip
+    for attrs in ({"units": "m2"}, {}):  # the units recorded, or read from the column names
+        table.attrs = attrs
+        out = aggregate(table, sites)
+        columns = ["commodity", "time", "class", "predicted_m2", "truth_m2", "error_m2", "sites",
+                   "degraded_sites", "error_pct"]  # fmt: skip
+        assert list(out.columns) == columns
+        assert out.commodity.tolist() == ["coal", "gold"]
+        assert out.predicted_m2.tolist() == [50, 400]
+        assert out.truth_m2.tolist() == [100, 400]
+        assert out.error_m2.tolist() == [-50, 0]
+        assert out.error_pct.tolist() == [-50, 0]  # of the summed truth, not a mean of -50 and 50
+        assert out.sites.tolist() == [1, 2]
+        assert out.degraded_sites.tolist() == [1, 1]
+        assert out.attrs["units"] == "m2"
+    both = aggregate(table, sites, by=["climate", "commodity"])
+    assert both[["climate", "commodity", "sites"]].values.tolist() == [
+        ["arid", "coal", 1], ["arid", "gold", 1], ["wet", "gold", 1]
+    ]  # fmt: skip
+    assert refused(StatsError, lambda: aggregate(table.drop(columns="site_id"), sites)) == (
+        "the table has no site_id column (columns: ['time', 'class', 'predicted_m2', "
+        "'truth_m2', 'error_m2', 'error_pct', 'compared_pct', 'degraded'])"
+    )
+    assert refused(StatsError, lambda: aggregate(table, sites, by=["climate", "region"])) == (
+        "the site table has no column(s) ['region']; its columns are ['site_id', 'commodity', "
+        "'climate']"
+    )
+    assert refused(StatsError, lambda: aggregate(table, sites[sites.site_id != "b"])) == (
+        "the table has sites ['b'] that are not in the site table (['a', 'c']); pass the site "
+        "table the predictions were made for"
+    )
+
+
+def test_transitions_in_hectares_by_date_and_position_with_refusals_in_full():
+    pred = _grid(HAND).assign_attrs(site_id="mine-a")  # 12 pixels of 0.01 ha
+    m = transitions(pred, "2021-01-01", -1, units="ha")
+    expected = {("open_pit", "open_pit"): 2, ("vegetation", "open_pit"): 2,
+                ("waste_dump", "waste_dump"): 1, ("vegetation", "vegetation"): 6,
+                ("vegetation", "unobserved"): 1}  # fmt: skip
+    for (a, b), pixels in expected.items():
+        assert m.loc[a, b] == pytest.approx(0.01 * pixels)
+    assert m.to_numpy().sum() == pytest.approx(0.12)
+    assert m.attrs == {"units": "ha", "t0": "2021-01-01", "t1": "2022-01-01"}
+    pd.testing.assert_frame_equal(transitions(pred, -2, 1, units="ha"), m)
+    bare = pred.copy()
+    bare.attrs = {}  # no schema in the attributes: the one given is used
+    pd.testing.assert_frame_equal(transitions(bare, 0, 1, units="ha", schema=DEFAULT_CLASSES), m)
+    periods = "['2021-01-01', '2022-01-01']"
+    for t1 in (2, -3):
+        assert refused(StatsError, lambda t=t1: transitions(pred, 0, t)) == (
+            f"t1={t1} is out of range for 2 periods {periods}"
+        )
+    for t0 in ("2020-01-01", "soon"):
+        assert refused(StatsError, lambda t=t0: transitions(pred, t, 1)) == (
+            f"t0={t0!r} is not one of the prediction's periods {periods}; give one of them or a "
+            "position"
+        )
+    unknown = (
+        "site 'mine-a': the raster holds values [42] that are neither classes "
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10] nor nodata 0; pass the schema it was made with (schema=)"
+    )
+    for t in (0, 1):  # in either period; and one pixel of a quarter of a square metre
+        odd = pred.copy(deep=True)
+        odd[t, 2, 0] = 42
+        assert refused(StatsError, lambda o=odd: transitions(o, 0, 1)) == unknown
+        fine = _grid(odd.values, res=0.5).assign_attrs(site_id="mine-a")
+        assert refused(StatsError, lambda f=fine: transitions(f, 0, 1)) == unknown
+
+
+def test_compare_areas_in_hectares_worked_out_by_hand():
+    pred = _grid(HAND).assign_attrs(site_id="mine-a")
+    truth = _grid(HAND[0])  # the first year's map, static, with one pixel unlabelled
+    truth[2, 3] = NODATA
+    table = compare_areas(pred, truth, units="ha")
+    assert list(table.columns) == ["site_id", "time", "class", "class_id", "is_mining",
+                                   "predicted_ha", "truth_ha", "error_ha", "error_pct",
+                                   "compared_pct"]  # fmt: skip
+    assert set(table.site_id) == {"mine-a"}
+    rows = table.set_index(["time", "class"])
+    first, second = pd.Timestamp("2021-01-01"), pd.Timestamp("2022-01-01")
+    # 2021: the 11 labelled pixels agree; 2022: 10 pixels both observe and label, two of the
+    # truth's vegetation now mapped as pit
+    for when, cls, predicted, true in [(first, "open_pit", 2, 2), (first, "vegetation", 8, 8),
+                                       (second, "open_pit", 4, 2), (second, "vegetation", 5, 7),
+                                       (second, "waste_dump", 1, 1)]:  # fmt: skip
+        row = rows.loc[(when, cls)]
+        assert (row.predicted_ha, row.truth_ha) == pytest.approx((0.01 * predicted, 0.01 * true))
+        assert row.error_ha == pytest.approx(0.01 * (predicted - true))
+        assert row.error_pct == pytest.approx(100 * (predicted - true) / true)
+    assert rows.loc[(first, "open_pit")].class_id == PIT
+    assert rows.loc[(first, "open_pit")].is_mining
+    assert not rows.loc[(first, "vegetation")].is_mining
+    assert np.isnan(rows.loc[(first, "tailings")].error_pct)  # 0 of 0
+    assert rows.xs(first).compared_pct.iloc[0] == pytest.approx(100 * 11 / 12)
+    assert rows.xs(second).compared_pct.iloc[0] == pytest.approx(100 * 10 / 12)
+    bare = pred.copy()
+    bare.attrs = {"site_id": "mine-a"}
+    pd.testing.assert_frame_equal(compare_areas(bare, truth, units="ha", schema=DEFAULT_CLASSES),
+                                  table)  # fmt: skip
+    assert refused(StatsError, lambda: compare_areas({"a": pred}, {"b": truth})) == (
+        "predictions and truth cover different sites: no truth for ['a'], no prediction for "
+        "['b']; give both mappings the same site ids"
+    )
+    shifted = truth.isel(x=slice(1, None))
+    assert refused(StatsError, lambda: compare_areas(pred, shifted)) == (
+        "site 'mine-a': truth {'time': 2, 'y': 3, 'x': 3} is not on the prediction's grid and "
+        "periods {'time': 2, 'y': 3, 'x': 4}; rasterize the labels onto the prediction "
+        "(minecube.labels.rasterize(labels, pred, time_column=...))"
+    )
+
+
+def test_expansion_table_dates_attributes_and_refusals_in_full():
+    def frame(pit, cloud=0):  # 2 × 5 pixels of 100 m², the pit filling from the first pixel
+        flat = [PIT] * pit + [NODATA] * cloud
+        return np.reshape(flat + [VEG] * (10 - len(flat)), (2, 5))
+
+    times = ["2020-01-01", "2021-01-01", "2021-07-01", "2022-01-01", "2024-01-01"]
+    pred = _grid([frame(2), frame(4), frame(1, cloud=5), frame(5), frame(8)], times=times)
+    pred.attrs["degraded_periods"] = '{"2021-07-01": {"S2B_1": "404"}}'
+    result = expansion(pred, units="m2")
+    table = result.table
+    assert table.mining_m2.tolist() == [200, 400, 100, 500, 800]
+    np.testing.assert_array_equal(table.change_m2, [np.nan, 200, np.nan, 100, 300])
+    np.testing.assert_allclose(table.change_pct, [np.nan, 100, np.nan, 25, 60])
+    growth = [np.nan, 2 ** (365.25 / 366), np.nan, 1.25 ** (365.25 / 365), 1.6 ** (365.25 / 730)]
+    np.testing.assert_allclose(table.growth_pct_per_year, 100 * (np.array(growth) - 1))
+    assert table.degraded.tolist() == [False, False, True, False, False]
+    date = result.disturbance[""]
+    assert date.name == "disturbance_date"
+    assert {k: date.attrs[k] for k in ("long_name", "mining_classes", "persistence")} == {
+        "long_name": "first period the pixel became mining",
+        "mining_classes": "open_pit waste_dump tailings mine_water plant",  # the schema's
+        "persistence": 2,
+    }
+    stamps = [str(v)[:10] for v in date.values.ravel()]
+    # mining from the first period on; then two pixels in 2021, one in 2022 (the clouded
+    # period skipped, not counted), three in 2024 (the last period: one observation is enough)
+    assert (
+        stamps
+        == ["2020-01-01"] * 2
+        + ["2021-01-01"] * 2
+        + ["2022-01-01"]
+        + ["2024-01-01"] * 3
+        + ["NaT"] * 2
+    )
+    lazy = expansion(pred.chunk({"time": 1, "y": 1}), units="m2")
+    pd.testing.assert_frame_equal(lazy.table, table)
+    np.testing.assert_array_equal(lazy.disturbance[""].values, date.values)
+    bare = pred.copy()
+    bare.attrs = {}
+    pd.testing.assert_frame_equal(
+        expansion(bare, units="m2", schema=DEFAULT_CLASSES).summary, result.summary
+    )
+    edge = expansion(pred, units="m2", min_observed=0.5).table.reliable  # observed 50 %: enough
+    assert edge.tolist() == [True] * 5
+    assert expansion(pred, units="m2", min_observed=0).table.reliable.all()
+    assert expansion(pred, units="m2", min_observed=1).table.reliable.tolist() == [
+        True, True, False, True, True
+    ]  # fmt: skip
+    blip = _grid([frame(0), frame(1), frame(0), frame(0)], times=times[:2] + times[3:])
+    assert np.isnat(expansion(blip).disturbance[""].values).all()  # one period is not mining
+    for kwargs, message in [
+        ({"min_observed": 1.5}, "min_observed=1.5 must be a share between 0 and 1"),
+        ({"min_observed": -0.1}, "min_observed=-0.1 must be a share between 0 and 1"),
+        ({"persistence": 0}, "persistence=0 must be at least 1 period"),
+        ({"mining_classes": ["open_pit", "quarry"]},
+         "mining_classes names unknown classes ['quarry']; the prediction's classes are "
+         "open_pit, waste_dump, tailings, mine_water, plant, vegetation, cropland, bare_land, "
+         "urban, water"),
+    ]:  # fmt: skip
+        assert refused(StatsError, lambda k=kwargs: expansion(pred, **k)) == message
+
+
+def test_expansion_trend_from_three_periods_and_none_in_percent_of_a_median_of_nothing():
+    def frame(pit):
+        return np.reshape([PIT] * pit + [VEG] * (10 - pit), (2, 5))
+
+    times = ["2020-01-01", "2021-01-01", "2022-01-01", "2023-01-01"]
+    three = _grid([frame(1), frame(2), frame(4)], times=times[:3])
+    late = _grid([frame(0), frame(0), frame(0), frame(3)], times=times)
+    summary = expansion({"three": three, "late": late}, units="m2").summary.set_index("site_id")
+    years = np.array([0, 366, 731]) / 365.25
+    slopes = [100 / years[1], 300 / years[2], 200 / (years[2] - years[1])]
+    assert summary.loc["three"].trend_m2_per_year == pytest.approx(np.median(slopes))
+    assert summary.loc["three"].trend_pct_per_year == pytest.approx(np.median(slopes) / 2)
+    years = np.array([0, 366, 731, 1096]) / 365.25
+    slopes = [0, 0, 0, 300 / years[3], 300 / (years[3] - years[1]), 300 / (years[3] - years[2])]
+    assert summary.loc["late"].trend_m2_per_year == pytest.approx(np.median(slopes))
+    assert np.isnan(summary.loc["late"].trend_pct_per_year)  # the median footprint is 0
+
+
+def test_sample_size_by_olofssons_equation_13_worked_out_by_hand():
+    shares, accuracy = {"a": 0.2, "b": 0.3, "c": 0.5}, {"a": 0.7, "b": 0.6, "c": 0.9}
+    s = 0.2 * np.sqrt(0.7 * 0.3) + 0.3 * np.sqrt(0.6 * 0.4) + 0.5 * np.sqrt(0.9 * 0.1)
+    assert sample_size(shares, accuracy) == int(np.ceil((s / 0.01) ** 2)) == 1511
+    assert sample_size(shares, accuracy, margin=0.02) == int(np.ceil((s * 1.959964 / 0.02) ** 2))
+    assert sample_size(shares, accuracy, margin=0.5) == int(np.ceil((s * 1.959964 / 0.5) ** 2))
+    # areas in any unit; a class without an expected accuracy is taken at 0.8
+    assert sample_size({"a": 100.0, "b": 300.0}, {"a": 0.9}) == int(
+        np.ceil(((0.25 * 0.3 + 0.75 * 0.4) / 0.01) ** 2)
+    )
+    assert refused(StatsError, lambda: sample_size(shares, accuracy, margin=0)) == (
+        "margin=0 must be a positive share (0.02 = ± 2 points)"
+    )
+    for mapped, target in [({"a": 0.0}, 0.01), (shares, 0.0)]:
+        assert refused(StatsError, lambda m=mapped, t=target: sample_size(m, {}, target_se=t)) == (
+            "give positive mapped areas and a positive target_se"
+        )
+
+
+def test_adjusted_trend_per_site_in_order_with_an_interval_that_leans_with_the_doubt():
+    years = pd.date_range("2020", periods=5, freq="YS")
+    area = np.array([10.0, 12, 14, 16, 18])
+    doc = pd.DataFrame({"site_id": "pit", "time": years, "adjusted_ha": area,
+                        "ci_low_ha": area - 1, "ci_high_ha": area + 1})  # fmt: skip
+    doc.attrs["units"] = "ha"
+    row = adjusted_trend(doc).iloc[0]  # the docstring's example
+    assert f"{row.trend_low_ha_per_year:.2f}–{row.trend_high_ha_per_year:.2f}" == "1.66–2.34"
+    assert row.trend_pct_per_year == pytest.approx(100 * row.trend_ha_per_year / 14)  # of median
+    assert adjusted_trend(doc).attrs["units"] == "ha"
+    # a later site listed first, one with exactly three periods, one whose median is nothing
+    area = np.array([0.0, 0, 5])
+    table = pd.concat([
+        doc.assign(site_id="b", ci_high_ha=doc.adjusted_ha + 8),  # more doubt above
+        doc.head(3).assign(site_id="a", time=years[2:], adjusted_ha=area, ci_low_ha=area,
+                           ci_high_ha=area + 1),
+    ])  # fmt: skip
+    table.attrs = {}  # the units read from the column names
+    trend = adjusted_trend(table)
+    assert list(trend.columns) == ["site_id", "periods", "trend_ha_per_year",
+                                   "trend_low_ha_per_year", "trend_high_ha_per_year",
+                                   "trend_pct_per_year"]  # fmt: skip
+    assert trend.site_id.tolist() == ["a", "b"]
+    assert trend.periods.tolist() == [3, 5]
+    a, b = trend.iloc[0], trend.iloc[1]
+    slopes = [0, 5 / (365 / 365.25), 5 / (730 / 365.25)]  # 2022, 2023, 2024
+    assert a.trend_ha_per_year == pytest.approx(np.median(slopes))
+    assert np.isnan(a.trend_pct_per_year)  # the median footprint is 0
+    assert b.trend_ha_per_year == pytest.approx(2, rel=1e-3)
+    width = row.trend_high_ha_per_year - row.trend_low_ha_per_year  # ± 1 ha about each period
+    assert b.trend_high_ha_per_year - b.trend_low_ha_per_year > 3 * width  # + 8 ha: far wider
+    assert np.isnan(adjusted_trend(table, min_periods=4).iloc[0].trend_ha_per_year)
+    assert refused(StatsError, lambda: adjusted_trend(table.drop(columns="adjusted_ha"))) == (
+        "the table has no adjusted_<units> column (columns: ['site_id', 'time', 'ci_low_ha', "
+        "'ci_high_ha']); give a table made by minecube.stats"
+    )
+
+
+def test_strata_of_one_point_none_and_no_area_and_the_tables_of_one_sample():
+    from minecube.stats import _adjusted_tables
+
+    ids = np.full((20, 20), VEG, "uint8")
+    ids[:10, :10] = PIT  # 100 pixels
+    ids[10, :5] = DUMP  # 5 pixels, one point
+    ids[19, 19] = 10  # water: 1 pixel, no point
+    pred = _grid(ids)
+    rows = [(PIT, "open_pit")] * 18 + [(PIT, "vegetation")] * 2 + [(DUMP, "waste_dump")]
+    rows += [(VEG, "vegetation")] * 30
+    points = pd.DataFrame(rows, columns=["map_class_id", "reference"]).assign(
+        site_id="pit", time=pd.NaT
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no division by an empty stratum shows
+        with pytest.warns(SampleSizeWarning) as caught:
+            table = adjusted_areas({"pit": pred}, points, units="m2", method="olofsson")
+    said = [str(w.message) for w in caught if w.category is SampleSizeWarning]
+    assert said == [  # once, each small stratum with what it can still add (5 and 1 pixels)
+        "strata with fewer than 20 labelled points, too few to estimate their errors (labelled "
+        "points per stratum, and how many to add): site 'pit' waste_dump: 1 (add 4), site 'pit' "
+        "water: 0 (add 1). Sample with min_per_stratum=20 or more, or label more points there"
+    ]
+    by_class = table.set_index("class")
+    assert by_class.loc[["open_pit", "waste_dump", "vegetation", "water", "tailings"],
+                        "n_sample"].tolist() == [20, 1, 30, 0, 0]  # fmt: skip
+    assert by_class.unsampled[by_class.unsampled].index.tolist() == ["water"]  # mapped, no point
+    assert by_class.loc["waste_dump", "users_accuracy"] == 1.0  # one point is a sample
+    assert by_class.loc["open_pit", "users_accuracy"] == 0.9
+    assert np.isnan(by_class.loc["water", "users_accuracy"])
+    with pytest.warns(SampleSizeWarning) as caught:
+        tables = _adjusted_tables({"pit": pred}, points, units="m2")
+    assert [str(w.message) for w in caught if w.category is SampleSizeWarning] == said  # once
+    assert list(tables) == ["adjusted_areas", "adjusted_mining", "adjusted_trend"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SampleSizeWarning)
+        mining = adjusted_mining_area({"pit": pred}, points, units="m2")
+        again = adjusted_areas({"pit": pred}, points, units="m2")
+        pd.testing.assert_frame_equal(tables["adjusted_areas"], again)
+    pd.testing.assert_frame_equal(tables["adjusted_mining"], mining)
+    pd.testing.assert_frame_equal(tables["adjusted_trend"], adjusted_trend(mining))
+    drawn = sample({"pit": pred}, n=40, allocation="equal", seed=1)
+    moved = drawn.assign(reference=drawn.map_class, x=drawn.x + 1e4)
+    assert refused(StatsError, lambda: adjusted_areas({"pit": pred}, moved)) == (
+        f"{len(moved)} sample points of site 'pit' lie outside its grid (the first at "  # no date
+        f"x={moved.x.iloc[0]}, y={moved.y.iloc[0]}); were they moved, or drawn from another "
+        "grid? Draw the sample from these predictions (sample(pred, ...))"
+    )
+
+
+def test_geographic_pixel_area_on_a_sphere_by_hand():
+    grid = xr.DataArray(np.zeros((2, 2)), dims=("y", "x"),
+                        coords={"y": [1.5, 0.5], "x": [0.5, 1.5]})  # fmt: skip
+    area = pixel_area(grid.rio.write_crs("+proj=longlat +R=6371000 +no_defs")).values
+    # a cell between two parallels on a sphere of radius R: R² Δλ (sin φ₂ − sin φ₁)
+    expected = (
+        6371000.0**2 * np.radians(1) * (np.sin(np.radians([2, 1])) - np.sin(np.radians([1, 0])))
+    )
+    np.testing.assert_allclose(area, expected, rtol=1e-12)
