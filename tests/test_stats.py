@@ -345,6 +345,20 @@ def test_adjusted_areas_reproduce_olofsson_et_al_2014():
     overall_se = np.sqrt((w**2 * users * (1 - users) / (n - 1)).sum())
     np.testing.assert_allclose(by_class.overall_se, overall_se)
     assert 1.96 * deforestation.users_se == pytest.approx(0.07, abs=0.005)
+    # and the producer's accuracy's (eq. 7 of Olofsson et al. 2013, RSE 129): for reference class
+    # j, N̂_j = Σ_i A_i n_ij / n_i; V(P̂_j) = [A_j² (1 − P̂_j)² Û_j (1 − Û_j) / (n_j − 1)
+    # + P̂_j² Σ_{i≠j} A_i² (n_ij / n_i)(1 − n_ij / n_i) / (n_i − 1)] / N̂_j²
+    area = np.array(pixels, float)
+    counts = np.array(matrix, float)
+    for j, cls in enumerate(classes):
+        total = sum(area[i] * counts[i, j] / n[i] for i in range(4))
+        producers = area[j] * counts[j, j] / n[j] / total
+        others = sum(area[i] ** 2 * counts[i, j] / n[i] * (1 - counts[i, j] / n[i]) / (n[i] - 1)
+                     for i in range(4) if i != j)  # fmt: skip
+        own = area[j] ** 2 * (1 - producers) ** 2 * users[j] * (1 - users[j]) / (n[j] - 1)
+        row = by_class.loc[cls]
+        assert row.producers_accuracy == pytest.approx(producers)
+        assert row.producers_se == pytest.approx(np.sqrt(own + producers**2 * others) / total)
     assert 1.96 * overall_se == pytest.approx(0.02, abs=0.01)
     # the same estimate with Jeffreys' bounds: skewed upward, as omissions hidden in the large
     # strata (3 and 2 points of 165 and 325) can only add area
@@ -360,7 +374,15 @@ def test_a_sample_that_does_not_fit_the_maps_is_refused_never_a_zero_width_inter
     pred = _grid(ids)
     points = sample({"pit": pred}, n=60, allocation="equal", seed=3)
     labelled = points.assign(reference=points.map_class)
-    assert (adjusted_areas({"pit": pred}, labelled).se_ha > 0).all()  # the sound case runs
+    table = adjusted_areas({"pit": pred}, labelled)
+    assert (table.se_ha > 0).all()  # the sound case runs
+    assert table.index.equals(pd.RangeIndex(2 * len(DEFAULT_CLASSES)))  # one table of two maps
+    assert table.attrs["units"] == "ha"
+    bare = pred.copy()
+    bare.attrs = {}  # no schema in the attributes: the one given is used
+    pd.testing.assert_frame_equal(
+        adjusted_areas({"pit": bare}, labelled, schema=DEFAULT_CLASSES), table
+    )
     cases = {
         "unlabelled": (points.assign(reference=None),
                        r"none of the sample's 120 points has a 'reference' label"),
@@ -631,6 +653,9 @@ def test_expansion_summary_worked_out_by_hand_for_growth_one_period_and_growth_f
     assert n[["change_pct", "growth_pct_per_year", *trend]].isna().all()
     assert result.summary.attrs["units"] == result.table.attrs["units"] == "m2"
     assert result.table.site_id.tolist() == ["grows"] * 5 + ["one"] * 2 + ["new"] * 2
+    assert result.table.index.equals(pd.RangeIndex(9))
+    alone = expansion(one, units="m2").summary  # no site with two reliable periods
+    assert alone[["first_m2", "change_pct", "trend_m2_per_year"]].dtypes.tolist() == [float] * 3
 
 
 def test_aggregate_sums_stocks_recomputes_error_pct_and_counts_degraded_sites():
@@ -643,11 +668,13 @@ def test_aggregate_sums_stocks_recomputes_error_pct_and_counts_degraded_sites():
     })  # fmt: skip
     sites = pd.DataFrame({"site_id": ["a", "b", "c"], "commodity": ["gold", "gold", "coal"],
                           "climate": ["arid", "wet", "arid"]})  # fmt: skip
+    table.insert(3, "class_id", PIT)
+    table.insert(4, "is_mining", True)
     for attrs in ({"units": "m2"}, {}):  # the units recorded, or read from the column names
         table.attrs = attrs
         out = aggregate(table, sites)
-        columns = ["commodity", "time", "class", "predicted_m2", "truth_m2", "error_m2", "sites",
-                   "degraded_sites", "error_pct"]  # fmt: skip
+        columns = ["commodity", "time", "class", "class_id", "is_mining", "predicted_m2",
+                   "truth_m2", "error_m2", "sites", "degraded_sites", "error_pct"]  # fmt: skip
         assert list(out.columns) == columns
         assert out.commodity.tolist() == ["coal", "gold"]
         assert out.predicted_m2.tolist() == [50, 400]
@@ -657,13 +684,22 @@ def test_aggregate_sums_stocks_recomputes_error_pct_and_counts_degraded_sites():
         assert out.sites.tolist() == [1, 2]
         assert out.degraded_sites.tolist() == [1, 1]
         assert out.attrs["units"] == "m2"
+    unknown = sites.assign(commodity=["gold", "gold", None])  # a site of no known commodity
+    plain = table.drop(columns="degraded").assign(truth_m2=[200.0, 200.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        kept = aggregate(plain, unknown)
+    assert kept.commodity.tolist()[0] == "gold"
+    assert pd.isna(kept.commodity.tolist()[1])  # kept as its own group, not dropped
+    assert kept.error_pct.tolist() == [0, -np.inf]  # -50 m² of 0 m² of truth
+    assert "degraded_sites" not in kept.columns
     both = aggregate(table, sites, by=["climate", "commodity"])
     assert both[["climate", "commodity", "sites"]].values.tolist() == [
         ["arid", "coal", 1], ["arid", "gold", 1], ["wet", "gold", 1]
     ]  # fmt: skip
     assert refused(StatsError, lambda: aggregate(table.drop(columns="site_id"), sites)) == (
-        "the table has no site_id column (columns: ['time', 'class', 'predicted_m2', "
-        "'truth_m2', 'error_m2', 'error_pct', 'compared_pct', 'degraded'])"
+        "the table has no site_id column (columns: ['time', 'class', 'class_id', 'is_mining', "
+        "'predicted_m2', 'truth_m2', 'error_m2', 'error_pct', 'compared_pct', 'degraded'])"
     )
     assert refused(StatsError, lambda: aggregate(table, sites, by=["climate", "region"])) == (
         "the site table has no column(s) ['region']; its columns are ['site_id', 'commodity', "
@@ -737,6 +773,19 @@ def test_compare_areas_in_hectares_worked_out_by_hand():
     assert np.isnan(rows.loc[(first, "tailings")].error_pct)  # 0 of 0
     assert rows.xs(first).compared_pct.iloc[0] == pytest.approx(100 * 11 / 12)
     assert rows.xs(second).compared_pct.iloc[0] == pytest.approx(100 * 10 / 12)
+    assert table.index.equals(pd.RangeIndex(2 * len(DEFAULT_CLASSES)))
+    assert table.attrs["units"] == "ha"
+    odd = truth.copy(deep=True)
+    odd[0, 0] = 42
+    assert refused(StatsError, lambda: compare_areas(pred, odd)) == (
+        "site 'mine-a': the raster holds values [42] that are neither classes "
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10] nor nodata 0; pass the schema it was made with (schema=)"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # x/0 and 0/0 are inf and NaN, silently
+        pit = compare_areas(_grid([[PIT, PIT], [VEG, VEG]]), _grid([[VEG, VEG], [VEG, VEG]]))
+    assert pit.set_index("class").loc["open_pit", "error_pct"] == np.inf
+    assert np.isnan(pit.set_index("class").loc["tailings", "error_pct"])
     bare = pred.copy()
     bare.attrs = {"site_id": "mine-a"}
     pd.testing.assert_frame_equal(compare_areas(bare, truth, units="ha", schema=DEFAULT_CLASSES),
@@ -787,6 +836,8 @@ def test_expansion_table_dates_attributes_and_refusals_in_full():
         + ["2024-01-01"] * 3
         + ["NaT"] * 2
     )
+    pits = expansion(pred, mining_classes=["open_pit"]).disturbance[""]
+    assert pits.attrs["mining_classes"] == "open_pit"
     lazy = expansion(pred.chunk({"time": 1, "y": 1}), units="m2")
     pd.testing.assert_frame_equal(lazy.table, table)
     np.testing.assert_array_equal(lazy.disturbance[""].values, date.values)
@@ -897,8 +948,10 @@ def test_strata_of_one_point_none_and_no_area_and_the_tables_of_one_sample():
     ids[:10, :10] = PIT  # 100 pixels
     ids[10, :5] = DUMP  # 5 pixels, one point
     ids[19, 19] = 10  # water: 1 pixel, no point
+    ids[15, :3] = 5  # plant: 3 pixels, two points
     pred = _grid(ids)
     rows = [(PIT, "open_pit")] * 18 + [(PIT, "vegetation")] * 2 + [(DUMP, "waste_dump")]
+    rows += [(5, "plant"), (5, "vegetation")]
     rows += [(VEG, "vegetation")] * 30
     points = pd.DataFrame(rows, columns=["map_class_id", "reference"]).assign(
         site_id="pit", time=pd.NaT
@@ -911,19 +964,26 @@ def test_strata_of_one_point_none_and_no_area_and_the_tables_of_one_sample():
     assert said == [  # once, each small stratum with what it can still add (5 and 1 pixels)
         "strata with fewer than 20 labelled points, too few to estimate their errors (labelled "
         "points per stratum, and how many to add): site 'pit' waste_dump: 1 (add 4), site 'pit' "
-        "water: 0 (add 1). Sample with min_per_stratum=20 or more, or label more points there"
+        "plant: 2 (add 1), site 'pit' water: 0 (add 1). Sample with min_per_stratum=20 or more, "
+        "or label more points there"
     ]
     by_class = table.set_index("class")
     assert by_class.loc[["open_pit", "waste_dump", "vegetation", "water", "tailings"],
                         "n_sample"].tolist() == [20, 1, 30, 0, 0]  # fmt: skip
+    assert by_class.loc["plant", "n_sample"] == 2
     assert by_class.unsampled[by_class.unsampled].index.tolist() == ["water"]  # mapped, no point
     assert by_class.loc["waste_dump", "users_accuracy"] == 1.0  # one point is a sample
     assert by_class.loc["open_pit", "users_accuracy"] == 0.9
+    assert by_class.loc["waste_dump", "users_se"] == 0  # no spread seen in one point
+    assert by_class.loc["plant", "users_se"] == np.sqrt(0.5 * 0.5 / (2 - 1))  # U(1 − U)/(n − 1)
     assert np.isnan(by_class.loc["water", "users_accuracy"])
     with pytest.warns(SampleSizeWarning) as caught:
         tables = _adjusted_tables({"pit": pred}, points, units="m2")
     assert [str(w.message) for w in caught if w.category is SampleSizeWarning] == said  # once
     assert list(tables) == ["adjusted_areas", "adjusted_mining", "adjusted_trend"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SampleSizeWarning)
+        assert _adjusted_tables({"pit": pred}, points)["adjusted_areas"].attrs["units"] == "ha"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SampleSizeWarning)
         mining = adjusted_mining_area({"pit": pred}, points, units="m2")
@@ -949,3 +1009,14 @@ def test_geographic_pixel_area_on_a_sphere_by_hand():
         6371000.0**2 * np.radians(1) * (np.sin(np.radians([2, 1])) - np.sin(np.radians([1, 0])))
     )
     np.testing.assert_allclose(area, expected, rtol=1e-12)
+
+
+def test_change_codes_of_each_pair_of_classes_as_defined():
+    from minecube.stats import _change_codes
+
+    first = np.array([VEG, VEG, PIT, PIT, NODATA, VEG, 42])
+    last = np.array([VEG, PIT, VEG, DUMP, PIT, NODATA, VEG])
+    codes = _change_codes(first, last, DEFAULT_CLASSES.ids, [PIT, DUMP])
+    # stable other, gain, loss, stable mining; unobserved (or not a class) in either period
+    assert codes.tolist() == [0, 1, 2, 3, -1, -1, -1]
+    assert codes.dtype.kind == "i"
