@@ -18,7 +18,10 @@ every forked test process shares (``MINECUBE_TEST_WORLDS``, read by tests/confte
 is the tests' cube store where the module under test is not one it is built with
 (``MINECUBE_TEST_CUBES``); servers are still started per mutant. mutmut's first run goes
 through every selected test, so whatever a forked run reuses exists before it starts. It
-runs for long on two cores, so it is not part of `make test`.
+runs for long on two cores, so it is not part of `make test`; ``--minutes`` (``make mutate
+MINUTES=…``) stops each module's run after that long and keeps what it checked (mutmut takes
+the mutants whose tests are quickest first), and the file and the row then say how many of the
+module's mutants were checked.
 """
 
 from __future__ import annotations

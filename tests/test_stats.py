@@ -971,6 +971,9 @@ def test_strata_of_one_point_none_and_no_area_and_the_tables_of_one_sample():
     assert by_class.loc[["open_pit", "waste_dump", "vegetation", "water", "tailings"],
                         "n_sample"].tolist() == [20, 1, 30, 0, 0]  # fmt: skip
     assert by_class.loc["plant", "n_sample"] == 2
+    references = by_class.loc[["open_pit", "waste_dump", "plant", "vegetation", "water"]]
+    assert references.n_reference.tolist() == [18, 1, 1, 33, 0]  # points labelled as each class
+    assert by_class.n_sample.dtype.kind == by_class.n_reference.dtype.kind == "i"
     assert by_class.unsampled[by_class.unsampled].index.tolist() == ["water"]  # mapped, no point
     assert by_class.loc["waste_dump", "users_accuracy"] == 1.0  # one point is a sample
     assert by_class.loc["open_pit", "users_accuracy"] == 0.9
