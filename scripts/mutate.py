@@ -19,9 +19,9 @@ is the tests' cube store where the module under test is not one it is built with
 (``MINECUBE_TEST_CUBES``); servers are still started per mutant. mutmut's first run goes
 through every selected test, so whatever a forked run reuses exists before it starts. It
 runs for long on two cores, so it is not part of `make test`; ``--minutes`` (``make mutate
-MINUTES=…``) stops each module's run after that long and keeps what it checked (mutmut takes
-the mutants whose tests are quickest first), and the file and the row then say how many of the
-module's mutants were checked.
+MINUTES=…``) stops each module's run after that long, as Ctrl-C does, and keeps what it
+checked (mutmut takes the mutants whose tests are quickest first); the file and the row then
+say how many of the module's mutants were checked.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def _run(module: str, tests: list[str], children: int, worlds: Path, log: Path,
             run = subprocess.Popen([*mutmut, "run", "--max-children", str(children)], cwd=tmp,
                                    env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # fmt: skip
-            try:
+            try:  # mutmut runs in a session of its own: stopped here, with its mutants
                 run.wait(timeout=None if minutes is None else 60 * minutes)
-            except subprocess.TimeoutExpired:  # mutmut and the mutants it is testing
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # the budget, or Ctrl-C
                 os.killpg(run.pid, signal.SIGKILL)
                 run.wait()
         return _collect(Path(tmp), module)
