@@ -437,18 +437,18 @@ def test_polygons_classes_codes_and_years_are_refused_whole():
     coded = gpd.GeoDataFrame({"code": [10, 10, 77, 0]}, geometry=[box(0, 0, 30, 30)] * 4,
                              crs=crs)  # fmt: skip
     assert refused(LabelError, lambda: rasterize(coded, grid, column="code",
-                                                  mapping={10: "water", 0: ""})) == (
+                                                 mapping={10: "water", 0: ""})) == (
         "column 'code' holds codes the mapping lacks: 77 (1 polygons); map each to a class, or "
         "to no label (an empty class in the mapping)"
     )  # fmt: skip
     texts = coded.assign(code=["10", "x7", "x7", "99"])
     assert refused(LabelError, lambda: rasterize(texts, grid, column="code",
-                                                  mapping={10: "water"})) == (
+                                                 mapping={10: "water"})) == (
         "column 'code' holds codes the mapping lacks: x7 (2 polygons), 99 (1 polygons); map "
         "each to a class, or to no label (an empty class in the mapping)"
     )  # fmt: skip
     assert refused(LabelError, lambda: rasterize(coded, grid, column="code",
-                                                  mapping={10: "lake", 77: "", 0: ""})) == (
+                                                 mapping={10: "lake", 77: "", 0: ""})) == (
         "the mapping names a class minecube does not know (unknown class 'lake'; known classes: "
         f"{', '.join(known)}); pass schema= with the mapping's classes "
         "(minecube.classes.read_schema)"

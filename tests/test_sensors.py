@@ -733,7 +733,7 @@ def test_the_sentinel2_offset_notes_say_what_decided_it():
     guess = "no processing baseline in the item (looked in s2:processing_baseline, "
     guess += "processing:version and the product id): offset "
     late = _s2_item(when=None, start_datetime="2022-01-25T00:00:00Z",
-               end_datetime="2022-01-26T00:00:00Z")  # fmt: skip
+                    end_datetime="2022-01-26T00:00:00Z")  # fmt: skip
     r = radiometry(late)
     assert (r.offset, r.source, r.doubt, r.notes) == (
         -0.1, "acquisition date", "no processing baseline in the item: the offset is a guess",

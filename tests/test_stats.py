@@ -602,17 +602,20 @@ def test_change_strata_estimate_the_area_mined_between_two_dates(world):
         sample(maps, n=10, strata="change")
 
 
-def test_expansion_summary_worked_out_by_hand_for_growth_one_period_and_growth_from_nothing():
-    def frame(pit, dump=0, cloud=0):  # 2 × 5 pixels of 100 m²
-        flat = [PIT] * pit + [DUMP] * dump + [NODATA] * cloud
-        return np.reshape(flat + [VEG] * (10 - len(flat)), (2, 5))
+def _frame(pit, dump=0, cloud=0):
+    """2 × 5 pixels of 100 m², filled from the first: ``pit`` pit pixels, ``dump`` dump pixels
+    and ``cloud`` unobserved ones, vegetation in the rest."""
+    flat = [PIT] * pit + [DUMP] * dump + [NODATA] * cloud
+    return np.reshape(flat + [VEG] * (10 - len(flat)), (2, 5))
 
+
+def test_expansion_summary_worked_out_by_hand_for_growth_one_period_and_growth_from_nothing():
     grows = _grid(
-        [frame(2), frame(4), frame(1, cloud=5), frame(5), frame(6, 2)],
+        [_frame(2), _frame(4), _frame(1, cloud=5), _frame(5), _frame(6, 2)],
         times=["2020-01-01", "2021-01-01", "2021-07-01", "2022-01-01", "2024-01-01"],
     )
-    one = _grid([frame(3), frame(3, cloud=3)], times=["2020-01-01", "2021-01-01"])
-    new = _grid([frame(0), frame(3)], times=["2020-01-01", "2021-01-01"])  # fmt: skip
+    one = _grid([_frame(3), _frame(3, cloud=3)], times=["2020-01-01", "2021-01-01"])
+    new = _grid([_frame(0), _frame(3)], times=["2020-01-01", "2021-01-01"])  # fmt: skip
     result = expansion({"grows": grows, "one": one, "new": new}, units="m2")
     summary = result.summary.set_index("site_id")
     trend = ["trend_m2_per_year", "trend_low_m2_per_year", "trend_high_m2_per_year",
@@ -803,12 +806,8 @@ def test_compare_areas_in_hectares_worked_out_by_hand():
 
 
 def test_expansion_table_dates_attributes_and_refusals_in_full():
-    def frame(pit, cloud=0):  # 2 × 5 pixels of 100 m², the pit filling from the first pixel
-        flat = [PIT] * pit + [NODATA] * cloud
-        return np.reshape(flat + [VEG] * (10 - len(flat)), (2, 5))
-
     times = ["2020-01-01", "2021-01-01", "2021-07-01", "2022-01-01", "2024-01-01"]
-    pred = _grid([frame(2), frame(4), frame(1, cloud=5), frame(5), frame(8)], times=times)
+    pred = _grid([_frame(2), _frame(4), _frame(1, cloud=5), _frame(5), _frame(8)], times=times)
     pred.attrs["degraded_periods"] = '{"2021-07-01": {"S2B_1": "404"}}'
     result = expansion(pred, units="m2")
     table = result.table
@@ -852,7 +851,7 @@ def test_expansion_table_dates_attributes_and_refusals_in_full():
     assert expansion(pred, units="m2", min_observed=1).table.reliable.tolist() == [
         True, True, False, True, True
     ]  # fmt: skip
-    blip = _grid([frame(0), frame(1), frame(0), frame(0)], times=times[:2] + times[3:])
+    blip = _grid([_frame(0), _frame(1), _frame(0), _frame(0)], times=times[:2] + times[3:])
     assert np.isnat(expansion(blip).disturbance[""].values).all()  # one period is not mining
     for kwargs, message in [
         ({"min_observed": 1.5}, "min_observed=1.5 must be a share between 0 and 1"),
@@ -867,12 +866,9 @@ def test_expansion_table_dates_attributes_and_refusals_in_full():
 
 
 def test_expansion_trend_from_three_periods_and_none_in_percent_of_a_median_of_nothing():
-    def frame(pit):
-        return np.reshape([PIT] * pit + [VEG] * (10 - pit), (2, 5))
-
     times = ["2020-01-01", "2021-01-01", "2022-01-01", "2023-01-01"]
-    three = _grid([frame(1), frame(2), frame(4)], times=times[:3])
-    late = _grid([frame(0), frame(0), frame(0), frame(3)], times=times)
+    three = _grid([_frame(1), _frame(2), _frame(4)], times=times[:3])
+    late = _grid([_frame(0), _frame(0), _frame(0), _frame(3)], times=times)
     summary = expansion({"three": three, "late": late}, units="m2").summary.set_index("site_id")
     years = np.array([0, 366, 731]) / 365.25
     slopes = [100 / years[1], 300 / years[2], 200 / (years[2] - years[1])]
