@@ -559,10 +559,11 @@ def _file_bands(path: str, src, sensor, bands, lookup, match) -> list[str]:
     described = [lookup.get(_token(d or "")) for d in src.descriptions]
     if all(described):
         return described
-    if n == 1:
-        tokens = [match["band"]] if match and match.groupdict().get("band") else []
-        tokens += re.split(r"[_\-.\s]+", os.path.splitext(os.path.basename(path))[0])
-        for t in reversed(tokens):
+    if n == 1:  # the pattern's band group, else the name's last token that names a band
+        tokens = re.split(r"[_\-.\s]+", os.path.splitext(os.path.basename(path))[0])[::-1]
+        if match and match.groupdict().get("band"):
+            tokens.insert(0, match["band"])
+        for t in tokens:
             if _token(t) in lookup:
                 return [lookup[_token(t)]]
     raise ValueError(
@@ -591,6 +592,8 @@ def _file_datetime(path: str, src, datetime, match) -> dt.datetime:
         value, where = match["date"], "the pattern's date group"
     if value is None:
         tags = src.tags()
+        if tags.get("system", "").startswith("time_start="):  # GDAL splits at the first ":"
+            tags["system:time_start"] = tags["system"].split("=", 1)[1]
         for tag in _DATE_TAGS:
             if tags.get(tag):
                 value, where = tags[tag], f"the tag {tag}"
@@ -629,7 +632,7 @@ def _check_cog(path: str, src) -> None:
             " it reads, but every read of it over a network fetches whole strips. Convert it "
             "with `rio cogeo create in.tif out.tif` (pip install rio-cogeo)",
             NotCOGWarning,
-            stacklevel=4,
+            stacklevel=3,  # the line that called items_from_files
         )
 
 
@@ -675,7 +678,8 @@ def _file_assets(path: str, src, sensor, names: list[str], declared: dict) -> di
 
 def _scene_id(path: str, names: list[str], lookup: dict[str, str], match) -> str:
     """The scene a file belongs to: the pattern's ``scene`` group, a single-band file's name
-    without its band token (``T33UWP_20230612_B04`` → ``T33UWP_20230612``), else its name."""
+    without the last token naming its band (``T33UWP_20230612_B04`` → ``T33UWP_20230612``),
+    else its name."""
     stem = os.path.splitext(os.path.basename(path))[0]
     if match and match.groupdict().get("scene"):
         return match["scene"]
@@ -684,8 +688,8 @@ def _scene_id(path: str, names: list[str], lookup: dict[str, str], match) -> str
     tokens = [t for t in re.split(r"[_\-.\s]+", stem) if lookup.get(_token(t)) == names[0]]
     if not tokens:
         return stem
-    band = re.escape(tokens[-1])
-    return re.sub(rf"(^|[_\-.\s]){band}(?=$|[_\-.\s])", "", stem, count=1).strip("_-. ") or stem
+    last = [*re.finditer(rf"(^|[_\-.\s]){re.escape(tokens[-1])}(?=$|[_\-.\s])", stem)][-1]
+    return (stem[: last.start()] + stem[last.end() :]).strip("_-. ") or stem
 
 
 def _scene_item(scene_id: str, scene: dict[str, Any], sensor) -> pystac.Item:
@@ -811,7 +815,8 @@ def items_from_files(
     declared = {k: v for k, v in (("scale", scale), ("offset", offset), ("nodata", nodata))
                 if v is not None}  # fmt: skip
     scenes: dict[str, dict[str, Any]] = {}
-    for path in _raster_paths(paths):
+    files = _raster_paths(paths)
+    for path in files:
         match = regex.search(os.path.basename(path)) if regex else None
         if regex and not match:
             raise ValueError(f"{path}: its name does not match pattern={pattern!r}")
@@ -839,4 +844,4 @@ def items_from_files(
         scene["footprint"] = scene["footprint"].union(footprint)
     items = [_scene_item(scene_id, scene, the_sensor) for scene_id, scene in scenes.items()]
     items.sort(key=item_order)
-    return pystac.ItemCollection(items, extra_fields={"minecube:search": {"files": len(items)}})
+    return pystac.ItemCollection(items, extra_fields={"minecube:search": {"files": len(files)}})
