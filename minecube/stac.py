@@ -461,9 +461,7 @@ def select_items(
     if one_per is not None:
         best: dict[tuple, tuple[tuple, pystac.Item]] = {}
         for item in kept:
-            when = item.datetime or dt.datetime.fromisoformat(
-                str(item.properties.get("start_datetime")).replace("Z", "+00:00")
-            )
+            when = item.datetime or dt.datetime.fromisoformat(item.properties["start_datetime"])
             key: tuple = (when.date(),)
             if one_per == "orbit":
                 p = item.properties

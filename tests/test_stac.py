@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pystac
 import pytest
@@ -757,13 +758,15 @@ def test_files_that_are_not_cogs_are_read_with_a_warning_that_names_the_fix(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         items_from_files(path)
-    said = [(str(w.message), w.filename) for w in caught if w.category is NotCOGWarning]
+    said = [w for w in caught if w.category is NotCOGWarning]
     message = (
         f"{path} is not a Cloud-Optimised GeoTIFF ({lacks}): it reads, but every read of it over "
         "a network fetches whole strips. Convert it with `rio cogeo create in.tif out.tif` (pip "
         "install rio-cogeo)"
     )
-    assert said == ([] if lacks is None else [(message, __file__)])  # the warning names our line
+    assert [str(w.message) for w in said] == ([] if lacks is None else [message])
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines add frames
+        assert [w.filename for w in said] == [__file__] * len(said)  # it names the caller's line
 
 
 # --- one item per acquisition, and the share of a site each covers ---------------------------
