@@ -69,8 +69,7 @@ def open_catalog(
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=None,  # POST searches too
     )
-    io = StacApiIO(max_retries=retry, timeout=timeout)
-    return pystac_client.Client.open(catalog, stac_io=io, timeout=timeout)
+    return pystac_client.Client.open(catalog, stac_io=StacApiIO(max_retries=retry), timeout=timeout)
 
 
 def search(
@@ -186,11 +185,7 @@ def _query(client, geometry, start_s: str, end_s: str, collection: str, max_clou
             params["query"] = {"eo:cloud_cover": {"lte": max_cloud}}
             server_side = "query"
         elif client.conforms_to(ConformanceClasses.FILTER):
-            params["filter"] = {
-                "op": "<=",
-                "args": [{"property": "eo:cloud_cover"}, max_cloud],
-            }
-            params["filter_lang"] = "cql2-json"
+            params["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, max_cloud]}
             server_side = "filter"
     items = list(client.search(**params).items())
     if max_cloud is not None:
@@ -656,7 +651,7 @@ def _asset(path: str, band_index: int, count: int, src, radiometry: dict) -> dic
         "type": "image/tiff; application=geotiff",
         "roles": ["data"],
         "raster:bands": [band],
-        "proj:code": src.crs.to_string() if src.crs else None,
+        "proj:code": src.crs.to_string(),  # files without a CRS are refused before
         "proj:shape": [src.height, src.width],
         "proj:transform": list(src.transform)[:6],
         "minecube:file": path,
