@@ -602,6 +602,22 @@ def test_change_strata_estimate_the_area_mined_between_two_dates(world):
         sample(maps, n=10, strata="change")
 
 
+def test_a_change_sample_of_a_perfect_map_gives_its_areas_by_pair_of_dates():
+    """HAND from 2021 to 2022: two pixels gained by the pit, three mining in both years (two
+    pit, one dump), one unobserved in 2022, six vegetation in both."""
+    first, last = "2021-06-01", "2022-06-01"
+    maps = {"s": _grid(HAND, times=[first, last])}
+    points = sample(maps, n=12, min_per_stratum=2, strata="change", periods=(first, last), seed=0)
+    table = adjusted_areas(maps, reference_from(points, maps), units="m2")
+    assert list(table.columns[:3]) == ["site_id", "time0", "time"]
+    assert set(table.time0) == {pd.Timestamp(first)}
+    assert set(table.time) == {pd.Timestamp(last)}
+    areas = table.set_index("class").adjusted_m2
+    assert areas.to_dict() == pytest.approx(
+        {"stable non-mining": 600, "mining gain": 200, "mining loss": 0, "stable mining": 300}
+    )
+
+
 def _frame(pit, dump=0, cloud=0):
     """2 × 5 pixels of 100 m², filled from the first: ``pit`` pit pixels, ``dump`` dump pixels
     and ``cloud`` unobserved ones, vegetation in the rest."""
