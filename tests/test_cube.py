@@ -533,6 +533,7 @@ def test_pixels_without_dark_values_do_not_overrule_an_explicit_baseline(baselin
 
 def test_masks_are_a_choice(site, items):
     from minecube.sensors import mask_valid
+    from tests.conftest import refused
 
     scl = build(site, items, composite="year").compute()
     none = build(site, items, composite="year", mask="none").compute()
@@ -547,10 +548,29 @@ def test_masks_are_a_choice(site, items):
     assert own.attrs["mask"].startswith("callable:")
     assert int(none.valid_count.sum()) > int(own.valid_count.sum()) > 0
     assert mask_valid("scl", np.array([8.0]))[0] == np.False_
-    with pytest.raises(
-        CubeError, match=r"must return a boolean DataArray with dims \(time, y, x\)"
-    ):
-        build(site, items, mask=lambda r: r).compute()
+
+    def as_array(reflectance):  # numpy, not labelled
+        return reflectance.values < 0.25
+
+    def as_float(reflectance):  # the right dims, not booleans
+        return (reflectance.sel(band="blue") < 0.25).drop_vars("band").astype("float32")
+
+    def per_band(reflectance):  # booleans with a band too many
+        return reflectance < 0.25
+
+    said = {
+        f.__name__: refused(CubeError, lambda f=f: build(site, items, mask=f).compute())
+        for f in (as_array, as_float, per_band)
+    }
+    wanted = "must return a boolean DataArray with dims (time, y, x), True where clear; it returned"
+    assert said == {
+        name: f"mask callable 'callable:test_masks_are_a_choice.<locals>.{name}' {wanted} {got}"
+        for name, got in (
+            ("as_array", "ndarray with dims None and dtype bool"),
+            ("as_float", "DataArray with dims ('time', 'y', 'x') and dtype float32"),
+            ("per_band", "DataArray with dims ('band', 'time', 'y', 'x') and dtype bool"),
+        )
+    }
     with pytest.raises(ValueError, match=r"mask='qa_pixel' does not exist for sentinel-2-l2a"):
         build(site, items, mask="qa_pixel")
     with pytest.raises(ValueError, match=r"mask='clouds' is not one of"):
