@@ -486,40 +486,33 @@ def test_overlapping_patches_keep_their_own_item(patches, world, server):
     assert daily.extra_fields["minecube:search"]["one_per"] == "date"
 
 
-def _raster(path, *, count=1, dtype="uint16", width=4, height=2, crs="EPSG:32633", **options):
-    """A small GeoTIFF at ``path`` (10 m pixels from 500000 E, 5000020 N): descriptions, tags,
-    scales, offsets and overviews from ``options``, the rest to rasterio."""
+def _raster(path, *, count=1, dtype="uint16", width=4, height=2, crs="EPSG:32633",
+            descriptions=None, tags=None, scales=None, offsets=None, overviews=False,
+            **options):  # fmt: skip
+    """A small GeoTIFF at ``path`` (10 m pixels from 500000 E, 5000020 N) with the descriptions,
+    tags, scales, offsets and overviews given; ``options`` go to rasterio."""
     import numpy as np
     import rasterio
     from rasterio.transform import from_origin
 
-    named = ("descriptions", "tags", "scales", "offsets", "overviews")
-    described = {k: options.pop(k) for k in named if k in options}
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": dtype,
-        "crs": crs,
-        "transform": from_origin(500000, 5000020, 10, 10),
-    }
-    with rasterio.open(path, "w", **profile | options) as dst:
+    grid = {"width": width, "height": height, "count": count, "dtype": dtype, "crs": crs,
+            "transform": from_origin(500000, 5000020, 10, 10)}  # fmt: skip
+    with rasterio.open(path, "w", driver="GTiff", **grid | options) as dst:
         dst.write(np.ones((count, height, width), dtype))
-        if "descriptions" in described:
-            dst.descriptions = described["descriptions"]
-        dst.update_tags(**described.get("tags", {}))
-        if "scales" in described:
-            dst.scales, dst.offsets = described["scales"], described["offsets"]
-        if described.get("overviews"):
+        if descriptions:
+            dst.descriptions = descriptions
+        dst.update_tags(**(tags or {}))
+        if scales:
+            dst.scales, dst.offsets = scales, offsets
+        if overviews:
             dst.build_overviews([2, 4])
     return path
 
 
-def _date(path, **kwargs):
+def _date(path, *, bands=("red",), **kwargs):
     from minecube.stac import items_from_files
 
-    return str(items_from_files(path, bands=kwargs.pop("bands", ["red"]), **kwargs)[0].datetime)
+    return str(items_from_files(path, bands=bands, **kwargs)[0].datetime)
 
 
 def test_a_files_date_comes_from_each_place_in_its_order(tmp_path):
