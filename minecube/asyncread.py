@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from minecube.errors import find_stack_level
+
 if TYPE_CHECKING:
     import pystac
     import xarray as xr
@@ -211,7 +213,7 @@ def _warn_forked() -> None:
         "(multiprocessing.set_start_method, DataLoader(multiprocessing_context=...)), or pass "
         "engine='stackstac'",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=find_stack_level(),
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from minecube.classes import DEFAULT_CLASSES, IGNORE_INDEX, ClassSchema
-from minecube.errors import MinecubeError
+from minecube.errors import MinecubeError, find_stack_level
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -388,7 +388,7 @@ def split_sites(
                 + (" …" if len(found) > 10 else "")
                 + "; split with buffer_m=0 (or more) to keep neighbours together",
                 LeakageWarning,
-                stacklevel=2,
+                stacklevel=find_stack_level(),
             )
     return split
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from minecube import __version__
-from minecube.errors import MinecubeError
+from minecube.errors import MinecubeError, find_stack_level
 from minecube.sensors import (
     BASELINE_DN_OFFSET,
     LEARNED_MASKS,
@@ -507,7 +507,7 @@ def build(
             f"skipping {len(broken)} of {len(items)} items whose assets cannot be read: "
             + "; ".join(f"{k}: {v}" for k, v in broken.items()),
             BrokenAssetWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
         lost = [i for i in items if i.id in broken]
         keep = [i.id not in broken for i in items]
@@ -530,7 +530,9 @@ def build(
             "acquisition date (checked on their pixels; see attrs['radiometry'])"
         )
     if notes:
-        warnings.warn("radiometry: " + "; ".join(notes), RadiometryWarning, stacklevel=2)
+        warnings.warn(
+            "radiometry: " + "; ".join(notes), RadiometryWarning, stacklevel=find_stack_level()
+        )
     raw = _load(readable, keys, grid, engine, chunks, retries)
     raw = raw.assign_coords(item_id=("time", [i.id for i in items])).sortby("time")
     order = list(raw.item_id.values)  # before chunk(), which makes the coordinate lazy too
@@ -861,7 +863,7 @@ def _write_cube(cube, store, group: str, manifest: dict, progress: bool, fail_af
                     f"no valid observation in the period starting {period} (all cloud or no "
                     "data): its reflectance is NaN and valid_count 0",
                     EmptyPeriodWarning,
-                    stacklevel=2,
+                    stacklevel=find_stack_level(),
                 )
         for run in _write_runs(periods_, existing):
             if fail_after is not None:
@@ -1046,7 +1048,7 @@ def build_many(
             + "; ".join(f"{r.site_id}: {r.error}" for r in failed.itertuples())
             + ". The others are built; run the same call again to retry the failed ones",
             BuildFailedWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
     return table
 
@@ -1293,6 +1295,6 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
             f"cube {group!r}: {len(bad)} periods are degraded (built without items that could "
             f"not be read): {sorted(bad)}; run the same cube build again to retry them",
             DegradedPeriodWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
     return ds

@@ -6,6 +6,9 @@ fits them, so ``except ValueError`` keeps working for callers that do not know m
 
 from __future__ import annotations
 
+import os
+import sys
+
 __all__ = [
     "DemoWorldError",
     "MinecubeError",
@@ -14,6 +17,24 @@ __all__ = [
     "ServerStartError",
     "explain",
 ]
+
+
+def find_stack_level() -> int:
+    """The ``stacklevel`` that makes a warning name the first line outside minecube: the user's
+    call, however deep inside the package the warning is raised (as pandas does).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> warnings.warn("read the docs", UserWarning, stacklevel=find_stack_level())  # doctest: +SKIP
+    """
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe()  # this function's own frame counts as the first level
+    level = 0
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 class MinecubeError(Exception):

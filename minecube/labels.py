@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from minecube.classes import DEFAULT_CLASSES, ClassSchema
-from minecube.errors import MinecubeError
+from minecube.errors import MinecubeError, find_stack_level
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -204,7 +204,7 @@ def rasterize(
                 f"no label polygons for the years {missing}; those periods stay unlabelled "
                 f"(labels cover {sorted(set(label_years.tolist()))})",
                 MissingLabelsWarning,
-                stacklevel=2,
+                stacklevel=find_stack_level(),
             )
         data = np.stack([layers[y] for y in years])
         out = xr.DataArray(

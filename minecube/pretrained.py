@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minecube.errors import MinecubeError, MissingDependencyError
+from minecube.errors import MinecubeError, MissingDependencyError, find_stack_level
 
 if TYPE_CHECKING:
     import torch
@@ -404,5 +404,7 @@ def load_encoder(
         provenance=weights.provenance,
     )
     if random:
-        warnings.warn(f"encoder weights: {report}", PretrainedWarning, stacklevel=3)
+        warnings.warn(
+            f"encoder weights: {report}", PretrainedWarning, stacklevel=find_stack_level()
+        )
     return report

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from minecube.errors import MinecubeError
+from minecube.errors import MinecubeError, find_stack_level
 from minecube.models import CheckpointError, Segmenter, _card, _is_mlm, _mlm_item, _paths, load
 from minecube.store import _fs, _is_url
 
@@ -703,7 +703,7 @@ def segment(
                 f"chunks {d}={chunks[d]} is not a multiple of the chip stride {probe.stride} px "
                 f"(input_dims {probe.size} − overlap {probe.overlap}); blocks of "
                 f"{max(1, chunks[d] // probe.stride) * probe.stride} px are used instead",
-                stacklevel=2,
+                stacklevel=find_stack_level(),
             )
         axes.append(_axis(extent, dims.get(d), overlap, block, loaded.stride))
     ay, ax = axes

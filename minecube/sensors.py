@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from minecube.errors import MinecubeError
+from minecube.errors import MinecubeError, find_stack_level
 
 if TYPE_CHECKING:
     import pystac
@@ -791,7 +791,7 @@ def _load_entry_points() -> None:
                 f"the minecube.sensors entry point {ep.name!r} ({ep.value}) of an installed "
                 f"package could not be registered: {e}",
                 SensorPluginWarning,
-                stacklevel=2,
+                stacklevel=find_stack_level(),
             )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from minecube.errors import MinecubeError
+from minecube.errors import MinecubeError, find_stack_level
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -117,7 +117,7 @@ def site_zone(geom, *, site_id: str | None = None):
             f"{label} spans UTM zones ({split} of its area); using zone {zone}, which holds "
             "most of it; scenes of the other zone are reprojected onto that grid",
             SiteGridWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
     epsg = (32600 if geom.centroid.y >= 0 else 32700) + zone
     return epsg, geom
@@ -151,7 +151,7 @@ def check_grid(shape: tuple[int, int], site_pixels: float, *, site_id=None, part
                 else ""
             ),
             SiteGridWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
 
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from minecube.errors import MinecubeError
+from minecube.errors import MinecubeError, find_stack_level
 from minecube.sensors import BANDS, BandAsset, band_assets
 from minecube.sites import site_geometry
 
@@ -625,7 +625,7 @@ def _check_cog(path: str, src) -> None:
             " it reads, but every read of it over a network fetches whole strips. Convert it "
             "with `rio cogeo create in.tif out.tif` (pip install rio-cogeo)",
             NotCOGWarning,
-            stacklevel=3,  # the line that called items_from_files
+            stacklevel=find_stack_level(),
         )
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from minecube.classes import ClassSchema
-from minecube.errors import MinecubeError
+from minecube.errors import MinecubeError, find_stack_level
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -1590,14 +1590,14 @@ def _warn_sampled_too_little(unsampled: list[str], small: list[str]) -> None:
         warnings.warn(
             f"no labelled sample point falls on {listed(unsampled)}: no estimate for "
             f"{'it' if len(unsampled) == 1 else 'them'}. Draw and label a sample of those maps",
-            SampleSizeWarning, stacklevel=4,
+            SampleSizeWarning, stacklevel=find_stack_level(),
         )  # fmt: skip
     if small:
         warnings.warn(
             f"strata with fewer than {MIN_STRATUM} labelled points, too few to estimate their "
             f"errors (labelled points per stratum, and how many to add): {listed(small)}. "
             f"Sample with min_per_stratum={MIN_STRATUM} or more, or label more points there",
-            SampleSizeWarning, stacklevel=4,
+            SampleSizeWarning, stacklevel=find_stack_level(),
         )  # fmt: skip
 
 

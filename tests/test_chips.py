@@ -219,8 +219,9 @@ def test_overlapping_real_patches_stay_on_one_side_of_a_split(patches):
 
     sites = from_items(patches)
     ids = list(sites.site_id)
-    with pytest.warns(LeakageWarning, match=rf"train '{ids[0]}' ~ test '{ids[1]}'"):
+    with pytest.warns(LeakageWarning, match=rf"train '{ids[0]}' ~ test '{ids[1]}'") as caught:
         split = split_sites(sites, test=[ids[1]], val=0)
+    assert [w.filename for w in caught if w.category is LeakageWarning] == [__file__]
     assert leaks(split, sites) == [("train", ids[0], ids[1])]
     with warnings.catch_warnings():
         warnings.simplefilter("error")

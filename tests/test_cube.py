@@ -178,8 +178,9 @@ def test_all_cloud_period_is_nan_with_a_warning(world, server, tmp_path):
     items = search(site, "2022-01-01", "2024-12-31", catalog=server.stac_url)
     day = pd.Timestamp(overcast[0]["properties"]["datetime"][:10])
     cube = build(site, items, composite="day")
-    with pytest.warns(EmptyPeriodWarning, match=f"period starting {day:%Y-%m-%d}"):
+    with pytest.warns(EmptyPeriodWarning, match=f"period starting {day:%Y-%m-%d}") as caught:
         to_zarr(cube.sel(time=[day]), tmp_path / "c.zarr")
+    assert {w.filename for w in caught if w.category is EmptyPeriodWarning} == {__file__}
     stored = open_cube(tmp_path / "c.zarr", "pilbara-iron")
     assert int(stored.valid_count.sum()) == 0
     assert bool(stored.reflectance.isnull().all())
@@ -486,6 +487,7 @@ def test_misdeclared_offsets_are_corrected_by_the_scene_check(baseline_worlds, a
     assert sorted(corrected) == sorted(checked)
     assert len(checked) >= len(lying) // 2
     assert all(i in str(record[0].message) for i in corrected)
+    assert record[0].filename == __file__  # build's caller, not a line inside minecube
     for i in corrected:
         assert records[i]["decision"].startswith("declared/inferred offset")
         boa = "earthsearch:boa_offset_applied" in records[i]["decision"]

@@ -303,6 +303,7 @@ def test_periods_get_their_year_s_polygons_and_years_without_any_stay_unlabelled
     )
     with pytest.warns(MissingLabelsWarning) as caught:
         out = rasterize(polygons, grid, time_column="year", schema=background, fill="background")
+    assert {w.filename for w in caught if w.category is MissingLabelsWarning} == {__file__}
     assert [str(w.message) for w in caught if w.category is MissingLabelsWarning] == [
         "no label polygons for the years [2022]; those periods stay unlabelled (labels cover "
         "[2021, 2023])"

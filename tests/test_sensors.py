@@ -869,6 +869,7 @@ def test_installed_packages_register_sensors_through_entry_points(tmp_path, monk
         assert SENSORS["ep-s2"].bands == {"red": ("B4",)}
         assert SENSORS["ep-one"].collections == ("ep-one",)
         (message,) = [str(w.message) for w in caught]
+        assert [w.filename for w in caught] == [__file__]  # the first line outside minecube
         assert message.startswith(
             "the minecube.sensors entry point 'broken' (ep_sensors:BROKEN) of an installed "
             "package could not be registered: the sensors: sensor 'ep-broken': "

@@ -315,6 +315,7 @@ def test_the_zone_is_the_one_holding_most_of_the_site_in_square_metres_not_degre
     assert epsg == 32631
     assert geom.equals(MultiPolygon([west, east]))
     (message,) = [str(w.message) for w in caught]
+    assert [w.filename for w in caught] == [__file__]  # the caller's line, not minecube's
     assert message.startswith("site 'tundra-pit' spans UTM zones (30: ")
     found = [int(p) for p in re.findall(r"(?:30|31): (\d+)%", message)]
     assert found == pytest.approx(shares, abs=1)
@@ -435,6 +436,7 @@ def test_grids_are_warned_about_and_refused_at_their_limits():
         check_grid((501, 500), 12_525, parts=2)  # 5 % exactly is not mostly empty …
         check_grid((501, 500), 12_524, parts=2)  # … just under is
     assert {w.category for w in caught} == {SiteGridWarning}
+    assert {w.filename for w in caught} == {__file__}
     assert [str(w.message) for w in caught] == [
         "the site: its grid is 20000 × 20000 = 400.0 M px (6.40 GB per period for four bands), "
         "of which the site covers 75.00%",

@@ -973,6 +973,7 @@ def test_strata_of_one_point_none_and_no_area_and_the_tables_of_one_sample():
         with pytest.warns(SampleSizeWarning) as caught:
             table = adjusted_areas({"pit": pred}, points, units="m2", method="olofsson")
     said = [str(w.message) for w in caught if w.category is SampleSizeWarning]
+    assert {w.filename for w in caught if w.category is SampleSizeWarning} == {__file__}
     assert said == [  # once, each small stratum with what it can still add (5 and 1 pixels)
         "strata with fewer than 20 labelled points, too few to estimate their errors (labelled "
         "points per stratum, and how many to add): site 'pit' waste_dump: 1 (add 4), site 'pit' "
