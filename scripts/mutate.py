@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = {
     "sensors": ["tests/test_sensors.py"],
     "cube": ["tests/test_cube.py", "tests/test_faults.py"],
-    "store": ["tests/test_faults.py", "tests/test_cube.py", "tests/test_segment.py"],
+    "store": ["tests/test_store.py", "tests/test_faults.py"],
     "segment": ["tests/test_segment.py"],
     "stats": ["tests/test_stats.py"],
     "chips": ["tests/test_chips.py"],
