@@ -464,6 +464,23 @@ def test_the_adjusted_trend_carries_each_periods_interval():
     assert np.isnan(adjusted_trend(table.head(2)).iloc[0].trend_ha_per_year)  # too few periods
 
 
+def test_a_doubt_reaching_one_way_draws_the_trend_that_way_only():
+    from minecube.stats import _drawn_slopes
+
+    years, area, last = np.array([0.0, 1.0, 2.0]), np.full(3, 10.0), np.array([0.0, 0.0, 6.0])
+    # the last period may be up to 6 ha smaller, never larger: of the pairs' slopes 0, d / 2
+    # and d (d = its drawn change), the median is d / 2, down to −3 ha/yr at the interval's
+    # low, which a draw reaches 2.5 % of the time
+    down = _drawn_slopes(years, area, area - last, area, np.random.default_rng(0))
+    assert down.shape == (4000,)
+    assert down.max() == 0.0
+    assert np.mean(down < 0) == pytest.approx(0.5, abs=0.03)  # the draws below the estimate
+    assert np.quantile(down, 0.025) == pytest.approx(-3.0, abs=0.2)
+    up = _drawn_slopes(years, area, area, area + last, np.random.default_rng(0))
+    assert up.min() == 0.0
+    assert np.quantile(up, 0.975) == pytest.approx(3.0, abs=0.2)
+
+
 def test_sample_is_stratified_reproducible_and_labels_in_a_gis(tmp_path):
     import geopandas as gpd
 
