@@ -821,8 +821,9 @@ def _write_cube(cube, store, group: str, manifest: dict, progress: bool, fail_af
 
     units = manifest["units"]
     periods = [str(t)[:10] for t in cube.time.values]
-    existing = _stored_periods(store, group, [str(v) for v in cube.variables])
-    if existing is None:  # a first write killed before its arrays were whole
+    names = [str(v) for v in cube.variables]
+    existing = _stored_periods(store, group, names, _recorded_length(manifest))
+    if existing is None:  # a first write killed before it completed
         manifest = stores.clear_group(store, group, manifest)
         units, existing = manifest["units"], []
     if existing and periods and periods[0] < existing[0]:
@@ -1098,17 +1099,30 @@ def _is_read_error(e: BaseException) -> bool:
     return type(e).__module__.startswith(readers) or "://" in str(e)
 
 
-def _stored_periods(store, group: str, names: list[str]) -> list[str] | None:
-    """Periods on the stored time axis, which every array is trimmed to (an append killed
-    part-way leaves some arrays a period longer): [] for an empty group, None when a first
-    write was killed before all its arrays (``names``) were whole."""
+def _recorded_length(manifest: dict) -> int | None:
+    """How many entries of the stored time axis the manifest vouches for: those of the last
+    write it recorded (its sealed time values; an append killed part-way may have resized the
+    axis without writing its values). None for a manifest of before digests."""
+    if "meta" not in manifest:
+        return None
+    values = manifest["meta"].get("time/values", [])
+    return None if values is None else len(values)
+
+
+def _stored_periods(store, group: str, names: list[str], length: int | None) -> list[str] | None:
+    """Periods on the stored time axis up to the ``length`` the manifest vouches for, which
+    every array is trimmed to (an append killed part-way leaves arrays longer, with periods
+    whose time values may never have been written): [] for an empty group, None when a first
+    write was killed before it completed or before all its arrays (``names``) were whole."""
     import zarr
 
     node = zarr.open_group(store, path=group, mode="a")
     if not list(node.keys()):
         return []
+    if length == 0:  # arrays, but no completed write: their time values cannot be trusted
+        return None
     try:
-        stored = _open_periods(store, group)
+        stored = _open_periods(store, group, length)
         periods = [str(t)[:10] for t in stored.time.values]
     except (KeyError, ValueError, OSError, AttributeError):
         return None
@@ -1211,15 +1225,16 @@ def items_path(store: str | os.PathLike, group: str) -> Path | str:
     return Path(inside)
 
 
-def _open_periods(store, group: str) -> xr.Dataset:
-    """A stored cube cut to the periods every one of its arrays holds: an append killed
-    part-way leaves some arrays one period longer than others."""
+def _open_periods(store, group: str, length: int | None = None) -> xr.Dataset:
+    """A stored cube cut to the periods every one of its arrays holds, and to the ``length``
+    its manifest vouches for (:func:`_recorded_length`): an append killed part-way leaves some
+    arrays longer than others, or all of them longer than the time values written."""
     import xarray as xr
     import zarr
 
     node = zarr.open_group(store, path=group, mode="r")
     timed = [k for k, a in node.arrays() if (a.metadata.dimension_names or ("",))[0] == "time"]
-    n = min(node[k].shape[0] for k in timed)
+    n = min([node[k].shape[0] for k in timed] + ([] if length is None else [length]))
     kw = {"group": group, "decode_coords": "all", "consolidated": False}
     others = [k for k in timed if k != "time"]
     times = xr.open_zarr(store, drop_variables=others, **kw).time[:n]
@@ -1264,18 +1279,18 @@ def open_cube(store: str | os.PathLike, group: str) -> xr.Dataset:
         raise CubeError(
             f"no cube {group!r} in {os.fspath(store)!r}; it holds {sorted(root.group_keys())}"
         )
+    units = manifest["units"]
+    if not units:  # before the integrity check: a first write may be killed before its group
+        raise CubeError(
+            f"cube {group!r} in {os.fspath(store)!r} has no complete period yet (its first "
+            "write was interrupted); run the same cube build again"
+        )
     stores.require_intact(
         store, group, manifest,
         "Run the same cube build again to rewrite those periods, or `minecube check` "
         "for the whole store",
     )  # fmt: skip
-    units = manifest["units"]
-    if not units:
-        raise CubeError(
-            f"cube {group!r} in {os.fspath(store)!r} has no complete period yet (its first "
-            "write was interrupted); run the same cube build again"
-        )
-    ds = _open_periods(store, group)
+    ds = _open_periods(store, group, _recorded_length(manifest))
     recorded = manifest.get("settings") or {}
     changed = {k: (v, ds.attrs.get(k)) for k, v in recorded.items()
                if _plain(ds.attrs.get(k)) != _plain(v)}  # fmt: skip

@@ -102,10 +102,11 @@ def test_a_cube_write_killed_at_random_points_opens_whole_periods_and_resumes(
     expected = open_cube(reference, "tiny-pit").load()
     seed = int(os.environ.get("MINECUBE_KILL_SEED", "14"))
     points = sorted(random.Random(seed).sample(range(1, len(writes) + 1), 5))
-    children = {
+    children = {  # each with its own hash seed: the order zarr writes the arrays in follows it
         at: subprocess.Popen(
             [sys.executable, "-c", _KILLER, str(tmp_path / f"killed-{at}.zarr"), str(at)],
             cwd=Path(__file__).parent.parent,
+            env=os.environ | {"PYTHONHASHSEED": str(seed * 100 + at)},
         )
         for at in points
     }
@@ -115,7 +116,7 @@ def test_a_cube_write_killed_at_random_points_opens_whole_periods_and_resumes(
         try:
             whole = _periods(store)
         except (CubeError, FileNotFoundError):
-            whole = []  # killed before the group held anything
+            whole = []  # killed before the group held a whole period
         assert whole == PERIODS[: len(whole)], (seed, at, whole)
         if whole:  # what opens is exactly the reference, and intact
             xr.testing.assert_identical(
@@ -125,6 +126,51 @@ def test_a_cube_write_killed_at_random_points_opens_whole_periods_and_resumes(
         assert to_zarr(_cube(), store) == PERIODS[len(whole) :], (seed, at)
         xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
         assert check(store).ok, str(check(store))
+
+
+def _torn_append(store, periods: int, group="tiny-pit") -> None:
+    """What an append killed after zarr resized every array and wrote their data, but before it
+    wrote the new time values, leaves (a kill at the time axis's chunk when the hash seed orders
+    the arrays that way): every array ``periods`` longer, the new times never written."""
+    node = zarr.open_group(store, path=group, mode="a")
+    for name, array in node.arrays():
+        if (array.metadata.dimension_names or ("",))[0] == "time":
+            n = array.shape[0]
+            array.resize((n + periods, *array.shape[1:]))
+            if name != "time":
+                array[n:] = np.repeat(array[n - 1 : n], periods, axis=0)  # data in place
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-write", "append"])
+def test_a_write_torn_between_its_data_and_its_time_values_opens_whole_and_resumes(tmp_path, first):
+    from minecube.store import _fs, _write_json, manifest_path
+
+    reference, store = tmp_path / "reference.zarr", tmp_path / "torn.zarr"
+    to_zarr(_cube(), reference)
+    expected = open_cube(reference, "tiny-pit").load()
+    to_zarr(_cube(periods=PERIODS[:2]), store)
+    if first:  # killed after its arrays, before its times and its manifest: nothing vouched
+        kept = ("format", "kind", "group", "created")
+        new = {k: v for k, v in read_manifest(store, "tiny-pit").items() if k in kept}
+        new |= {"units": {}, "meta": {}}
+        _write_json(_fs(store)[0], manifest_path(store, "tiny-pit"), new)  # as claim_group left it
+        zarr.open_array(store, path="tiny-pit/time", mode="a")[:] = 0  # the fill value
+        with pytest.raises(CubeError, match="has no complete period yet"):
+            open_cube(store, "tiny-pit")
+    else:
+        _torn_append(store, 2)
+        assert [str(t)[:10] for t in xr.open_zarr(store, group="tiny-pit").time.values] == [
+            *PERIODS[:2],
+            PERIODS[0],
+            PERIODS[0],
+        ]  # the unwritten times read as the fill value: the first period, twice more
+        xr.testing.assert_identical(
+            open_cube(store, "tiny-pit").load(), expected.isel(time=slice(2))
+        )  # only what the manifest vouches for
+        assert check(store).ok
+    assert to_zarr(_cube(), store) == (PERIODS if first else PERIODS[2:])
+    xr.testing.assert_identical(open_cube(store, "tiny-pit").load(), expected)
+    assert check(store).ok
 
 
 def test_a_prediction_write_killed_part_way_is_refused_until_resumed(tmp_path):
