@@ -382,8 +382,18 @@ def _leased(store: Path, holder: dict) -> Path:
     return path
 
 
-def test_a_live_lease_is_refused_naming_its_holder_and_ages(store, monkeypatch):
-    now = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+@pytest.fixture
+def auckland(monkeypatch):
+    """The local time zone of a user far from UTC (+13:00 in January)."""
+    monkeypatch.setenv("TZ", "Pacific/Auckland")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_live_lease_is_refused_naming_its_holder_and_ages(store, monkeypatch, auckland):
+    now = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC, 21:00 in Auckland
     monkeypatch.setattr(stores.time, "time", lambda: now)
     path = _leased(store, _holder(os.getpid(), since=now - 42, renewed=now - 7))
     before = path.read_bytes()
@@ -417,6 +427,43 @@ def test_a_dead_writers_lease_is_taken_over_and_ours_is_removed_at_the_end(store
             assert (mine["pid"], mine["host"]) == (os.getpid(), socket.gethostname())
             assert mine["token"] != "theirs"
         assert not path.exists()
+
+
+def test_a_lease_without_its_times_or_pid_is_judged_not_refused(store):
+    assert stores._dead({"host": "elsewhere", "pid": 1}, 300)  # never renewed: long silent
+    here = {"host": socket.gethostname(), "renewed": time.time()}
+    assert not stores._dead(here, 300)  # no pid to look for: only its silence can tell
+
+
+def test_a_live_process_is_alive_whatever_its_name_and_is_only_asked(tmp_path):
+    named = tmp_path / "pit) Z (x"  # a name with the brackets and state letter of /proc's stat
+    named.symlink_to(sys.executable)
+    child = subprocess.Popen(  # SIGHUP's default restored: a stray signal would end it
+        [str(named), "-c", "import signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        with open(f"/proc/{child.pid}/stat") as f:
+            while "pit) Z (x" not in f.read():  # until the interpreter runs under its name
+                f.seek(0)
+        assert stores._alive(child.pid)
+        assert child.poll() is None  # asked with signal 0, not signalled
+    finally:
+        child.communicate(b"")
+
+
+def test_a_process_that_cannot_be_signalled_or_read_is_taken_as_alive(monkeypatch):
+    def not_yours(pid, signal):  # another user's process: it exists, but may not be signalled
+        raise PermissionError(1, "Operation not permitted")
+
+    with monkeypatch.context() as m:
+        m.setattr(stores.os, "kill", not_yours)
+        assert stores._alive(1)
+
+    def no_proc(path, *args, **kwargs):  # a system without /proc
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(stores, "open", no_proc, raising=False)
+    assert stores._alive(os.getpid())
 
 
 def test_a_zombie_or_reaped_process_is_not_alive():
