@@ -14,12 +14,20 @@ collect_ignore = ["data"]  # test data, such as the Dask-Gateway server's config
 
 def _fresh_dask_pools() -> None:
     """Forget dask's thread pools in a forked child: they keep the parent's threads, which the
-    child does not have, so its first threaded compute would wait for ever. mutmut
-    (scripts/mutate.py) forks a test process per mutant from one that has run tests."""
+    child does not have, so its first threaded compute would wait for ever; and so does
+    distributed's offload executor, on which a LocalCluster or Client in the child would wait
+    (a futex wait at no CPU). mutmut (scripts/mutate.py) forks a test process per mutant from
+    one that has run tests."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
     import dask.threaded
 
     dask.threaded.default_pool = None
     dask.threaded.pools.clear()
+    utils = sys.modules.get("distributed.utils")
+    if utils is not None:
+        utils._offload_executor = ThreadPoolExecutor(1, thread_name_prefix="Dask-Offload")
 
 
 os.register_at_fork(after_in_child=_fresh_dask_pools)
