@@ -242,6 +242,16 @@ def refused(error: type[Exception], call) -> str:
     return str(e.value)
 
 
+def leased(store, holder: dict, group: str = "tiny-pit") -> Path:
+    """A group's write lease as another writer, ``holder``, left it in ``store``; its path."""
+    import json
+
+    path = Path(store) / ".minecube" / "leases" / f"{group}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(holder))
+    return path
+
+
 def subset(lab, ids):
     """``(cubes, labels)`` of some sites of the lab fixture."""
     return {s: lab["cubes"][s] for s in ids}, {s: lab["labels"][s] for s in ids}

@@ -40,6 +40,7 @@ from minecube.cube import CubeError, DegradedPeriodWarning, build, open_cube, to
 from minecube.segment import IncompletePredictionError, open_predictions, segment_to_zarr
 from minecube.stac import search
 from minecube.store import StoreError, StoreIntegrityError, check, read_manifest
+from tests.conftest import leased
 
 PERIODS = ["2022-01-01", "2022-04-01", "2022-07-01", "2022-10-01", "2023-01-01"]
 
@@ -430,13 +431,9 @@ def _lease_of(store: Path, pid: int, *, renewed_ago: float = 0.0) -> Path:
     import socket
     import time
 
-    path = store / ".minecube" / "leases" / "tiny-pit.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    holder = {"host": socket.gethostname(), "pid": pid, "token": "theirs",
-              "since": now - 42, "renewed": now - renewed_ago}  # fmt: skip
-    path.write_text(json.dumps(holder))
-    return path
+    return leased(store, {"host": socket.gethostname(), "pid": pid, "token": "theirs",
+                          "since": now - 42, "renewed": now - renewed_ago})  # fmt: skip
 
 
 def test_a_live_writers_lease_is_refused_naming_it_and_a_dead_writers_is_taken_over(tmp_path):

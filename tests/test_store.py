@@ -33,7 +33,7 @@ from minecube.store import (
     verify,
     verify_meta,
 )
-from tests.conftest import refused
+from tests.conftest import leased, refused
 
 PERIODS = ["2022-01-01", "2022-04-01"]
 GROUP = "tiny-pit"
@@ -375,13 +375,6 @@ def _holder(pid: int, *, since: float, renewed: float, host: str | None = None) 
             "since": since, "renewed": renewed}  # fmt: skip
 
 
-def _leased(store: Path, holder: dict) -> Path:
-    path = store / ".minecube" / "leases" / f"{GROUP}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(holder))
-    return path
-
-
 @pytest.fixture
 def auckland(monkeypatch):
     """The local time zone of a user far from UTC (+13:00 in January)."""
@@ -395,7 +388,7 @@ def auckland(monkeypatch):
 def test_a_live_lease_is_refused_naming_its_holder_and_ages(store, monkeypatch, auckland):
     now = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC, 21:00 in Auckland
     monkeypatch.setattr(stores.time, "time", lambda: now)
-    path = _leased(store, _holder(os.getpid(), since=now - 42, renewed=now - 7))
+    path = leased(store, _holder(os.getpid(), since=now - 42, renewed=now - 7))
     before = path.read_bytes()
     message = refused(StoreBusyError, lambda: lease(store, GROUP).__enter__())
     assert message == (
@@ -407,7 +400,7 @@ def test_a_live_lease_is_refused_naming_its_holder_and_ages(store, monkeypatch, 
     )
     assert path.read_bytes() == before  # never taken from the living
     other_host = _holder(1, since=now - 10, renewed=now - stores.STALE_AFTER, host="elsewhere")
-    _leased(store, other_host)  # silent for exactly the limit: still alive
+    leased(store, other_host)  # silent for exactly the limit: still alive
     with pytest.raises(StoreBusyError, match="pid 1 on elsewhere"):
         lease(store, GROUP).__enter__()
 
@@ -421,7 +414,7 @@ def test_a_dead_writers_lease_is_taken_over_and_ours_is_removed_at_the_end(store
         _holder(1, since=now - 900, renewed=now - 301, host="elsewhere"),  # silent too long
     ]
     for holder in cases:
-        path = _leased(store, holder)
+        path = leased(store, holder)
         with lease(store, GROUP):
             mine = json.loads(path.read_text())
             assert (mine["pid"], mine["host"]) == (os.getpid(), socket.gethostname())
