@@ -821,8 +821,8 @@ def _write_cube(cube, store, group: str, manifest: dict, progress: bool, fail_af
 
     units = manifest["units"]
     periods = [str(t)[:10] for t in cube.time.values]
-    names = [str(v) for v in cube.variables]
-    existing = _stored_periods(store, group, names, _recorded_length(manifest))
+    variables = [str(v) for v in cube.variables]
+    existing = _stored_periods(store, group, variables, _recorded_length(manifest))
     if existing is None:  # a first write killed before it completed
         manifest = stores.clear_group(store, group, manifest)
         units, existing = manifest["units"], []
