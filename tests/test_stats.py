@@ -541,11 +541,12 @@ def _noisy_maps(world):
 def test_adjusted_intervals_cover_the_true_area_on_the_demo_world(world):
     """A map with a systematic error (pits drawn two pixels too wide) and noise, against the
     demo world's truth: over repeated samples labelled from the truth, the 95 % intervals cover
-    the true class areas 93–97 % of the time (94.6 % of 2,590 cases), and the adjusted
-    mining area is close to the truth where the mapped one is far off."""
+    the true class areas 93–97 % of the time (95.0 % of 1,110 cases; 95.3 % of 2,590 at 70
+    samples), and the adjusted mining area is close to the truth where the mapped one is far
+    off."""
     maps, truths, true_area = _noisy_maps(world)
     covered, mining, covered_mining = [], [], []
-    for r in range(70):
+    for r in range(30):
         points = sample(maps, n=1000, min_per_stratum=50, seed=r)
         labelled = reference_from(points, truths)
         table = adjusted_areas(maps, labelled, units="ha")
@@ -564,7 +565,7 @@ def test_adjusted_intervals_cover_the_true_area_on_the_demo_world(world):
         assert np.allclose(footprint.set_index(["site_id", "time"]).adjusted_ha, by_class)
     coverage = float(np.mean(covered))
     assert 0.93 <= coverage <= 0.97, coverage
-    assert 0.93 <= float(np.mean(covered_mining)) <= 0.97  # the footprint: 96.2 % of 630
+    assert 0.93 <= float(np.mean(covered_mining)) <= 0.97  # the footprint: 96.7 % of 270
     # the pits' area per site and period, mapped and estimated (mean over the samples)
     mining = pd.concat(mining).groupby(["site_id", "time"])[["mapped_ha", "adjusted_ha"]].mean()
     truth_pit = [true_area[s].loc[(t, "open_pit"), "area_ha"] for s, t in mining.index]
