@@ -60,7 +60,11 @@ def _run(module: str, tests: list[str], children: int, worlds: Path, log: Path,
     own output goes to ``log``). With ``minutes``, the run is stopped then and what it checked
     is kept: mutmut records each mutant's result as it comes."""
     mutmut = [sys.executable, "-m", "mutmut"]
-    env = os.environ | {"MINECUBE_TEST_WORLDS": str(worlds)}
+    # one thread for torch's and MKL's OpenMP: a pool the unmutated run starts is, in each
+    # forked test process, threads that do not exist there, and the first convolution waits on
+    # them for ever (a futex wait at no CPU); two children keep the two cores busy anyway
+    env = os.environ | {"MINECUBE_TEST_WORLDS": str(worlds), "OMP_NUM_THREADS": "1",
+                        "MKL_NUM_THREADS": "1"}  # fmt: skip
     if module not in BUILD_CUBES:
         env["MINECUBE_TEST_CUBES"] = str(worlds / "cubes")
     with tempfile.TemporaryDirectory(prefix=f"mutate-{module}-") as tmp:
