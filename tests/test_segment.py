@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
+import os
 import warnings
 
 import numpy as np
@@ -403,3 +405,69 @@ def open_cube_from(lab, site):
     from minecube.cube import open_cube
 
     return open_cube(lab["store"], site)
+
+
+_ALLOCATOR = """
+import ctypes, json, os
+from minecube.segment import _relax_malloc_trim
+
+class Mallinfo2(ctypes.Structure):  # glibc's: the main arena's size, blocks served by mmap
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+MIB = 2**20
+
+def mapped(size):  # whether the allocator serves a block of `size` by mmap
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    after = libc.mallinfo2().hblks
+    libc.free(block)
+    return after > before
+
+def returned(size):  # of `size` allocated on the heap in 30 MiB blocks and freed, MiB given back
+    blocks = [libc.malloc(30 * MIB) for _ in range(size // (30 * MIB))]
+    peak = libc.mallinfo2().arena
+    for block in reversed(blocks):
+        libc.free(block)
+    return (peak - libc.mallinfo2().arena) / MIB
+
+seen = {}
+for value in (None, "65536x", str(2**26), "65536"):  # distributed's setting comes last
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    if value is not None:
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = value
+    _relax_malloc_trim()
+    seen[str(value)] = [mapped(s * MIB) for s in (8, 31, 33)]
+seen["returned"] = [returned(90 * MIB), returned(180 * MIB)]
+print(json.dumps(seen))
+"""
+
+
+def test_a_worker_undoes_distributeds_tiny_malloc_trim_threshold():
+    """distributed starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap
+    threshold at 128 KiB (every tensor mmapped and faulted afresh: field notes). The worker's
+    setup raises it to 32 MiB and the trim threshold to 128 MiB, and leaves other settings
+    alone — read back from the allocator of a fresh process started as a worker is: which
+    blocks it mmaps, and how much of a freed heap it returns."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    try:
+        ctypes.CDLL("libc.so.6").mallinfo2  # noqa: B018
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc ≥ 2.33: the function does nothing elsewhere")
+    child = subprocess.run([sys.executable, "-c", _ALLOCATOR], capture_output=True, text=True,
+                           cwd=Path(__file__).parent.parent,
+                           env=os.environ | {"MALLOC_TRIM_THRESHOLD_": "65536"})  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    seen = json.loads(child.stdout)
+    for value in ("None", "65536x", str(2**26)):  # not distributed's tiny setting: left alone
+        assert seen[value] == [True, True, True], value
+    assert seen["65536"] == [False, False, True]  # blocks up to 32 MiB from the heap
+    kept, given_back = seen["returned"]
+    assert kept < 1  # a freed heap top under 128 MiB is kept...
+    assert given_back >= 150  # ...one over it returned
