@@ -18,8 +18,10 @@ from minecube.chips import Normalisation
 from minecube.classes import DEFAULT_CLASSES
 from minecube.models import CheckpointError, card_for, create, save
 from minecube.segment import (
+    _BLOCK_BYTES,
     IncompletePredictionError,
     SegmentError,
+    _auto_block,
     _axis,
     open_predictions,
     segment,
@@ -79,6 +81,28 @@ def test_chip_grid_owns_every_pixel_once():
         np.testing.assert_allclose(total[axis.size : 4 * axis.stride], 1.0, atol=1e-12)
     with pytest.raises(SegmentError, match="at most half the chip size"):
         _axis(500, 64, 48, None, multiple=32)
+
+
+def test_the_default_block_is_about_a_batch_of_chips_within_the_memory_budget():
+    """A block chosen for the user is whole chip strides: about ``batch_size`` chips (a
+    square of them), else the most that keep its buffers — with the halo, one float32 per
+    class and one for the weights (the accumulators) and one per band (the features) — within
+    the budget; one chip at least, whatever its size."""
+
+    def buffers(block: int, overlap: int, classes: int, bands: int) -> int:
+        return (block + overlap) ** 2 * 4 * (classes + 1 + bands)
+
+    assert [_auto_block(7, 4, 192, 64, b) for b in (1, 3, 4, 16, 24)] == [192, 192, 384, 768, 768]
+    assert _auto_block(7, 4, 8192, 64, 16) == 8192  # one chip over the budget: still one
+    for classes, bands, overlap in itertools.product((2, 7, 12), (1, 4, 13), (0, 32, 64)):
+        for stride in range(16, 1024, 16):
+            block = _auto_block(classes, bands, stride, overlap, 10**6)
+            assert isinstance(block, int)
+            assert block % stride == 0
+            fits = buffers(block, overlap, classes, bands) <= _BLOCK_BYTES
+            assert fits or block == stride, (classes, bands, overlap, stride)
+            larger = buffers(block + stride, overlap, classes, bands)
+            assert larger > _BLOCK_BYTES, (classes, bands, overlap, stride)
 
 
 @pytest.mark.slow
