@@ -75,7 +75,10 @@ class ClassSchema:
         if self.nodata in ids:
             raise ValueError(f"nodata value {self.nodata} is also a class id; pick another nodata")
         if not all(0 <= i < IGNORE_INDEX for i in [*ids, self.nodata]):
-            raise ValueError(f"class ids and nodata must lie in 0–254, got {ids}")
+            raise ValueError(
+                f"class ids and nodata must lie in 0–254 ({IGNORE_INDEX} marks unlabelled "
+                f"pixels in training), got ids {ids} and nodata {self.nodata}"
+            )
         clash = sorted(set(self.ignore) & set(ids))
         if clash or not all(0 <= i <= IGNORE_INDEX for i in self.ignore):
             raise ValueError(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minecube.classes import DEFAULT_CLASSES, IGNORE_INDEX, ClassSchema, LandCoverClass
+from tests.conftest import refused
 
 
 def test_default_schema_has_the_mining_land_use_classes():
@@ -32,6 +33,12 @@ def test_schema_rejects_duplicates_and_nodata_clashes():
         ClassSchema((a, LandCoverClass(1, "other", "#ffffff", False)))
     with pytest.raises(ValueError, match="nodata value 1 is also a class id"):
         ClassSchema((a,), nodata=1)
+    for ids, nodata in (([1], 255), ([255], 0)):  # 255 is the training's unlabelled pixel
+        classes = tuple(LandCoverClass(i, f"c{i}", "#000000", False) for i in ids)
+        assert refused(ValueError, lambda c=classes, n=nodata: ClassSchema(c, nodata=n)) == (
+            "class ids and nodata must lie in 0–254 (255 marks unlabelled pixels in training), "
+            f"got ids {ids} and nodata {nodata}"
+        )
 
 
 def test_schemas_load_from_json_and_yaml(tmp_path):

@@ -349,6 +349,31 @@ def test_plain_xarray_reads_stored_labels_and_cubes(lab, checkpoint, tmp_path):
     assert cubes.reflectance.odc.geobox.crs.epsg == lab["cubes"][site].rio.crs.to_epsg()
 
 
+def test_a_schemas_own_no_label_value_is_stored_and_read_back(lab, tmp_path):
+    """A user's schema with no-label 254, not the default 0: stored as the first CF flag and
+    as ``nodata``, read back so by plain xarray and by open_predictions."""
+    import dataclasses
+
+    site = "sudbury-nickel"
+    cube = lab["cubes"][site].isel(time=[0]).copy(deep=True)
+    refl = cube.reflectance.values.copy()
+    refl[0, :20, :30] = np.nan  # unobserved: no label
+    cube["reflectance"] = cube.reflectance.copy(data=refl)
+    model = _model()
+    schema = dataclasses.replace(DEFAULT_CLASSES, nodata=254)
+    model.card = card_for(model, bands=BANDS, normalisation=model.card.normalisation,
+                          schema=schema)  # fmt: skip
+    store = tmp_path / "predictions.zarr"
+    segment_to_zarr(cube, model, store, input_dims={"y": 96, "x": 96}, progress=False)
+    labels = xr.open_zarr(store, group=site, consolidated=False).prediction
+    assert labels.attrs["flag_values"] == [254, *DEFAULT_CLASSES.ids]
+    assert labels.rio.nodata == 254
+    assert (labels.values[0, :20, :30] == 254).all()
+    ours = open_predictions(store, site)
+    assert ours.rio.nodata == 254
+    np.testing.assert_array_equal(ours.values, labels.values)
+
+
 def test_bad_input_is_refused_clearly(lab, model, checkpoint, tmp_path):
     cube = lab["cubes"]["cape-york-bauxite"].isel(time=[0])
     with pytest.raises(
