@@ -27,6 +27,7 @@ from minecube.segment import (
     segment,
     segment_to_zarr,
 )
+from tests.conftest import refused
 
 BANDS = ("red", "green", "blue", "nir")
 
@@ -372,6 +373,42 @@ def test_a_schemas_own_no_label_value_is_stored_and_read_back(lab, tmp_path):
     ours = open_predictions(store, site)
     assert ours.rio.nodata == 254
     np.testing.assert_array_equal(ours.values, labels.values)
+
+
+def test_a_store_written_otherwise_is_refused_naming_what_differs(lab, tmp_path):
+    """A group is resumed only by the same model (its file name, creation, architecture and
+    bands) with the same settings; anything else is refused, naming what differs, and the
+    stored predictions are kept."""
+    import dataclasses
+
+    cube = lab["cubes"]["sudbury-nickel"].isel(time=[0], y=slice(0, 96), x=slice(0, 96))
+    store = tmp_path / "predictions.zarr"
+
+    def saved(folder: str, created: str, architecture: str = "fpn", bands=BANDS):
+        model = _model(architecture=architecture, encoder_name="resnet18")
+        if bands != BANDS:  # a model of fewer bands: the cube's first ones
+            model = create(architecture, encoder_name="resnet18", in_channels=len(bands))
+            norm = Normalisation(bands, (0.08,) * len(bands), (0.04,) * len(bands))
+            model.card = card_for(model, bands=bands, normalisation=norm, schema=DEFAULT_CLASSES)
+        model.card = dataclasses.replace(model.card, created=created)
+        return save(model, tmp_path / folder / "model")
+
+    first = saved("a", "2026-01-01T00:00:00+00:00")
+    kept = segment_to_zarr(cube, first, store, progress=False).load()
+    others = {
+        "['model_created']": (saved("b", "2026-02-01T00:00:00+00:00"), {}),
+        "['segment']": (first, {"blend": "none"}),
+        "['bands', 'model_created', 'model_spec']": (
+            saved("c", "2026-03-01T00:00:00+00:00", "unet", ("red", "green", "blue")), {}),
+    }  # fmt: skip
+    for differ, (model, settings) in others.items():
+        message = refused(SegmentError, lambda m=model, s=settings: segment_to_zarr(
+            cube, m, store, progress=False, **s))  # fmt: skip
+        assert message == (
+            f"group 'sudbury-nickel' of {str(store)!r} holds predictions made with other "
+            f"{differ}; write to another group or pass overwrite=True to start again"
+        )
+    xr.testing.assert_identical(open_predictions(store, "sudbury-nickel").load(), kept)
 
 
 def test_bad_input_is_refused_clearly(lab, model, checkpoint, tmp_path):
