@@ -377,11 +377,12 @@ def test_a_schemas_own_no_label_value_is_stored_and_read_back(lab, tmp_path):
 
 def test_a_store_written_otherwise_is_refused_naming_what_differs(lab, tmp_path):
     """A group is resumed only by the same model (its file name, creation, architecture and
-    bands) with the same settings; anything else is refused, naming what differs, and the
-    stored predictions are kept."""
+    bands) with the same settings on the same periods and grid; anything else is refused,
+    naming what differs, and the stored predictions are kept."""
     import dataclasses
 
-    cube = lab["cubes"]["sudbury-nickel"].isel(time=[0], y=slice(0, 96), x=slice(0, 96))
+    whole = lab["cubes"]["sudbury-nickel"]
+    cube = whole.isel(time=[0], y=slice(0, 96), x=slice(0, 96))
     store = tmp_path / "predictions.zarr"
 
     def saved(folder: str, created: str, architecture: str = "fpn", bands=BANDS):
@@ -400,10 +401,16 @@ def test_a_store_written_otherwise_is_refused_naming_what_differs(lab, tmp_path)
         "['segment']": (first, {"blend": "none"}),
         "['bands', 'model_created', 'model_spec']": (
             saved("c", "2026-03-01T00:00:00+00:00", "unet", ("red", "green", "blue")), {}),
+        "['time']": (first, {"cube": whole.isel(time=[1], y=slice(0, 96), x=slice(0, 96))}),
+        "['origin']": (first, {"cube": whole.isel(time=[0], y=slice(16, 112), x=slice(0, 96))}),
+        "['chunks', 'shape']": (first, {"cube": cube.isel(y=slice(0, 80))}),
+        "['chunks', 'name', 'shape']": (first, {"output": "probabilities"}),
+        "['crs']": (first, {"cube": cube.rio.write_crs("EPSG:32618")}),
     }  # fmt: skip
     for differ, (model, settings) in others.items():
+        settings = {"cube": cube} | settings
         message = refused(SegmentError, lambda m=model, s=settings: segment_to_zarr(
-            cube, m, store, progress=False, **s))  # fmt: skip
+            s.pop("cube"), m, store, progress=False, **s))  # fmt: skip
         assert message == (
             f"group 'sudbury-nickel' of {str(store)!r} holds predictions made with other "
             f"{differ}; write to another group or pass overwrite=True to start again"
