@@ -850,7 +850,9 @@ def _write_block(
     if fs.exists(mark):
         return np.ones((1,) * block.ndim, bool)
     where = tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, block_id, strict=True))
-    array = zarr.open_array(store, path=path, mode="r+", config={"write_empty_chunks": True})
+    # a region of no label throughout equals the fill value: written all the same, as every
+    # region's chunks are recorded (zarr 3.1's open_array ignores config= for an existing array)
+    array = zarr.open_array(store, path=path, mode="r+").with_config({"write_empty_chunks": True})
     array[where] = block
     fs.pipe_file(mark, b"")
     if _in_worker():  # a structured event on the scheduler: which region, written by whom

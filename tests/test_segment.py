@@ -23,6 +23,7 @@ from minecube.segment import (
     SegmentError,
     _auto_block,
     _axis,
+    _regions,
     open_predictions,
     segment,
     segment_to_zarr,
@@ -416,6 +417,24 @@ def test_a_store_written_otherwise_is_refused_naming_what_differs(lab, tmp_path)
             f"{differ}; write to another group or pass overwrite=True to start again"
         )
     xr.testing.assert_identical(open_predictions(store, "sudbury-nickel").load(), kept)
+
+
+def test_a_period_with_no_observation_is_stored_whole_as_no_label(lab, checkpoint, tmp_path):
+    """Regions that are no label throughout (a period of clouds) are chunks equal to the fill
+    value, which zarr skips writing unless told: they are written, so the group is whole and
+    reads back as no label (labels: 0, probabilities: 255), not a FileNotFoundError."""
+    from minecube.store import check
+
+    cube = lab["cubes"]["sudbury-nickel"].isel(time=[1]).copy(deep=True)
+    cube["reflectance"] = cube.reflectance.where(False)  # nothing observed
+    for output, nodata in (("labels", 0), ("probabilities", 255)):
+        store = tmp_path / f"{output}.zarr"
+        stored = segment_to_zarr(cube, checkpoint, store, input_dims={"y": 96, "x": 96},
+                                 output=output, progress=False)  # fmt: skip
+        assert (stored.values == nodata).all()
+        assert check(store).ok, str(check(store))
+        written = (store / "sudbury-nickel" / str(stored.name) / "c").rglob("*")
+        assert len([f for f in written if f.is_file()]) == len(_regions(stored))
 
 
 def test_bad_input_is_refused_clearly(lab, model, checkpoint, tmp_path):
