@@ -24,6 +24,7 @@ from minecube.segment import (
     _auto_block,
     _axis,
     _regions,
+    _write_block,
     open_predictions,
     segment,
     segment_to_zarr,
@@ -435,6 +436,32 @@ def test_a_period_with_no_observation_is_stored_whole_as_no_label(lab, checkpoin
         assert check(store).ok, str(check(store))
         written = (store / "sudbury-nickel" / str(stored.name) / "c").rglob("*")
         assert len([f for f in written if f.is_file()]) == len(_regions(stored))
+
+
+def test_a_region_is_written_once_when_its_task_runs_twice(tmp_path):
+    """A region's write leaves a mark after its data, named by the block's index as
+    segment_to_zarr looks it up to redo a damaged region; a second run of the task (its worker
+    lost before the scheduler heard it finished) finds it and writes nothing."""
+    import zarr
+
+    store = str(tmp_path / "predictions.zarr")
+    zarr.create_array(store, name="site/prediction", shape=(1, 4, 4), chunks=(1, 2, 2),
+                      dtype="u1", fill_value=0)  # fmt: skip
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    where = {"store": store, "path": "site/prediction", "marks": str(marks),
+             "bounds": [[0, 1], [0, 2, 4], [0, 2, 4]], "block_id": (0, 1, 0)}  # fmt: skip
+    done = _write_block(np.full((1, 2, 2), 7, np.uint8), **where)
+    np.testing.assert_array_equal(done, np.ones((1, 1, 1), bool))
+    assert [m.name for m in marks.iterdir()] == ["0.1.0"]
+    expected = np.zeros((1, 4, 4), np.uint8)
+    expected[0, 2:, :2] = 7
+    np.testing.assert_array_equal(zarr.open_array(store, path="site/prediction")[:], expected)
+    assert done.dtype == bool  # as segment_to_zarr's map_blocks declares
+    again = _write_block(np.full((1, 2, 2), 9, np.uint8), **where)
+    np.testing.assert_array_equal(again, np.ones((1, 1, 1), bool))
+    assert again.dtype == bool
+    np.testing.assert_array_equal(zarr.open_array(store, path="site/prediction")[:], expected)
 
 
 def test_bad_input_is_refused_clearly(lab, model, checkpoint, tmp_path):
