@@ -381,19 +381,16 @@ def test_a_store_written_otherwise_is_refused_naming_what_differs(lab, tmp_path)
     """A group is resumed only by the same model (its file name, creation, architecture and
     bands) with the same settings on the same periods and grid; anything else is refused,
     naming what differs, and the stored predictions are kept."""
-    import dataclasses
 
     whole = lab["cubes"]["sudbury-nickel"]
     cube = whole.isel(time=[0], y=slice(0, 96), x=slice(0, 96))
     store = tmp_path / "predictions.zarr"
 
     def saved(folder: str, created: str, architecture: str = "fpn", bands=BANDS):
-        model = _model(architecture=architecture, encoder_name="resnet18")
-        if bands != BANDS:  # a model of fewer bands: the cube's first ones
-            model = create(architecture, encoder_name="resnet18", in_channels=len(bands))
-            norm = Normalisation(bands, (0.08,) * len(bands), (0.04,) * len(bands))
-            model.card = card_for(model, bands=bands, normalisation=norm, schema=DEFAULT_CLASSES)
-        model.card = dataclasses.replace(model.card, created=created)
+        model = create(architecture, encoder_name="resnet18", in_channels=len(bands)).eval()
+        norm = Normalisation(bands, (0.08,) * len(bands), (0.04,) * len(bands))
+        model.card = card_for(model, bands=bands, normalisation=norm, schema=DEFAULT_CLASSES,
+                              created=created)  # fmt: skip
         return save(model, tmp_path / folder / "model")
 
     first = saved("a", "2026-01-01T00:00:00+00:00")
